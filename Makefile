@@ -1,0 +1,78 @@
+# Stepwise. `make demo` and `make test` are the two commands a new machine needs;
+# each installs what it uses (Python packages, Debian's prometheus, the Go-built
+# control plane) and reuses it afterwards.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+RUN := $(VENV)/bin
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# --- dependencies -------------------------------------------------------------------
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)" 2>/dev/null \
+	  || $(PYTHON) -m pip install --quiet --break-system-packages --user "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	touch $@
+
+.PHONY: python-deps
+python-deps: $(VENV)/.synced ## install the locked Python packages into .venv
+
+.PHONY: prometheus
+prometheus: ## install Debian's prometheus package if it is missing
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+.PHONY: control-plane
+control-plane: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (cached)
+	@bash hack/cluster/build.sh >/dev/null
+
+.PHONY: deps
+deps: python-deps prometheus control-plane ## everything the tests and the demo need
+
+# --- checks and tests ---------------------------------------------------------------
+
+.PHONY: lint
+lint: python-deps ## ruff, ruff format, mypy --strict, import contracts
+	$(RUN)/ruff check .
+	$(RUN)/ruff format --check .
+	$(RUN)/mypy
+	$(RUN)/lint-imports
+
+.PHONY: test
+test: deps lint ## the whole suite: lint, unit, integration and end-to-end tests
+	$(RUN)/pytest
+
+.PHONY: test-unit
+test-unit: python-deps ## the pure tests only (no processes)
+	$(RUN)/pytest tests/unit
+
+.PHONY: fmt
+fmt: python-deps ## format the code
+	$(RUN)/ruff format .
+	$(RUN)/ruff check --fix .
+
+# --- local cluster ------------------------------------------------------------------
+
+.PHONY: cluster-up
+cluster-up: deps ## start the local control plane and Prometheus; prints the kubeconfig path
+	$(RUN)/python -m localcluster up
+
+.PHONY: cluster-down
+cluster-down: python-deps ## stop what cluster-up started
+	$(RUN)/python -m localcluster down

@@ -1,0 +1,1 @@
+"""Thin I/O adapters (Kubernetes, Prometheus, traffic routers): they act, they never decide."""

@@ -1,0 +1,1 @@
+"""Pydantic models of the Stepwise custom resources; the CRD YAML is generated from them."""

@@ -1,0 +1,1 @@
+"""The long-running controller: watches, cache, work queue, workers, reconciler, health."""

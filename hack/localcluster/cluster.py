@@ -1,0 +1,385 @@
+"""A real Kubernetes control plane as local processes on 127.0.0.1.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes whose
+pods become Ready) run from the binaries that ``hack/cluster/build.sh`` builds, on free
+ports, with generated certificates and an admin kubeconfig. ``LocalCluster`` starts them
+in order, waits for each to be ready (failing at once, with its last log lines, if one
+exits), registers the fake nodes, and tears everything down, temp directory included.
+
+Why not kwokctl's binary runtime: the tests need to restart or kill single components
+(the API server mid-rollout) and to fail a fixture the moment one crashes; owning the
+few processes directly keeps that to a method call each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import pki as pki_mod
+from localcluster.process import Component, ComponentError, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "cluster" / "build.sh"
+STAGES = REPO / "hack" / "cluster" / "kwok-stages.yaml"
+
+#: Label, annotation and taint of the fake nodes. Test pods tolerate the taint and select
+#: the label, so the same tests run on a kind cluster whose real node is schedulable too.
+KWOK_NODE_LABEL = ("type", "kwok")
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+
+
+def ensure_binaries() -> Path:
+    """Build (or reuse) the control-plane binaries; returns their directory."""
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], check=False, stdout=subprocess.PIPE, text=True
+    )
+    if proc.returncode != 0:
+        raise ComponentError(
+            f"building the control plane failed ({BUILD_SCRIPT}); its error is printed above"
+        )
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How to reach the running cluster."""
+
+    kubeconfig: Path
+    server: str
+    ca_cert: Path
+    admin_cert: Path
+    admin_key: Path
+
+
+class LocalCluster:
+    """The control plane. Use as a context manager, or ``start()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        bin_dir: Path,
+        *,
+        nodes: int = 1,
+        workdir: Path | None = None,
+        external_kubeconfig: Path | None = None,
+    ) -> None:
+        """``external_kubeconfig`` attaches to a running cluster (kind, say): only kwok is
+        started, to provide the fake nodes."""
+        self.bin_dir = bin_dir
+        self.external_kubeconfig = external_kubeconfig
+        self.nodes = nodes
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stepwise-cluster-"))
+        self.components: dict[str, Component] = {}
+        self._endpoints: Endpoints | None = None
+        self._ports: dict[str, int] = {}
+
+    # -- public ---------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Kubeconfig and server address; only after ``start()``."""
+        if self._endpoints is None:
+            raise RuntimeError("the cluster is not started")
+        return self._endpoints
+
+    def start(self, timeout: float = 60.0) -> Endpoints:
+        """Start every component and wait until the fake nodes are Ready."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every component (reverse order) and remove the work directory."""
+        for comp in reversed(list(self.components.values())):
+            comp.stop()
+        self.components.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart_apiserver(self, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop the API server, wait ``down_for`` seconds, start it again and wait for ready."""
+        api = self.components["kube-apiserver"]
+        api.stop()
+        time.sleep(down_for)
+        api.start()
+        wait_until("kube-apiserver", self._apiserver_ready, [api], timeout)
+
+    def component(self, name: str) -> Component:
+        """One running component by name (etcd, kube-apiserver, ...)."""
+        return self.components[name]
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start-up -------------------------------------------------------------------
+
+    def _start(self, timeout: float) -> Endpoints:
+        deadline = time.monotonic() + timeout
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if self.external_kubeconfig is not None:
+            self._ports = {"kwok": free_port()}
+            self._start_kwok(self.external_kubeconfig, logs)
+            self._finish(deadline)
+            self._endpoints = Endpoints(
+                kubeconfig=self.external_kubeconfig,
+                server="",
+                ca_cert=Path(),
+                admin_cert=Path(),
+                admin_key=Path(),
+            )
+            return self._endpoints
+        certs = pki_mod.generate(self.workdir / "pki")
+        ports = {
+            name: free_port()
+            for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")
+        }
+        self._ports = ports
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        kubeconfig = self.workdir / "kubeconfig"
+        kubeconfig.write_text(_kubeconfig(server, certs))
+        kubeconfig.chmod(0o600)
+        self._endpoints = Endpoints(
+            kubeconfig=kubeconfig,
+            server=server,
+            ca_cert=certs.ca_cert,
+            admin_cert=certs.admin_cert,
+            admin_key=certs.admin_key,
+        )
+        self._ssl = ssl.create_default_context(cafile=str(certs.ca_cert))
+        self._ssl.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
+
+        b = self.bin_dir
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+        self._add(
+            "etcd",
+            [
+                str(b / "etcd"),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            logs,
+        )
+        wait_until(
+            "etcd",
+            lambda: _http_ok(f"{etcd_url}/health"),
+            self.components.values(),
+            _left(deadline),
+        )
+        self._add("kube-apiserver", self._apiserver_argv(certs, etcd_url), logs)
+        wait_until(
+            "kube-apiserver", self._apiserver_ready, self.components.values(), _left(deadline)
+        )
+        common = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--cert-dir={self.workdir / 'serving'}",
+            "--v=1",
+        ]
+        self._add(
+            "kube-controller-manager",
+            [
+                str(b / "kube-controller-manager"),
+                *common,
+                f"--secure-port={ports['kcm']}",
+                f"--service-account-private-key-file={certs.sa_private}",
+                f"--root-ca-file={certs.ca_cert}",
+                f"--cluster-signing-cert-file={certs.ca_cert}",
+                f"--cluster-signing-key-file={certs.ca_key}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+            ],
+            logs,
+        )
+        self._add(
+            "kube-scheduler",
+            [str(b / "kube-scheduler"), *common, f"--secure-port={ports['scheduler']}"],
+            logs,
+        )
+        self._start_kwok(kubeconfig, logs)
+        for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
+            url = f"https://127.0.0.1:{ports[port]}/healthz"
+            wait_until(
+                name,
+                lambda url=url: _http_ok(url, insecure=True),  # type: ignore[misc]
+                self.components.values(),
+                _left(deadline),
+            )
+        self._finish(deadline)
+        return self._endpoints
+
+    def _start_kwok(self, kubeconfig: Path, logs: Path) -> None:
+        self._add(
+            "kwok",
+            [
+                str(self.bin_dir / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={STAGES}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
+                "--cidr=10.0.0.1/16",
+                "--node-ip=10.0.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{self._ports['kwok']}",
+            ],
+            logs,
+        )
+
+    def _finish(self, deadline: float) -> None:
+        """Register the fake nodes and wait until kwok reports them Ready."""
+        kubeconfig = self.external_kubeconfig or self.workdir / "kubeconfig"
+        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        try:
+            core = client.CoreV1Api(api)
+            for i in range(self.nodes):
+                self._register_node(core, f"kwok-node-{i}")
+            wait_until(
+                "fake nodes Ready",
+                lambda: self._nodes_ready(core),
+                self.components.values(),
+                _left(deadline),
+            )
+        finally:
+            api.close()
+
+    def _apiserver_argv(self, certs: pki_mod.Pki, etcd_url: str) -> list[str]:
+        return [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self._ports['apiserver']}",
+            f"--tls-cert-file={certs.serving_cert}",
+            f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs.sa_public}",
+            f"--service-account-signing-key-file={certs.sa_private}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={self.workdir / 'apiserver-serving'}",
+            "--v=1",
+        ]
+
+    def _add(self, name: str, argv: list[str], logs: Path) -> None:
+        comp = Component(name, argv, logs / f"{name}.log")
+        comp.start()
+        self.components[name] = comp
+
+    # -- readiness ------------------------------------------------------------------
+
+    def _apiserver_ready(self) -> bool:
+        req = urllib.request.Request(f"{self.endpoints.server}/readyz")  # noqa: S310
+        with urllib.request.urlopen(req, context=self._ssl, timeout=2) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+
+    @staticmethod
+    def _register_node(core: client.CoreV1Api, name: str) -> None:
+        node = client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={
+                    KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+                annotations={KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
+            ),
+            spec=client.V1NodeSpec(taints=[client.V1Taint(**KWOK_TAINT)]),
+        )
+        try:
+            core.create_node(node)
+        except ApiException as exc:
+            if exc.status != 409:  # already registered (a re-attached cluster)
+                raise
+
+    def _nodes_ready(self, core: client.CoreV1Api) -> bool:
+        nodes = core.list_node(label_selector="=".join(KWOK_NODE_LABEL)).items
+        ready = [
+            node
+            for node in nodes
+            if node.status is not None
+            and any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        ]
+        return len(ready) >= self.nodes
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.5)
+
+
+def _http_ok(url: str, *, insecure: bool = False) -> bool:
+    ctx = None
+    if url.startswith("https"):
+        ctx = ssl.create_default_context()
+        if insecure:  # self-signed serving certs of controller-manager and scheduler
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
+        return bool(resp.status == 200)
+
+
+def _kubeconfig(server: str, certs: pki_mod.Pki) -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stepwise-local",
+                "cluster": {"server": server, "certificate-authority": str(certs.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(certs.admin_cert),
+                    "client-key": str(certs.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "stepwise-local", "context": {"cluster": "stepwise-local", "user": "admin"}}
+        ],
+        "current-context": "stepwise-local",
+    }
+    return json.dumps(config, indent=2)

@@ -1,0 +1,79 @@
+"""Shared fixtures: the real local control plane, a real Prometheus, API clients.
+
+Integration tests run against processes started here, once per session. With
+``STEPWISE_TEST_KUBECONFIG`` set (for example to a kind cluster's kubeconfig), they run
+against that cluster instead; only kwok is started locally then, to provide the fake
+node, and tests that restart control-plane processes are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    """The control plane under test: started here, or attached to STEPWISE_TEST_KUBECONFIG."""
+    external = os.environ.get("STEPWISE_TEST_KUBECONFIG")
+    cluster = LocalCluster(
+        ensure_binaries(), external_kubeconfig=Path(external) if external else None
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def owned_cluster(local_cluster: LocalCluster) -> LocalCluster:
+    """The local cluster, for tests that stop or restart its processes (skipped on kind)."""
+    if local_cluster.external_kubeconfig is not None:
+        pytest.skip("restarts control-plane processes; needs the local cluster, not kind")
+    return local_cluster
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: LocalCluster) -> Path:
+    """Path of an admin kubeconfig for the cluster under test."""
+    return local_cluster.endpoints.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> Iterator[client.ApiClient]:
+    """An admin API client (the official kubernetes client)."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[LocalPrometheus]:
+    """A real Prometheus scraping every second; tests add their own targets."""
+    prom = LocalPrometheus(scrape_interval="1s")
+    prom.start()
+    try:
+        yield prom
+    finally:
+        prom.stop()
