@@ -76,3 +76,9 @@ cluster-up: deps ## start the local control plane and Prometheus; prints the kub
 .PHONY: cluster-down
 cluster-down: python-deps ## stop what cluster-up started
 	$(RUN)/python -m localcluster down
+
+# --- generated files ----------------------------------------------------------------
+
+.PHONY: crds
+crds: python-deps ## regenerate the CRD YAML (deploy/crds, charts/stepwise/crds) from the models
+	$(RUN)/python -m controller.api.crd

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
+
 from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
+from tests.support.kube import CRD_DIR, install_crds
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +68,12 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def stepwise_crds(api_client: client.ApiClient) -> None:
+    """The generated Stepwise CRDs, installed (server-side apply) and served."""
+    install_crds(api_client, sorted(CRD_DIR.glob("*.yaml")))
 
 
 @pytest.fixture(scope="session")

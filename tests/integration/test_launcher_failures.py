@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from localcluster import Component, ComponentError, wait_until
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from localcluster import KWOK_NODE_LABEL, KWOK_TAINT
 
 pytestmark = pytest.mark.integration

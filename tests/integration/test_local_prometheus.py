@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from localcluster import LocalPrometheus, free_port
 
 pytestmark = pytest.mark.integration

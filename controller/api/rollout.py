@@ -1,0 +1,687 @@
+"""The ``Rollout`` resource (``stepwise.dev/v1alpha1``): its spec, status and the manual
+intents that the CLI (or a GitOps repository) writes as annotations.
+
+A Rollout owns one ReplicaSet per pod-template revision. Its ``strategy.canary.steps``
+say how the new revision takes traffic; its status carries everything the controller
+needs to resume after a crash (step index, pause start, abort, analysis counters).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import ConfigDict, Field
+
+from controller.api.base import ApiModel, Rule
+from controller.api.types import (
+    Condition,
+    Duration,
+    IntOrPercent,
+    LabelSelector,
+    LabelValue,
+    ObjectName,
+    ServiceName,
+    condition_list_schema,
+)
+
+GROUP: Final = "stepwise.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "stepwise.dev/v1alpha1"
+
+MAX_STEPS = 64
+MAX_LIST = 32
+
+# -- pod template ----------------------------------------------------------------------
+
+
+class TemplateMetadata(ApiModel):
+    """Labels and annotations of the pods a revision runs."""
+
+    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra={"maxProperties": 64})] = (
+        Field(default_factory=dict)
+    )
+    """Pod labels; they must include every ``selector.matchLabels`` entry."""
+    annotations: dict[str, str] | None = None
+    """Pod annotations."""
+
+
+class PodTemplate(ApiModel):
+    """A PodTemplateSpec. The pod spec is passed to the ReplicaSet as written and
+    validated there by the API server."""
+
+    model_config = ConfigDict(extra="allow")
+
+    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+    """Pod metadata."""
+    spec: Annotated[
+        dict[str, Any],
+        Field(
+            json_schema_extra={
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "required": ["containers"],
+                "properties": {
+                    "containers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        },
+                        "description": "The pod's containers (at least one).",
+                    }
+                },
+            }
+        ),
+    ]
+    """The pod spec (a Kubernetes PodSpec)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.spec.containers) && size(self.spec.containers) > 0",
+            message="the pod template needs at least one container",
+            check=lambda t: bool(t.spec.get("containers")),
+            field=".spec.containers",
+        ),
+    )
+
+
+# -- steps -----------------------------------------------------------------------------
+
+
+class Pause(ApiModel):
+    """Wait: for ``duration`` when it is given, otherwise until the Rollout is promoted."""
+
+    duration: Duration | None = None
+    """How long to wait (30s, 5m, 1h, or an integer of seconds); omit it to wait for
+    ``stepwise promote``."""
+
+
+class TemplateRef(ApiModel):
+    """A reference to an AnalysisTemplate (or a ClusterAnalysisTemplate)."""
+
+    template_name: ObjectName
+    """The template's name."""
+    cluster_scope: bool = False
+    """Look the name up among ClusterAnalysisTemplates instead of the Rollout's namespace."""
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the Rollout's namespace."""
+
+    name: ObjectName
+    """The Secret's name."""
+    key: Annotated[str, Field(min_length=1)]
+    """The key within the Secret."""
+
+
+class ArgValueFrom(ApiModel):
+    """Where an argument's value comes from."""
+
+    secret_key_ref: SecretKeyRef
+    """A Secret key (the value is never logged)."""
+
+
+class AnalysisArg(ApiModel):
+    """A value passed to an analysis template's argument of the same name."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    """The argument's name, as the template declares it."""
+    value: str | None = None
+    """A literal value."""
+    value_from: ArgValueFrom | None = None
+    """A value read from a Secret."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!(has(self.value) && has(self.valueFrom))",
+            message="set value or valueFrom, not both",
+            check=lambda a: not (a.value is not None and a.value_from is not None),
+        ),
+    )
+
+
+_TEMPLATES = Annotated[list[TemplateRef], Field(min_length=1, max_length=MAX_LIST)]
+_ARGS = Annotated[
+    list[AnalysisArg],
+    Field(
+        max_length=MAX_LIST,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]
+
+
+def _unique(names: list[str]) -> bool:
+    return len(names) == len(set(names))
+
+
+class RolloutAnalysis(ApiModel):
+    """Analysis run by a step: the step waits for its verdict."""
+
+    templates: _TEMPLATES
+    """The templates whose metrics are measured."""
+    args: _ARGS | None = None
+    """Values for the templates' arguments."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.args) || self.args.all(a, self.args.exists_one(b, b.name == a.name))",
+            message="argument names must be unique",
+            check=lambda a: _unique([x.name for x in a.args or []]),
+            field=".args",
+        ),
+    )
+
+
+class SetCanaryScale(ApiModel):
+    """Set the canary's replica count apart from its traffic weight (exactly one field)."""
+
+    replicas: Annotated[int, Field(ge=0)] | None = None
+    """An absolute number of canary pods."""
+    weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Canary pods as a percentage of ``spec.replicas``."""
+    match_traffic_weight: bool | None = None
+    """Go back to sizing the canary by its traffic weight."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="[has(self.replicas), has(self.weight), has(self.matchTrafficWeight)]"
+            ".exists_one(x, x)",
+            message="setCanaryScale takes exactly one of replicas, weight, matchTrafficWeight",
+            check=lambda s: (
+                [
+                    s.replicas is not None,
+                    s.weight is not None,
+                    s.match_traffic_weight is not None,
+                ].count(True)
+                == 1
+            ),
+        ),
+    )
+
+
+class StringMatch(ApiModel):
+    """How a header value is matched (exactly one field)."""
+
+    exact: str | None = None
+    """The whole value."""
+    prefix: str | None = None
+    """A prefix of the value."""
+    regex: str | None = None
+    """A regular expression (RE2 syntax)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="[has(self.exact), has(self.prefix), has(self.regex)].exists_one(x, x)",
+            message="a header value match takes exactly one of exact, prefix, regex",
+            check=lambda m: [m.exact, m.prefix, m.regex].count(None) == 2,
+        ),
+    )
+
+
+class HeaderMatch(ApiModel):
+    """One request header condition."""
+
+    header_name: Annotated[str, Field(min_length=1, max_length=256)]
+    """The header's name."""
+    header_value: StringMatch
+    """How its value must match."""
+
+
+class SetHeaderRoute(ApiModel):
+    """Send requests matching headers to the canary, whatever the weight. An empty
+    ``match`` removes the route."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")]
+    """The route's name (the router names the rule or route after it)."""
+    match: Annotated[list[HeaderMatch], Field(max_length=16)] = Field(default_factory=list)
+    """All of these must match; omit to remove the route."""
+
+
+class Step(ApiModel):
+    """One canary step: exactly one of its fields is set."""
+
+    set_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Send this percentage of traffic to the canary (0 to 100)."""
+    pause: Pause | None = None
+    """Wait for a duration, or until promoted."""
+    analysis: RolloutAnalysis | None = None
+    """Measure the canary and wait for a verdict."""
+    set_canary_scale: SetCanaryScale | None = None
+    """Size the canary independently of its weight."""
+    set_header_route: SetHeaderRoute | None = None
+    """Route requests with matching headers to the canary (Gateway API and Istio)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="[has(self.setWeight), has(self.pause), has(self.analysis), "
+            "has(self.setCanaryScale), has(self.setHeaderRoute)].exists_one(x, x)",
+            message="a step takes exactly one of setWeight, pause, analysis, setCanaryScale, "
+            "setHeaderRoute",
+            check=lambda s: (
+                [
+                    s.set_weight,
+                    s.pause,
+                    s.analysis,
+                    s.set_canary_scale,
+                    s.set_header_route,
+                ].count(None)
+                == 4
+            ),
+        ),
+    )
+
+    @property
+    def kind(self) -> str:
+        """The step's action name (setWeight, pause, ...)."""
+        for name, field in type(self).model_fields.items():
+            if getattr(self, name) is not None:
+                return field.alias or name
+        return "empty"
+
+
+# -- traffic routing -------------------------------------------------------------------
+
+
+class GatewayApiRouting(ApiModel):
+    """Gateway API: weights of the stable and canary backendRefs of an HTTPRoute."""
+
+    http_route: ObjectName
+    """The HTTPRoute's name (in the Rollout's namespace)."""
+    rule_names: Annotated[list[str], Field(max_length=MAX_LIST)] | None = None
+    """Only the rules with these names; by default every rule whose backendRefs include
+    the stable Service."""
+
+
+class IstioVirtualService(ApiModel):
+    """The VirtualService whose destinations carry the weights."""
+
+    name: ObjectName
+    """The VirtualService's name."""
+    routes: Annotated[list[str], Field(max_length=MAX_LIST)] | None = None
+    """Names of the HTTP routes to manage; by default all that reach the stable host."""
+
+
+class IstioDestinationRule(ApiModel):
+    """Route by subset of one host instead of by two Services."""
+
+    name: ObjectName
+    """The DestinationRule's name."""
+    canary_subset_name: Annotated[str, Field(min_length=1)]
+    """The subset that selects the canary revision."""
+    stable_subset_name: Annotated[str, Field(min_length=1)]
+    """The subset that selects the stable revision."""
+
+
+class IstioRouting(ApiModel):
+    """Istio: destination weights in a VirtualService."""
+
+    virtual_service: IstioVirtualService
+    """The VirtualService to manage."""
+    destination_rule: IstioDestinationRule | None = None
+    """Route by subsets of one host (otherwise by the stable and canary Services)."""
+
+
+class NginxRouting(ApiModel):
+    """NGINX ingress: a canary Ingress cloned from the stable one, weighted by annotation."""
+
+    stable_ingress: ObjectName
+    """The Ingress that sends traffic to the stable Service."""
+    annotation_prefix: str = "nginx.ingress.kubernetes.io"
+    """The ingress controller's annotation prefix."""
+
+
+class SmiRouting(ApiModel):
+    """SMI: backend weights of a TrafficSplit."""
+
+    traffic_split_name: ObjectName | None = None
+    """The TrafficSplit's name (default: the Rollout's name)."""
+    root_service: ServiceName | None = None
+    """The Service clients address (default: the stable Service)."""
+
+
+class TrafficRouting(ApiModel):
+    """The router that shifts traffic (exactly one). Omit ``trafficRouting`` altogether
+    to split traffic by replica ratio."""
+
+    gateway_api: GatewayApiRouting | None = Field(default=None, alias="gatewayAPI")
+    """Gateway API HTTPRoute."""
+    istio: IstioRouting | None = None
+    """Istio VirtualService."""
+    nginx: NginxRouting | None = None
+    """NGINX ingress canary annotations."""
+    smi: SmiRouting | None = None
+    """SMI TrafficSplit."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="[has(self.gatewayAPI), has(self.istio), has(self.nginx), has(self.smi)]"
+            ".exists_one(x, x)",
+            message="set exactly one traffic router: gatewayAPI, istio, nginx or smi",
+            check=lambda t: [t.gateway_api, t.istio, t.nginx, t.smi].count(None) == 3,
+        ),
+    )
+
+    @property
+    def kind(self) -> str:
+        """Which router is configured."""
+        if self.gateway_api:
+            return "gatewayAPI"
+        if self.istio:
+            return "istio"
+        if self.nginx:
+            return "nginx"
+        return "smi"
+
+    @property
+    def supports_header_routes(self) -> bool:
+        """Whether this router can route by header (Gateway API and Istio can)."""
+        return self.gateway_api is not None or self.istio is not None
+
+
+# -- the canary strategy ---------------------------------------------------------------
+
+
+class BackgroundAnalysis(RolloutAnalysis):
+    """Analysis that runs in the background from ``startingStep`` until promotion; a
+    failure aborts the rollout at any step."""
+
+    starting_step: Annotated[int, Field(ge=0)] = 0
+    """The step index (0-based) at which it starts."""
+
+
+_STEPS = Annotated[list[Step], Field(max_length=MAX_STEPS)]
+
+
+def _has_header_step(canary: CanaryStrategy) -> bool:
+    return any(s.set_header_route is not None for s in canary.steps)
+
+
+class CanaryStrategy(ApiModel):
+    """How a new revision is brought in: services, router, steps and analysis."""
+
+    stable_service: ServiceName | None = None
+    """Service that selects the stable revision (Stepwise pins its selector to the stable
+    pod-template hash). Required with trafficRouting."""
+    canary_service: ServiceName | None = None
+    """Service that selects the canary revision. Required with trafficRouting."""
+    traffic_routing: TrafficRouting | None = None
+    """The router; omit to split traffic by the ratio of Ready pods."""
+    steps: _STEPS = Field(default_factory=list)
+    """The steps, in order. With no steps a new revision is promoted once it is Ready."""
+    analysis: BackgroundAnalysis | None = None
+    """Background analysis across steps."""
+    max_surge: IntOrPercent = "25%"
+    """Pods allowed above ``spec.replicas`` while the canary scales (number or percent)."""
+    max_unavailable: IntOrPercent = "25%"
+    """Pods allowed below ``spec.replicas`` while the canary scales (number or percent)."""
+    abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
+    """After an abort, how long the canary keeps its pods once traffic is back on stable."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
+    """After promotion, how long the old stable keeps its pods once traffic has moved."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.trafficRouting) || (has(self.stableService) && has(self.canaryService))",
+            message="trafficRouting needs both stableService and canaryService",
+            check=lambda c: (
+                c.traffic_routing is None
+                or (c.stable_service is not None and c.canary_service is not None)
+            ),
+            field=".trafficRouting",
+        ),
+        Rule(
+            cel="!has(self.stableService) || !has(self.canaryService) || "
+            "self.stableService != self.canaryService",
+            message="canaryService must differ from stableService",
+            check=lambda c: c.stable_service is None or c.stable_service != c.canary_service,
+            field=".canaryService",
+        ),
+        Rule(
+            cel="!has(self.steps) || !self.steps.exists(s, has(s.setHeaderRoute)) || "
+            "(has(self.trafficRouting) && "
+            "(has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+            message="setHeaderRoute needs a router that supports header routes "
+            "(trafficRouting.gatewayAPI or trafficRouting.istio)",
+            check=lambda c: (
+                not _has_header_step(c)
+                or (c.traffic_routing is not None and c.traffic_routing.supports_header_routes)
+            ),
+            field=".steps",
+        ),
+        Rule(
+            cel="!has(self.analysis) || !has(self.analysis.startingStep) || "
+            "self.analysis.startingStep == 0 || "
+            "(has(self.steps) && self.analysis.startingStep < size(self.steps))",
+            message="analysis.startingStep must be the index of an existing step",
+            check=lambda c: (
+                c.analysis is None
+                or c.analysis.starting_step == 0
+                or c.analysis.starting_step < len(c.steps)
+            ),
+            field=".analysis.startingStep",
+        ),
+    )
+
+
+class Strategy(ApiModel):
+    """The deployment strategy."""
+
+    canary: CanaryStrategy
+    """Canary: shift traffic in steps, judge, then promote or roll back."""
+
+
+# -- spec ------------------------------------------------------------------------------
+
+
+def _selector_matches_template(spec: RolloutSpec) -> bool:
+    labels = spec.template.metadata.labels
+    return all(labels.get(k) == v for k, v in (spec.selector.match_labels or {}).items())
+
+
+class RolloutSpec(ApiModel):
+    """The desired state of a Rollout."""
+
+    replicas: Annotated[int, Field(ge=0)] = 1
+    """Desired pod count (shared by stable and canary as the steps say)."""
+    selector: LabelSelector
+    """Selects the Rollout's pods; must match the template's labels."""
+    template: PodTemplate
+    """The pod template. A change to it starts a canary."""
+    revision_history_limit: Annotated[int, Field(ge=0)] = 3
+    """Old ReplicaSets kept (scaled to zero) for a fast rollback."""
+    progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
+    """Abort when a step makes no progress (pods not Ready) for this long."""
+    paused: bool = False
+    """Hold the rollout where it is (no step advances, no scaling)."""
+    strategy: Strategy
+    """How a new revision is brought in."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.selector.matchLabels) || has(self.selector.matchExpressions)",
+            message="selector must not be empty",
+            check=lambda s: bool(s.selector.match_labels or s.selector.match_expressions),
+            field=".selector",
+        ),
+        Rule(
+            cel="!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, "
+            "has(self.template.metadata) && has(self.template.metadata.labels) && "
+            "k in self.template.metadata.labels && "
+            "self.template.metadata.labels[k] == self.selector.matchLabels[k])",
+            message="selector.matchLabels must match template.metadata.labels",
+            check=_selector_matches_template,
+            field=".selector",
+        ),
+    )
+
+
+# -- status ----------------------------------------------------------------------------
+
+Phase = Literal["Progressing", "Paused", "Healthy", "Degraded"]
+AnalysisPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
+MeasurementPhase = Literal["Successful", "Failed", "Inconclusive", "Error", "NoData"]
+
+
+class Measurement(ApiModel):
+    """One measurement of a metric."""
+
+    phase: MeasurementPhase
+    """How it was judged."""
+    value: str | None = None
+    """The measured value(s), as text."""
+    message: str = ""
+    """Why, for anything but Successful."""
+    started_at: dt.datetime
+    """When the query was sent."""
+    finished_at: dt.datetime | None = None
+    """When the answer came back."""
+
+
+class MetricResult(ApiModel):
+    """The running tally of one metric."""
+
+    name: str
+    """The metric's name in its template."""
+    phase: AnalysisPhase = "Pending"
+    """The metric's verdict so far."""
+    count: int = 0
+    """Measurements taken."""
+    successful: int = 0
+    """Measurements judged Successful."""
+    failed: int = 0
+    """Measurements judged Failed."""
+    inconclusive: int = 0
+    """Measurements judged Inconclusive."""
+    no_data: int = 0
+    """Measurements that returned no data."""
+    error: int = 0
+    """Measurements that could not be taken (provider errors)."""
+    consecutive_errors: int = 0
+    """Errors since the last good measurement."""
+    message: str = ""
+    """The latest explanation."""
+    measurements: Annotated[list[Measurement], Field(max_length=10)] = Field(default_factory=list)
+    """The latest measurements (at most 10)."""
+    next_at: dt.datetime | None = None
+    """When the next measurement is due."""
+
+
+class AnalysisRunStatus(ApiModel):
+    """One analysis (a step's, or the background one) for the canary revision."""
+
+    name: str
+    """``step-<index>`` or ``background``."""
+    revision: str
+    """The canary revision it judges."""
+    phase: AnalysisPhase = "Pending"
+    """The verdict so far."""
+    started_at: dt.datetime
+    """When it started."""
+    message: str = ""
+    """The reason for the verdict."""
+    metrics: list[MetricResult] = Field(default_factory=list)
+    """Per-metric results."""
+
+
+AbortReason = Literal["AnalysisFailed", "Manual", "ProgressDeadlineExceeded"]
+
+
+class AbortStatus(ApiModel):
+    """Why and when the canary was aborted."""
+
+    reason: AbortReason
+    """AnalysisFailed, Manual or ProgressDeadlineExceeded."""
+    message: str
+    """What happened, naming the analysis and metric when it was one."""
+    revision: str
+    """The aborted canary revision."""
+    time: dt.datetime
+    """When it was aborted."""
+    attempt: Annotated[int, Field(ge=1)] = 1
+    """How many times this revision has been aborted (a retry starts the next attempt)."""
+
+
+class RolloutStatus(ApiModel):
+    """The observed state of a Rollout: enough to resume after a crash and to explain it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase | None = None
+    """Progressing, Paused, Healthy or Degraded."""
+    message: str = ""
+    """What the Rollout is doing or waiting for."""
+    observed_generation: int = 0
+    """The spec generation this status describes."""
+    current_step_index: int | None = None
+    """The step being carried out (equal to the step count when all are done)."""
+    canary_weight: int = 0
+    """The traffic percentage the router sends to the canary."""
+    stable_revision: str | None = None
+    """Pod-template hash of the stable revision."""
+    canary_revision: str | None = None
+    """Pod-template hash of the revision being rolled out (equal to stable when none)."""
+    pause_start_time: dt.datetime | None = None
+    """When the current pause began (a restarted controller keeps the remaining time)."""
+    step_start_time: dt.datetime | None = None
+    """When the current step began (for the progress deadline)."""
+    abort: AbortStatus | None = None
+    """Set while the canary is aborted."""
+    analysis_runs: list[AnalysisRunStatus] = Field(default_factory=list)
+    """Analyses of the current canary revision."""
+    replicas: int = 0
+    """Pods of all revisions."""
+    ready_replicas: int = 0
+    """Ready pods of all revisions."""
+    updated_replicas: int = 0
+    """Pods of the canary revision."""
+    selector: str = ""
+    """The selector as a string (for the scale subresource and HPA)."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra=condition_list_schema())] = (
+        Field(default_factory=list)
+    )
+    """Standard conditions: Progressing, Healthy, Paused, Aborted, InvalidSpec."""
+
+
+# -- the resource ----------------------------------------------------------------------
+
+
+class ObjectMeta(ApiModel):
+    """The part of metadata that Stepwise reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    """The object's name."""
+    namespace: str | None = None
+    """The object's namespace."""
+    uid: str | None = None
+    """The object's UID."""
+    generation: int | None = None
+    """The spec generation."""
+    resource_version: str | None = None
+    """The version for optimistic concurrency."""
+    labels: dict[str, str] | None = None
+    """Labels."""
+    annotations: dict[str, str] | None = None
+    """Annotations (manual intents among them)."""
+    deletion_timestamp: dt.datetime | None = None
+    """Set while the object is being deleted."""
+
+
+class Rollout(ApiModel):
+    """A Rollout: a Deployment that rolls out its new revisions as a judged canary."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["stepwise.dev/v1alpha1"] = API_VERSION
+    """The API version."""
+    kind: Literal["Rollout"] = "Rollout"
+    """The kind."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: RolloutSpec
+    """The desired state."""
+    status: RolloutStatus = Field(default_factory=RolloutStatus)
+    """The observed state (written by the controller through the status subresource)."""
