@@ -603,6 +603,15 @@ class AbortStatus(ApiModel):
     """How many times this revision has been aborted (a retry starts the next attempt)."""
 
 
+class ScheduledScaleDown(ApiModel):
+    """A revision whose pods are kept for a while after traffic left them."""
+
+    revision: str
+    """The pod-template hash of the ReplicaSet to scale down."""
+    at: dt.datetime
+    """When to scale it to zero."""
+
+
 class RolloutStatus(ApiModel):
     """The observed state of a Rollout: enough to resume after a crash and to explain it."""
 
@@ -630,6 +639,9 @@ class RolloutStatus(ApiModel):
     """Set while the canary is aborted."""
     analysis_runs: list[AnalysisRunStatus] = Field(default_factory=list)
     """Analyses of the current canary revision."""
+    scale_down: list[ScheduledScaleDown] = Field(default_factory=list)
+    """ReplicaSets kept up after traffic left them (scaleDownDelaySeconds,
+    abortScaleDownDelaySeconds), and when each goes to zero."""
     replicas: int = 0
     """Pods of all revisions."""
     ready_replicas: int = 0

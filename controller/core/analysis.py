@@ -1,0 +1,287 @@
+"""Analysis runs: which measurements are due, how each changes the tally, what the
+tally means.
+
+A run belongs to one canary revision: ``step-<i>`` for an analysis step, ``background``
+for the strategy's background analysis. Each metric is measured every ``interval``;
+its measurements are judged (by :mod:`controller.core.measurement`) before they reach
+:func:`record`. The rules, in the order they are checked after every measurement:
+
+===================================================  ===================================
+condition                                            metric phase
+===================================================  ===================================
+``failed > failureLimit``                            Failed (the rollout aborts)
+``consecutiveErrors > consecutiveErrorLimit``        by ``onProviderError``: Fail →
+                                                     Failed, Pass → counts as Successful,
+                                                     Hold → Error (blind: blocks
+                                                     promotion, never aborts; measuring
+                                                     goes on and a good answer clears it)
+``inconclusive > inconclusiveLimit``                 Inconclusive (the rollout waits for
+                                                     a person: promote or abort)
+counted measurements ``>= count``                    Successful (step runs stop here;
+                                                     background runs keep measuring
+                                                     until promotion)
+otherwise                                            Running
+===================================================  ===================================
+
+NoData is judged by ``onNoData``: Fail counts a failed measurement, Pass a successful
+one, Hold counts neither (the run waits, blind, and says so). Errors never count as
+failures: a Prometheus outage alone can neither promote nor roll back a canary unless
+the template asks for it.
+
+A run's phase: Failed if any metric failed; else Error if any is held blind; else
+Inconclusive if any is; else Successful if all are; else Running. A missing template
+makes the run Error from the start, with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from controller.api.analysis import AnalysisTemplateSpec, Metric, TemplateArg
+from controller.api.base import parse_duration
+from controller.api.rollout import (
+    AnalysisArg,
+    AnalysisPhase,
+    AnalysisRunStatus,
+    Measurement,
+    MetricResult,
+    RolloutAnalysis,
+)
+from controller.core.model import TemplateKey
+
+BACKGROUND = "background"
+KEEP_MEASUREMENTS = 10
+
+
+def step_run_name(index: int) -> str:
+    """The run name of the analysis step at ``index``."""
+    return f"step-{index}"
+
+
+@dataclass(frozen=True)
+class ResolvedAnalysis:
+    """The metrics an analysis measures, with the arguments its queries need."""
+
+    metrics: tuple[Metric, ...]
+    template_args: tuple[TemplateArg, ...]
+    args: tuple[AnalysisArg, ...]
+    problem: str | None = None
+
+
+def resolve(
+    analysis: RolloutAnalysis, templates: Mapping[TemplateKey, AnalysisTemplateSpec | str]
+) -> ResolvedAnalysis:
+    """Collect the metrics of every referenced template; a missing one is a problem."""
+    metrics: list[Metric] = []
+    template_args: list[TemplateArg] = []
+    for ref in analysis.templates:
+        key = TemplateKey(ref.template_name, ref.cluster_scope)
+        spec = templates.get(key)
+        kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+        if spec is None:
+            return ResolvedAnalysis((), (), (), f"{kind} {ref.template_name} was not read")
+        if isinstance(spec, str):
+            return ResolvedAnalysis((), (), (), f"{kind} {ref.template_name}: {spec}")
+        metrics.extend(spec.metrics)
+        template_args.extend(spec.args or [])
+    names = [m.name for m in metrics]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        return ResolvedAnalysis((), (), (), f"metric names repeat across templates: {dupes}")
+    given = {a.name for a in analysis.args or []}
+    missing = sorted(
+        a.name
+        for a in template_args
+        if a.value is None and a.value_from is None and a.name not in given
+    )
+    if missing:
+        return ResolvedAnalysis((), (), (), f"no value for template argument(s) {missing}")
+    return ResolvedAnalysis(tuple(metrics), tuple(template_args), tuple(analysis.args or []))
+
+
+def start(
+    name: str, revision: str, resolved: ResolvedAnalysis, now: dt.datetime
+) -> AnalysisRunStatus:
+    """A new run; its first measurements are due after each metric's initial delay."""
+    if resolved.problem:
+        return AnalysisRunStatus(
+            name=name, revision=revision, phase="Error", started_at=now, message=resolved.problem
+        )
+    return AnalysisRunStatus(
+        name=name,
+        revision=revision,
+        phase="Running",
+        started_at=now,
+        metrics=[
+            MetricResult(
+                name=m.name,
+                phase="Running",
+                next_at=now + dt.timedelta(seconds=parse_duration(m.initial_delay)),
+            )
+            for m in resolved.metrics
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Due:
+    """A measurement the runtime must take before the next plan."""
+
+    run: str
+    metric: Metric
+    template_args: tuple[TemplateArg, ...]
+    args: tuple[AnalysisArg, ...]
+
+
+def due(
+    run: AnalysisRunStatus, resolved: ResolvedAnalysis, now: dt.datetime, *, background: bool
+) -> list[Due]:
+    """The metrics of ``run`` whose next measurement is due at ``now``."""
+    if run.phase in ("Failed", "Successful") or resolved.problem:
+        return []
+    by_name = {m.name: m for m in resolved.metrics}
+    out: list[Due] = []
+    for result in run.metrics:
+        metric = by_name.get(result.name)
+        if metric is None or not _measuring(result, background=background):
+            continue
+        if result.next_at is None or result.next_at <= now:
+            out.append(Due(run.name, metric, resolved.template_args, resolved.args))
+    return out
+
+
+def _measuring(result: MetricResult, *, background: bool) -> bool:
+    if result.phase == "Failed":
+        return False
+    return background or result.phase != "Successful"
+
+
+def next_due(run: AnalysisRunStatus, *, background: bool) -> dt.datetime | None:
+    """When the run next needs a measurement (None when it needs none)."""
+    if run.phase in ("Failed", "Successful") and not background:
+        return None
+    times = [r.next_at for r in run.metrics if r.next_at and _measuring(r, background=background)]
+    return min(times) if times else None
+
+
+def record(
+    result: MetricResult, metric: Metric, measurement: Measurement, now: dt.datetime
+) -> MetricResult:
+    """Add one judged measurement to a metric's tally and work out its phase."""
+    phase = measurement.phase
+    counts = {
+        "successful": result.successful,
+        "failed": result.failed,
+        "inconclusive": result.inconclusive,
+        "no_data": result.no_data,
+        "error": result.error,
+    }
+    consecutive = 0 if phase != "Error" else result.consecutive_errors + 1
+    if phase == "Successful":
+        counts["successful"] += 1
+    elif phase == "Failed":
+        counts["failed"] += 1
+    elif phase == "Inconclusive":
+        counts["inconclusive"] += 1
+    elif phase == "Error":
+        counts["error"] += 1
+    elif metric.on_no_data == "Fail":
+        counts["failed"] += 1
+    elif metric.on_no_data == "Pass":
+        counts["successful"] += 1
+    else:
+        counts["no_data"] += 1
+    updated = result.model_copy(
+        update={
+            **counts,
+            "count": result.count + 1,
+            "consecutive_errors": consecutive,
+            "measurements": [*result.measurements, measurement][-KEEP_MEASUREMENTS:],
+            "next_at": now + dt.timedelta(seconds=parse_duration(metric.interval)),
+        }
+    )
+    new_phase, message = assess(updated, metric, measurement)
+    return updated.model_copy(update={"phase": new_phase, "message": message})
+
+
+def assess(result: MetricResult, metric: Metric, latest: Measurement) -> tuple[AnalysisPhase, str]:
+    """The metric's phase from its tally (see the module docstring for the rules)."""
+    counted = result.successful + result.failed + result.inconclusive
+    if result.failed > metric.failure_limit:
+        return "Failed", (
+            f"{result.failed} failed measurement(s), more than failureLimit "
+            f"{metric.failure_limit}; latest: {latest.message or latest.value}"
+        )
+    if result.consecutive_errors > metric.consecutive_error_limit:
+        reason = (
+            f"{result.consecutive_errors} consecutive provider errors (limit "
+            f"{metric.consecutive_error_limit}): {latest.message}"
+        )
+        if metric.on_provider_error == "Fail":
+            return "Failed", reason + "; onProviderError is Fail"
+        if metric.on_provider_error == "Hold":
+            return "Error", reason + "; holding (onProviderError: Hold)"
+    if result.inconclusive > metric.inconclusive_limit:
+        return "Inconclusive", (
+            f"{result.inconclusive} inconclusive measurement(s), more than "
+            f"inconclusiveLimit {metric.inconclusive_limit}: promote or abort"
+        )
+    pass_errors = (
+        metric.on_provider_error == "Pass"
+        and result.consecutive_errors > metric.consecutive_error_limit
+    )
+    if counted >= metric.count or (pass_errors and counted + result.error >= metric.count):
+        return "Successful", f"{result.successful} of {counted} measurement(s) successful"
+    if latest.phase == "NoData" and metric.on_no_data == "Hold":
+        return "Running", f"no data ({result.no_data} time(s)); holding (onNoData: Hold)"
+    return "Running", f"{counted} of {metric.count} measurement(s) taken"
+
+
+def run_phase(metrics: list[MetricResult]) -> AnalysisPhase:
+    """A run's phase from its metrics' phases."""
+    phases = [m.phase for m in metrics]
+    worst: tuple[AnalysisPhase, ...] = ("Failed", "Error", "Inconclusive")
+    for phase in worst:
+        if phase in phases:
+            return phase
+    if phases and all(p == "Successful" for p in phases):
+        return "Successful"
+    return "Running"
+
+
+def apply_measurements(
+    run: AnalysisRunStatus,
+    resolved: ResolvedAnalysis,
+    measurements: Mapping[tuple[str, str], Measurement],
+    now: dt.datetime,
+) -> AnalysisRunStatus:
+    """Record this pass's measurements into a run and recompute its phase and message."""
+    if resolved.problem or run.phase == "Failed":
+        return run
+    by_name = {m.name: m for m in resolved.metrics}
+    metrics = []
+    changed = False
+    for result in run.metrics:
+        m = measurements.get((run.name, result.name))
+        metric = by_name.get(result.name)
+        if m is not None and metric is not None:
+            metrics.append(record(result, metric, m, now))
+            changed = True
+        else:
+            metrics.append(result)
+    if not changed:
+        return run
+    phase = run_phase(metrics)
+    worst = next((m for m in metrics if m.phase == phase), None)
+    message = f"{worst.name}: {worst.message}" if worst and phase != "Successful" else ""
+    return run.model_copy(update={"metrics": metrics, "phase": phase, "message": message})
+
+
+def background_succeeded(run: AnalysisRunStatus) -> bool:
+    """Whether a background run has judged the canary good so far: every metric has at
+    least its ``count`` of measurements and none failed, is blind or inconclusive."""
+    return run.phase in ("Running", "Successful") and all(
+        m.phase == "Successful" for m in run.metrics
+    )

@@ -1,0 +1,157 @@
+"""What :func:`controller.core.plan.plan` reads and what it returns.
+
+The runtime observes the world (owned ReplicaSets, the router, Services, analysis
+templates, measurements taken this pass) into an :class:`Observed`; ``plan`` returns a
+:class:`Plan`: the actions that move the world one step towards the desired state, in
+the order they must be applied, the new status, the events to emit once that status is
+written, and when to look again. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.api.analysis import AnalysisTemplateSpec
+from controller.api.rollout import HeaderMatch, Measurement, RolloutStatus
+
+# -- observations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaSetState:
+    """One ReplicaSet the Rollout owns."""
+
+    name: str
+    revision: str
+    """The pod-template hash label."""
+    replicas: int
+    """``spec.replicas``."""
+    ready: int
+    """``status.readyReplicas``."""
+    created: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """What the router currently does, as read back from its object."""
+
+    canary_weight: int
+    header_routes: frozenset[str] = frozenset()
+    problem: str | None = None
+    """Set when the router object is missing or does not fit (no rule for the stable
+    Service, say); the plan then holds traffic where it is and says why."""
+
+
+@dataclass(frozen=True)
+class TemplateKey:
+    """An analysis template reference: name and scope."""
+
+    name: str
+    cluster_scope: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The world as the runtime saw it this pass (copies; never the cache itself)."""
+
+    replica_sets: tuple[ReplicaSetState, ...] = ()
+    traffic: TrafficState | None = None
+    """None in replica-ratio mode (no router)."""
+    service_revisions: Mapping[str, str | None] = field(default_factory=dict)
+    """Service name -> the revision its selector is pinned to (None: not pinned)."""
+    missing_services: frozenset[str] = frozenset()
+    templates: Mapping[TemplateKey, AnalysisTemplateSpec | str] = field(default_factory=dict)
+    """Referenced analysis templates, or the reason one could not be read."""
+    measurements: Mapping[tuple[str, str], Measurement] = field(default_factory=dict)
+    """Measurements taken this pass, keyed by (analysis run name, metric name)."""
+
+    def replica_set(self, revision: str | None) -> ReplicaSetState | None:
+        """The ReplicaSet of a revision, if it exists."""
+        for rs in self.replica_sets:
+            if rs.revision == revision:
+                return rs
+        return None
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleReplicaSet:
+    """Create the revision's ReplicaSet (from the Rollout's template) if it is missing,
+    and set its replica count."""
+
+    revision: str
+    replicas: int
+    kind: Literal["scale"] = "scale"
+
+
+@dataclass(frozen=True)
+class PinService:
+    """Point a Service's selector at one revision (by pod-template hash)."""
+
+    service: str
+    revision: str
+    kind: Literal["pin"] = "pin"
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    """Send this percentage of traffic to the canary (the router verifies the write)."""
+
+    weight: int
+    kind: Literal["weight"] = "weight"
+
+
+@dataclass(frozen=True)
+class SetHeaderRoute:
+    """Add or replace a header-matched route to the canary."""
+
+    name: str
+    match: tuple[HeaderMatch, ...]
+    kind: Literal["header-route"] = "header-route"
+
+
+@dataclass(frozen=True)
+class RemoveHeaderRoute:
+    """Remove a header-matched route."""
+
+    name: str
+    kind: Literal["remove-header-route"] = "remove-header-route"
+
+
+@dataclass(frozen=True)
+class DeleteReplicaSet:
+    """Delete an old, scaled-down ReplicaSet beyond ``revisionHistoryLimit``."""
+
+    name: str
+    kind: Literal["delete"] = "delete"
+
+
+Action = (
+    ScaleReplicaSet | PinService | SetWeight | SetHeaderRoute | RemoveHeaderRoute | DeleteReplicaSet
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to record on the Rollout once the status is written."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of one decision."""
+
+    actions: tuple[Action, ...]
+    status: RolloutStatus
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """Seconds until the plan must be made again even if nothing changes (a pause ends,
+    a measurement is due); None when only a change in the world can matter."""
