@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
+from tests.support.demo import Demo, demo_environment
 from tests.support.kube import CRD_DIR, install_crds
 
 
@@ -85,3 +86,10 @@ def prometheus() -> Iterator[LocalPrometheus]:
         yield prom
     finally:
         prom.stop()
+
+
+@pytest.fixture(scope="session")
+def demo(prometheus: LocalPrometheus) -> Iterator[Demo]:
+    """Demo-app processes: stable v1 and canary v2 under load, scraped every second."""
+    with demo_environment(prometheus) as environment:
+        yield environment

@@ -89,16 +89,13 @@ class PrometheusAuth(ApiModel):
     )
 
 
-class PrometheusProvider(ApiModel):
-    """Measure with a PromQL instant query."""
+class PrometheusConnection(ApiModel):
+    """How to reach Prometheus (shared by the ``prometheus`` and ``judge`` providers)."""
 
     address: str | None = None
     """Prometheus's base URL; default: the controller's ``--prometheus-address``."""
-    query: Annotated[str, Field(min_length=1, max_length=8192)]
-    """The PromQL query; ``{{args.NAME}}``, ``{{rollout}}``, ``{{namespace}}``,
-    ``{{stableRevision}}``, ``{{canaryRevision}}``, ``{{interval}}`` are filled in (escaped)."""
     timeout: Duration = "10s"
-    """How long one query may take."""
+    """How long one query may take, retries included."""
     auth: PrometheusAuth | None = None
     """Authentication."""
     headers: dict[str, str] | None = None
@@ -109,11 +106,91 @@ class PrometheusProvider(ApiModel):
     """Accept any certificate (never do this outside a test)."""
 
 
-class MetricProvider(ApiModel):
-    """Where a metric's measurements come from."""
+Query = Annotated[str, Field(min_length=1, max_length=8192)]
 
-    prometheus: PrometheusProvider
-    """Prometheus."""
+
+class PrometheusProvider(PrometheusConnection):
+    """Measure with a PromQL instant query."""
+
+    query: Query
+    """The PromQL query; ``{{args.NAME}}``, ``{{rollout}}``, ``{{namespace}}``,
+    ``{{stableRevision}}``, ``{{canaryRevision}}``, ``{{stableService}}``,
+    ``{{canaryService}}``, ``{{interval}}`` are filled in (escaped)."""
+
+
+class CountQueries(ApiModel):
+    """Two PromQL queries for one revision, each a count over the last interval."""
+
+    requests: Query
+    """Requests served in the last interval, for example
+    ``sum(increase(http_requests_total{version="{{canaryRevision}}"}[{{interval}}]))``."""
+    errors: Query
+    """Failed requests in the same interval; an empty answer counts as zero errors."""
+
+
+class LatencyComparison(ApiModel):
+    """The canary's latency may exceed the stable's only by a tolerance."""
+
+    canary: Query
+    """The canary's latency in seconds as one value, for example
+    ``histogram_quantile(0.99, sum by (le) (rate(..._bucket{...}[{{interval}}])))``."""
+    stable: Query
+    """The stable's latency, measured the same way."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.1
+    """Relative slack: the canary fails above ``stable * (1 + tolerance) + slack``."""
+    slack: Duration = 0
+    """Absolute slack (for example ``20ms``), so tiny latencies do not fail on noise."""
+
+
+class ComparativeJudge(PrometheusConnection):
+    """Compare the canary with the stable over the same windows: a sequential test on
+    their error counts that may decide after every interval and fails a canary that is
+    not worse with probability at most ``alpha``."""
+
+    canary: CountQueries
+    """The canary's request and error counts."""
+    stable: CountQueries
+    """The stable's request and error counts, over the same window."""
+    alpha: Annotated[float, Field(ge=0.0001, le=0.2)] = 0.05
+    """Highest probability of failing a canary that is not worse (a false alarm)."""
+    beta: Annotated[float, Field(ge=0.0001, le=0.2)] = 0.05
+    """Highest probability of passing a canary ``worseRatio`` times worse."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    """Relative increase of the error rate still counted as not worse (0.1: 10%)."""
+    worse_ratio: Annotated[float, Field(ge=1)] = 2.0
+    """The ratio of error rates (canary over stable) the test is tuned to detect; above
+    ``1 + tolerance``."""
+    min_requests: Annotated[int, Field(ge=0)] = 100
+    """Canary requests needed in total before the judge may pass it."""
+    latency: LatencyComparison | None = None
+    """Also compare latency (a deterministic check, without the error-rate guarantee)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.worseRatio) || self.worseRatio > 1.0 + "
+            "(has(self.tolerance) ? self.tolerance : 0.0)",
+            message="worseRatio must exceed 1 + tolerance",
+            check=lambda j: j.worse_ratio > 1.0 + j.tolerance,
+            field=".worseRatio",
+        ),
+    )
+
+
+class MetricProvider(ApiModel):
+    """Where a metric's measurements come from (exactly one provider)."""
+
+    prometheus: PrometheusProvider | None = None
+    """A PromQL query judged by the metric's thresholdRange or conditions."""
+    judge: ComparativeJudge | None = None
+    """A comparative canary-versus-stable judge that decides by itself."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.prometheus) != has(self.judge)",
+            message="choose exactly one provider: prometheus or judge",
+            check=lambda p: (p.prometheus is None) != (p.judge is None),
+        ),
+    )
 
 
 class MinSamples(ApiModel):
@@ -160,13 +237,37 @@ class Metric(ApiModel):
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel="has(self.thresholdRange) || has(self.successCondition) || "
-            "has(self.failureCondition)",
-            message="a metric needs thresholdRange, successCondition or failureCondition",
+            "has(self.failureCondition) || has(self.provider.judge)",
+            message="a metric needs thresholdRange, successCondition or failureCondition "
+            "(or a judge provider)",
             check=lambda m: (
                 m.threshold_range is not None
                 or m.success_condition is not None
                 or m.failure_condition is not None
+                or m.provider.judge is not None
             ),
+        ),
+        Rule(
+            cel="!has(self.provider.judge) || !(has(self.thresholdRange) || "
+            "has(self.successCondition) || has(self.failureCondition) || has(self.minSamples))",
+            message="a judge metric decides by itself: remove thresholdRange, "
+            "successCondition, failureCondition and minSamples (use judge.minRequests)",
+            check=lambda m: (
+                m.provider.judge is None
+                or (
+                    m.threshold_range is None
+                    and m.success_condition is None
+                    and m.failure_condition is None
+                    and m.min_samples is None
+                )
+            ),
+        ),
+        Rule(
+            cel="!has(self.provider.judge) || !has(self.onNoData) || self.onNoData == 'Hold'",
+            message="a judge metric needs onNoData: Hold (its 'need more data' verdict is "
+            "reported as NoData)",
+            check=lambda m: m.provider.judge is None or m.on_no_data == "Hold",
+            field=".onNoData",
         ),
     )
 

@@ -1,0 +1,1 @@
+"""Benchmarks (not run by the test command); results are printed as tables."""
