@@ -1,0 +1,298 @@
+"""Kubernetes writes for a Rollout: ReplicaSets, Service selectors, status, events.
+
+Thin on purpose: every method does one API call (under the shared retry policy) and
+raises only :mod:`controller.errors`. What to write was decided by ``core.plan``; the
+one decision made here is the ReplicaSet's shape, which follows from the Rollout.
+
+Labels: every ReplicaSet and pod of a Rollout carries ``stepwise.dev/rollout`` (the
+Rollout's name) and ``stepwise.dev/revision`` (the pod-template hash). A Service is
+pinned to a revision by adding ``stepwise.dev/revision`` to its selector.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.retry import call_api
+from controller.api.rollout import GROUP, VERSION, RolloutStatus
+from controller.core.model import Event, ReplicaSetState
+from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
+
+ROLLOUT_LABEL = "stepwise.dev/rollout"
+REVISION_LABEL = "stepwise.dev/revision"
+FINALIZER = "stepwise.dev/cleanup"
+FIELD_MANAGER = "stepwise-controller"
+PLURAL = "rollouts"
+
+log = structlog.get_logger()
+T = TypeVar("T")
+Fence = Callable[[], None]
+
+
+def _no_fence() -> None:
+    return None
+
+
+def replica_set_name(rollout: str, revision: str) -> str:
+    """The ReplicaSet name of a revision (``checkout-7f9c2kd``)."""
+    return f"{rollout}-{revision}"[:253]
+
+
+def build_replica_set(rollout: dict[str, Any], revision: str, replicas: int) -> dict[str, Any]:
+    """The ReplicaSet for ``revision`` of ``rollout`` (its template and selector, with the
+    revision label added, owned by the Rollout)."""
+    meta = rollout["metadata"]
+    spec = rollout["spec"]
+    template = copy.deepcopy(spec["template"])
+    labels = {**(template.get("metadata", {}).get("labels") or {}), REVISION_LABEL: revision}
+    labels[ROLLOUT_LABEL] = meta["name"]
+    template.setdefault("metadata", {})["labels"] = labels
+    selector = copy.deepcopy(spec["selector"])
+    selector.setdefault("matchLabels", {})[REVISION_LABEL] = revision
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": replica_set_name(meta["name"], revision),
+            "namespace": meta["namespace"],
+            "labels": {**labels},
+            "ownerReferences": [owner_reference(rollout)],
+        },
+        "spec": {"replicas": replicas, "selector": selector, "template": template},
+    }
+
+
+def owner_reference(rollout: dict[str, Any]) -> dict[str, Any]:
+    """A controller owner reference to the Rollout (garbage collection removes its
+    ReplicaSets with it)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Rollout",
+        "name": rollout["metadata"]["name"],
+        "uid": rollout["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def replica_set_state(rs: client.V1ReplicaSet) -> ReplicaSetState | None:
+    """What core needs of a ReplicaSet (None if it has no revision label)."""
+    meta = rs.metadata
+    if meta is None or not meta.labels or REVISION_LABEL not in meta.labels:
+        return None
+    spec_replicas = rs.spec.replicas if rs.spec and rs.spec.replicas is not None else 0
+    ready = rs.status.ready_replicas if rs.status and rs.status.ready_replicas else 0
+    return ReplicaSetState(
+        name=meta.name or "",
+        revision=meta.labels[REVISION_LABEL],
+        replicas=spec_replicas,
+        ready=ready,
+        created=meta.creation_timestamp,
+    )
+
+
+def owned_by(obj_meta: client.V1ObjectMeta | None, uid: str) -> bool:
+    """Whether an object's controller owner reference is the Rollout with ``uid``."""
+    refs = obj_meta.owner_references if obj_meta else None
+    return any(ref.uid == uid and ref.controller for ref in refs or [])
+
+
+class KubeAdapter:
+    """The Kubernetes writes of one controller process. ``fence`` is called before every
+    write and raises :class:`controller.errors.LeadershipLostError` on a lost lease."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        fence: Fence = _no_fence,
+        on_request: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._fence = fence
+        self._on_request = on_request
+
+    def _call(self, verb: str, fn: Callable[[], T]) -> T:
+        """One API call under the retry policy, translated errors, request metrics."""
+        try:
+            result = call_api(fn)
+        except ApiError as err:
+            if self._on_request:
+                self._on_request(verb, err.status)
+            raise
+        if self._on_request:
+            self._on_request(verb, 200)
+        return result
+
+    def _write(self, verb: str, fn: Callable[[], T]) -> T:
+        self._fence()
+        return self._call(verb, fn)
+
+    # -- ReplicaSets ----------------------------------------------------------------
+
+    def scale_replica_set(self, rollout: dict[str, Any], revision: str, replicas: int) -> None:
+        """Create the revision's ReplicaSet with ``replicas`` pods, or set its count."""
+        ns = rollout["metadata"]["namespace"]
+        name = replica_set_name(rollout["metadata"]["name"], revision)
+        body = {"spec": {"replicas": replicas}}
+        try:
+            self._write(
+                "patch",
+                lambda: self.apps.patch_namespaced_replica_set(
+                    name, ns, body, field_manager=FIELD_MANAGER
+                ),
+            )
+            return
+        except NotFoundError:
+            pass
+        rs = build_replica_set(rollout, revision, replicas)
+        try:
+            self._write(
+                "create",
+                lambda: self.apps.create_namespaced_replica_set(
+                    ns,
+                    rs,  # type: ignore[arg-type]  # the client sends a plain dict as it is
+                    field_manager=FIELD_MANAGER,
+                ),
+            )
+            log.info("replicaset created", replicaset=name, revision=revision, replicas=replicas)
+        except ConflictError:
+            # Created meanwhile (another pass, or an old controller): scale that one.
+            self._write(
+                "patch",
+                lambda: self.apps.patch_namespaced_replica_set(
+                    name, ns, body, field_manager=FIELD_MANAGER
+                ),
+            )
+
+    def adopt_replica_set(self, rollout: dict[str, Any], rs: client.V1ReplicaSet) -> None:
+        """Take ownership of a ReplicaSet that carries this Rollout's labels but no owner."""
+        meta = rs.metadata
+        assert meta is not None
+        assert meta.name
+        assert meta.namespace
+        name, namespace = meta.name, meta.namespace
+        patch = {"metadata": {"ownerReferences": [owner_reference(rollout)]}}
+        self._write(
+            "patch",
+            lambda: self.apps.patch_namespaced_replica_set(
+                name, namespace, patch, field_manager=FIELD_MANAGER
+            ),
+        )
+
+    def delete_replica_set(self, namespace: str, name: str) -> None:
+        """Delete an old ReplicaSet (its pods go with it)."""
+        try:
+            self._write(
+                "delete",
+                lambda: self.apps.delete_namespaced_replica_set(
+                    name, namespace, propagation_policy="Background"
+                ),
+            )
+        except NotFoundError:
+            return
+
+    # -- Services -------------------------------------------------------------------
+
+    def pin_service(self, namespace: str, service: str, revision: str) -> None:
+        """Add (or change) the revision label in a Service's selector."""
+        patch = {"spec": {"selector": {REVISION_LABEL: revision}}}
+        self._write(
+            "patch",
+            lambda: self.core.patch_namespaced_service(
+                service, namespace, patch, field_manager=FIELD_MANAGER
+            ),
+        )
+
+    # -- the Rollout ----------------------------------------------------------------
+
+    def patch_status(
+        self, namespace: str, name: str, resource_version: str, status: RolloutStatus
+    ) -> dict[str, Any]:
+        """Write the whole status through the status subresource, guarded by
+        ``resource_version`` (a stale view gets :class:`ConflictError`, never a silent
+        overwrite). Fields that became empty are removed (explicit nulls)."""
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "status": status.model_dump(mode="json", by_alias=True),
+        }
+        result = self._write(
+            "patch",
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
+            ),
+        )
+        assert isinstance(result, dict)
+        return result
+
+    def set_finalizer(self, rollout: dict[str, Any], present: bool) -> None:
+        """Add or remove the cleanup finalizer (a JSON patch guarded by resourceVersion)."""
+        meta = rollout["metadata"]
+        current = list(meta.get("finalizers") or [])
+        if (FINALIZER in current) == present:
+            return
+        wanted = [*current, FINALIZER] if present else [f for f in current if f != FINALIZER]
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {
+                "op": "add" if "finalizers" not in meta else "replace",
+                "path": "/metadata/finalizers",
+                "value": wanted,
+            },
+        ]
+        try:
+            self._write(
+                "patch",
+                lambda: self.custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    meta["namespace"],
+                    PLURAL,
+                    meta["name"],
+                    ops,
+                    _content_type="application/json-patch+json",
+                ),
+            )
+        except InvalidError as err:
+            # A failed JSON-patch test is a stale view, like a 409.
+            raise ConflictError(str(err)) from err
+
+    def emit_event(self, rollout: dict[str, Any], event: Event, now: dt.datetime) -> None:
+        """Record a Kubernetes Event on the Rollout (best effort: failures are logged)."""
+        meta = rollout["metadata"]
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="Rollout",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=event.reason,
+            message=event.message[:1024],
+            type=event.type,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="stepwise-controller"),
+            reporting_component="stepwise.dev/controller",
+            reporting_instance="stepwise-controller",
+        )
+        try:
+            self._write(
+                "create", lambda: self.core.create_namespaced_event(meta["namespace"], body)
+            )
+        except ApiError as err:
+            log.warning("event not recorded", reason=event.reason, error=str(err))

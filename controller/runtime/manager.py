@@ -1,0 +1,426 @@
+"""The controller process: informers feed a keyed work queue, workers reconcile, a Lease
+decides who may write, and an HTTP server tells Kubernetes whether all of it is alive.
+
+::
+
+    informers (Rollouts, ReplicaSets, Services, templates)
+        │ key of the Rollout concerned
+        ▼
+    WorkQueue ──► worker threads ──► Reconciler.reconcile(key) ──► requeue_after / backoff
+                         │
+                    LeaderElector.fence() before every write
+
+Only the leader reconciles; a follower keeps its caches warm so it can take over at
+once. When leadership starts, every Rollout is queued; when it is lost, writes stop
+at the fence and the workers drop what they hold.
+"""
+
+from __future__ import annotations
+
+import builtins
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter
+from controller.adapters.traffic import Router
+from controller.api.rollout import GROUP, VERSION, Rollout, RolloutStatus
+from controller.core.model import TrafficState
+from controller.errors import ConflictError, LeadershipLostError
+from controller.runtime.health import HealthServer
+from controller.runtime.informer import Informer, KeyHandler
+from controller.runtime.leader import LeaderElector
+from controller.runtime.metrics import Metrics
+from controller.runtime.queue import WorkQueue
+from controller.runtime.reconciler import (
+    Informers,
+    Measurer,
+    Reconciler,
+    RouterFactory,
+)
+from controller.settings import Settings
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+
+class MultiInformer(Generic[T]):
+    """Several namespace-scoped informers of one resource seen as one."""
+
+    def __init__(self, informers: builtins.list[Informer[T]], name: str) -> None:
+        self.informers = informers
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """What the health check calls it."""
+        return self._name
+
+    def get(self, key: str) -> T | None:
+        """A copy of the object with ``key``, from whichever informer has it."""
+        for informer in self.informers:
+            found = informer.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def list(self, namespace: str | None = None) -> builtins.list[T]:
+        """Copies of the cached objects (of one namespace, if given)."""
+        return [obj for informer in self.informers for obj in informer.list(namespace)]
+
+    def keys(self) -> builtins.list[str]:
+        """Every cached key."""
+        return [k for informer in self.informers for k in informer.keys()]
+
+    def add_handler(self, handler: KeyHandler) -> None:
+        """Call ``handler(key)`` on every change."""
+        for informer in self.informers:
+            informer.add_handler(handler)
+
+    def start(self) -> None:
+        """Start every informer."""
+        for informer in self.informers:
+            informer.start()
+
+    def stop(self) -> None:
+        """Stop every informer."""
+        for informer in self.informers:
+            informer.stop()
+
+    def has_synced(self) -> bool:
+        """True once every informer has listed."""
+        return all(i.has_synced() for i in self.informers)
+
+    def wait_for_sync(self, timeout: float) -> bool:
+        """Wait until every informer has listed."""
+        deadline = time.monotonic() + timeout
+        return all(i.wait_for_sync(max(0.0, deadline - time.monotonic())) for i in self.informers)
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        """The oldest heartbeat: one dead watch makes the whole resource unhealthy."""
+        beats = [i.last_heartbeat for i in self.informers]
+        if any(b is None for b in beats):
+            return None
+        return min(b for b in beats if b is not None)
+
+
+class UnsupportedRouter:
+    """Stands in for a router this build does not have: it reports the problem, so the
+    plan holds traffic where it is and says why, and never writes."""
+
+    def __init__(self, kind: str) -> None:
+        self.problem = f"traffic router {kind} is not supported by this controller version"
+
+    def observe(self) -> TrafficState:
+        return TrafficState(canary_weight=0, problem=self.problem)
+
+    def set_weight(self, weight: int) -> None:
+        raise RuntimeError(self.problem)
+
+    def set_header_route(self, name: str, match: Any) -> None:
+        raise RuntimeError(self.problem)
+
+    def remove_header_route(self, name: str) -> None:
+        raise RuntimeError(self.problem)
+
+
+def default_routers(rollout: Rollout) -> Router | None:
+    """Routers built into this version (replica ratio needs none)."""
+    routing = rollout.spec.strategy.canary.traffic_routing
+    if routing is None:
+        return None
+    return UnsupportedRouter(routing.kind)
+
+
+class Worker:
+    """One worker thread taking keys off the queue."""
+
+    def __init__(self, manager: Manager, index: int) -> None:
+        self.manager = manager
+        self.thread = threading.Thread(target=self.run, name=f"worker-{index}", daemon=True)
+
+    def is_alive(self) -> bool:
+        """Whether the thread runs (for /healthz)."""
+        return self.thread.is_alive()
+
+    def run(self) -> None:
+        """Process keys until the queue shuts down."""
+        m = self.manager
+        while True:
+            key = m.queue.get(timeout=1.0)
+            if key is None:
+                if m.queue.shutting_down:
+                    return
+                continue
+            try:
+                m.process(key)
+            finally:
+                m.queue.done(key)
+
+
+class Manager:
+    """Builds and runs everything of one controller process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_client: client.ApiClient,
+        *,
+        measurer: Measurer | None = None,
+        routers: RouterFactory = default_routers,
+    ) -> None:
+        self.settings = settings
+        self.api_client = api_client
+        self.metrics = Metrics()
+        self.queue = WorkQueue()
+        self.metrics.track_queue_depth(lambda: len(self.queue))
+        identity = settings.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.elector: LeaderElector | None = None
+        if settings.leader_election:
+            self.elector = LeaderElector(
+                api_client,
+                settings.lease_namespace,
+                settings.lease_name,
+                identity,
+                lease_duration=settings.lease_duration,
+                renew_deadline=settings.renew_deadline,
+                retry_period=settings.retry_period,
+                on_started_leading=self._started_leading,
+                on_stopped_leading=self._stopped_leading,
+            )
+        self.kube = KubeAdapter(
+            api_client, fence=self._fence, on_request=self.metrics.count_api_request
+        )
+        self.informers = self._build_informers()
+        self.reconciler = Reconciler(
+            self.informers,
+            self.kube,
+            measurer=measurer,
+            routers=routers,
+            observer=_MetricsObserver(self.metrics),
+        )
+        self.health = HealthServer(
+            host=settings.bind_address,
+            port=settings.health_port,
+            registry=self.metrics.registry,
+            heartbeat_timeout=settings.heartbeat_timeout,
+        )
+        self.workers = [Worker(self, i) for i in range(settings.workers)]
+        self._leading = threading.Event()
+        if self.elector is None:
+            self._leading.set()
+            self.metrics.set_leader(True)
+        else:
+            self.metrics.set_leader(False)
+
+    # -- wiring -----------------------------------------------------------------------
+
+    def _build_informers(self) -> Informers:
+        s = self.settings
+        scopes: list[str | None] = list(s.namespaces) or [None]
+        opts: dict[str, Any] = {"watch_timeout": int(s.watch_timeout)}
+
+        def each(make: Callable[[str | None], Informer[T]], name: str) -> MultiInformer[T]:
+            return MultiInformer([make(ns) for ns in scopes], name)
+
+        rollouts = each(
+            lambda ns: Informer.custom_resources(
+                self.api_client,
+                group=GROUP,
+                version=VERSION,
+                plural="rollouts",
+                namespace=ns,
+                **opts,
+            ),
+            "rollouts",
+        )
+        replica_sets = each(
+            lambda ns: Informer.replica_sets(
+                self.api_client, namespace=ns, label_selector=ROLLOUT_LABEL, **opts
+            ),
+            "replicasets",
+        )
+        services = each(
+            lambda ns: Informer.services(self.api_client, namespace=ns, **opts), "services"
+        )
+        templates = each(
+            lambda ns: Informer.custom_resources(
+                self.api_client,
+                group=GROUP,
+                version=VERSION,
+                plural="analysistemplates",
+                namespace=ns,
+                **opts,
+            ),
+            "analysistemplates",
+        )
+        cluster_templates = MultiInformer(
+            [
+                Informer.custom_resources(
+                    self.api_client,
+                    group=GROUP,
+                    version=VERSION,
+                    plural="clusteranalysistemplates",
+                    **opts,
+                )
+            ],
+            "clusteranalysistemplates",
+        )
+        rollouts.add_handler(self.queue.add)
+        replica_sets.add_handler(self._replica_set_changed)
+        services.add_handler(self._service_changed)
+        templates.add_handler(self._template_changed)
+        cluster_templates.add_handler(lambda _key: self._enqueue_all())
+        self._rollouts = rollouts
+        self._all: list[MultiInformer[Any]] = [
+            rollouts,
+            replica_sets,
+            services,
+            templates,
+            cluster_templates,
+        ]
+        return Informers(
+            rollouts=rollouts,  # type: ignore[arg-type]
+            replica_sets=replica_sets,  # type: ignore[arg-type]
+            services=services,  # type: ignore[arg-type]
+            templates=templates,  # type: ignore[arg-type]
+            cluster_templates=cluster_templates,  # type: ignore[arg-type]
+        )
+
+    def _replica_set_changed(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        rs = self.informers.replica_sets.get(key)
+        labels = (rs.metadata.labels if rs is not None and rs.metadata else None) or {}
+        owner = labels.get(ROLLOUT_LABEL) or name.rsplit("-", 1)[0]
+        self.queue.add(f"{namespace}/{owner}")
+
+    def _service_changed(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        for raw in self.informers.rollouts.list():
+            meta, spec = raw.get("metadata", {}), raw.get("spec", {})
+            canary = (spec.get("strategy") or {}).get("canary") or {}
+            if meta.get("namespace") == namespace and name in (
+                canary.get("stableService"),
+                canary.get("canaryService"),
+            ):
+                self.queue.add(f"{namespace}/{meta['name']}")
+
+    def _template_changed(self, key: str) -> None:
+        namespace = key.partition("/")[0]
+        for rkey in self._rollouts.keys():
+            if rkey.startswith(f"{namespace}/"):
+                self.queue.add(rkey)
+
+    def _enqueue_all(self) -> None:
+        for key in self._rollouts.keys():
+            self.queue.add(key)
+
+    # -- leadership -------------------------------------------------------------------
+
+    def _fence(self) -> None:
+        if self.elector is not None:
+            self.elector.fence()
+
+    def _started_leading(self) -> None:
+        log.info("leading: reconciling every rollout")
+        self._leading.set()
+        self.metrics.set_leader(True)
+        self._enqueue_all()
+
+    def _stopped_leading(self) -> None:
+        log.warning("leadership lost: writes stopped")
+        self._leading.clear()
+        self.metrics.set_leader(False)
+
+    # -- work -------------------------------------------------------------------------
+
+    def process(self, key: str) -> None:
+        """Reconcile one key and schedule what comes next."""
+        if not self._leading.is_set():
+            return  # re-queued for everyone when leadership starts
+        started = time.monotonic()
+        result = "success"
+        try:
+            requeue = self.reconciler.reconcile(key)
+            self.queue.forget(key)
+            if requeue is not None:
+                self.queue.add_after(key, requeue)
+                result = "requeue"
+        except ConflictError as err:
+            result = "conflict"
+            log.info("conflict; retrying with a fresh read", key=key, error=str(err))
+            self.queue.add_rate_limited(key)
+        except LeadershipLostError:
+            result = "not-leader"
+        except Exception as err:  # one bad object must not stop the others
+            result = "error"
+            delay = self.queue.add_rate_limited(key)
+            log.error(
+                "reconcile failed", key=key, error=str(err), retry_in=round(delay, 3), exc_info=True
+            )
+        finally:
+            self.metrics.observe_reconcile(result, time.monotonic() - started)
+
+    def start(self) -> None:
+        """Start informers, leader election, workers and the health server."""
+        for informer in self._all:
+            informer.start()
+            self.health.add_informer(informer)
+        self.health.start()
+        for informer in self._all:
+            informer.wait_for_sync(timeout=60)
+        if self.elector is not None:
+            self.elector.start()
+        for worker in self.workers:
+            worker.thread.start()
+            self.health.add_worker(worker.thread.name, worker)
+        log.info(
+            "controller started",
+            workers=len(self.workers),
+            namespaces=list(self.settings.namespaces) or "all",
+            leader_election=self.elector is not None,
+            health=self.health.url,
+        )
+
+    def stop(self) -> None:
+        """Stop in reverse order; the lease is released so a successor starts at once."""
+        self.queue.shutdown()
+        if self.elector is not None:
+            self.elector.stop(release=True)
+        for worker in self.workers:
+            worker.thread.join(timeout=10)
+        for informer in self._all:
+            informer.stop()
+        self.health.stop()
+        log.info("controller stopped")
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set."""
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+
+class _MetricsObserver:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def reconciled(self, rollout: Rollout, status: RolloutStatus) -> None:
+        ns, name = rollout.metadata.namespace or "", rollout.metadata.name
+        if status.phase:
+            self.metrics.set_rollout_phase(ns, name, status.phase)
+        self.metrics.set_canary_weight(ns, name, status.canary_weight)
+
+    def measured(self, rollout: Rollout, measurements: Any) -> None:
+        ns, name = rollout.metadata.namespace or "", rollout.metadata.name
+        for (_, metric), m in measurements.items():
+            self.metrics.count_measurement(ns, name, metric, m.phase)

@@ -1,0 +1,196 @@
+"""Taking the measurements that are due: template the queries, ask Prometheus, judge.
+
+The reconciler asks for the measurements ``core.analysis.due`` lists before it plans.
+For each: the query variables are built (Rollout, namespace, revisions, Services, the
+metric interval, and arguments from the Rollout or the template's defaults, Secret
+values included), the query is rendered with escaping (:mod:`controller.core.promql`),
+sent by :class:`controller.adapters.prometheus.PrometheusClient`, and the answer judged
+by :mod:`controller.core.measurement` (or :mod:`controller.core.judge` for a
+comparative judge). Nothing here raises: every failure becomes an Error measurement that
+names the metric, and core's policies decide what it means.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.prometheus import PrometheusClient, PrometheusSettings
+from controller.adapters.retry import call_api
+from controller.api.analysis import Metric, PrometheusConnection
+from controller.api.rollout import Measurement, Rollout, SecretKeyRef
+from controller.core import analysis as an
+from controller.core import judge, measurement, promql
+from controller.errors import StepwiseError
+
+log = structlog.get_logger()
+
+SecretReader = Callable[[str, SecretKeyRef], str]
+"""Reads one key of a Secret in a namespace (raises StepwiseError when it cannot)."""
+
+
+def kube_secret_reader(api_client: client.ApiClient) -> SecretReader:
+    """A SecretReader over the Kubernetes API."""
+    core = client.CoreV1Api(api_client)
+
+    def read(namespace: str, ref: SecretKeyRef) -> str:
+        secret = call_api(lambda: core.read_namespaced_secret(ref.name, namespace))
+        data = secret.data or {}
+        if ref.key not in data:
+            raise StepwiseError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        return base64.b64decode(data[ref.key]).decode()
+
+    return read
+
+
+def promql_duration(value: str | int) -> str:
+    """A metric interval as a PromQL duration (``30`` → ``30s``, ``1m30s`` stays)."""
+    if isinstance(value, int):
+        return f"{value}s"
+    return value
+
+
+class PrometheusMeasurer:
+    """Measures due metrics against Prometheus."""
+
+    def __init__(
+        self,
+        secrets: SecretReader,
+        *,
+        default_address: str | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.secrets = secrets
+        self.default_address = default_address
+        self.clock = clock
+
+    def measure(
+        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
+    ) -> dict[tuple[str, str], Measurement]:
+        """One judged measurement per due metric, keyed by (run, metric)."""
+        out: dict[tuple[str, str], Measurement] = {}
+        for item in due:
+            started = self.clock()
+            outcome = self._one(rollout, item)
+            out[(item.run, item.metric.name)] = outcome.measurement(started, self.clock())
+            log.info(
+                "measured",
+                run=item.run,
+                metric=item.metric.name,
+                phase=outcome.phase,
+                value=outcome.value if item.metric.provider.judge is None else None,
+                message=outcome.message,
+            )
+        return out
+
+    def _one(self, rollout: Rollout, item: an.Due) -> measurement.Outcome:
+        metric = item.metric
+        namespace = rollout.metadata.namespace or "default"
+        try:
+            variables, redact = self._variables(rollout, item, namespace)
+        except (StepwiseError, ValueError) as exc:
+            return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
+        provider = metric.provider
+        connection: PrometheusConnection | None = provider.prometheus or provider.judge
+        assert connection is not None
+        ca_dir: tempfile.TemporaryDirectory[str] | None = None
+        try:
+            ca_file = None
+            if connection.ca_secret is not None:
+                ca_dir = tempfile.TemporaryDirectory(prefix="stepwise-ca-")
+                ca_path = Path(ca_dir.name) / "ca.pem"
+                ca_path.write_text(self.secrets(namespace, connection.ca_secret))
+                ca_file = str(ca_path)
+            settings = PrometheusSettings.from_connection(
+                connection,
+                secret=lambda ref: self.secrets(namespace, ref),
+                default_url=self.default_address,
+                ca_file=ca_file,
+            )
+        except (StepwiseError, ValueError, OSError) as exc:
+            if ca_dir is not None:
+                ca_dir.cleanup()
+            return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
+        prom = PrometheusClient(settings)
+        try:
+            return self._query(prom, metric, variables, redact, rollout, item)
+        except promql.TemplateError as exc:
+            return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
+        finally:
+            prom.close()
+            if ca_dir is not None:
+                ca_dir.cleanup()
+
+    def _query(
+        self,
+        prom: PrometheusClient,
+        metric: Metric,
+        variables: dict[str, str],
+        redact: tuple[str, ...],
+        rollout: Rollout,
+        item: an.Due,
+    ) -> measurement.Outcome:
+        def ask(query: str) -> measurement.QueryResponse:
+            return prom.query(promql.render(query, variables), metric=metric.name, redact=redact)
+
+        provider = metric.provider
+        if provider.prometheus is not None:
+            samples = ask(metric.min_samples.query) if metric.min_samples else None
+            return measurement.measure(ask(provider.prometheus.query), metric, samples)
+        spec = provider.judge
+        assert spec is not None
+        answers = judge.JudgeAnswers(
+            canary_requests=ask(spec.canary.requests),
+            canary_errors=ask(spec.canary.errors),
+            stable_requests=ask(spec.stable.requests),
+            stable_errors=ask(spec.stable.errors),
+            canary_latency=ask(spec.latency.canary) if spec.latency else None,
+            stable_latency=ask(spec.latency.stable) if spec.latency else None,
+        )
+        return judge.judge_measurement(metric.name, spec, answers, _latest(rollout, item))
+
+    def _variables(
+        self, rollout: Rollout, item: an.Due, namespace: str
+    ) -> tuple[dict[str, str], tuple[str, ...]]:
+        canary = rollout.spec.strategy.canary
+        status = rollout.status
+        variables = {
+            "namespace": namespace,
+            "rollout": rollout.metadata.name,
+            "stableRevision": status.stable_revision or "",
+            "canaryRevision": status.canary_revision or "",
+            "stableService": canary.stable_service or "",
+            "canaryService": canary.canary_service or "",
+            "interval": promql_duration(item.metric.interval),
+        }
+        redact: list[str] = []
+        for arg in item.template_args:
+            if arg.value is not None:
+                variables[f"args.{arg.name}"] = arg.value
+            elif arg.value_from is not None:
+                value = self.secrets(namespace, arg.value_from.secret_key_ref)
+                variables[f"args.{arg.name}"] = value
+                redact.append(value)
+        for given in item.args:
+            if given.value is not None:
+                variables[f"args.{given.name}"] = given.value
+            elif given.value_from is not None:
+                value = self.secrets(namespace, given.value_from.secret_key_ref)
+                variables[f"args.{given.name}"] = value
+                redact.append(value)
+        return variables, tuple(redact)
+
+
+def _latest(rollout: Rollout, item: an.Due) -> Measurement | None:
+    for run in rollout.status.analysis_runs:
+        if run.name == item.run and run.revision == rollout.status.canary_revision:
+            for result in run.metrics:
+                if result.name == item.metric.name and result.measurements:
+                    return result.measurements[-1]
+    return None

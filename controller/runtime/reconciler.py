@@ -1,0 +1,361 @@
+"""One reconcile of one Rollout: read the cache, observe, plan, act, persist status once.
+
+The work queue hands a ``namespace/name`` key to :meth:`Reconciler.reconcile`, which:
+
+1. reads the Rollout from the informer cache (a copy; never the event that queued it);
+2. parses it: a spec the models reject gets an InvalidSpec condition and no retry;
+3. observes its ReplicaSets, Services, analysis templates and router, and takes the
+   measurements that are due;
+4. asks :func:`controller.core.plan.plan` what to do;
+5. carries out the actions in order (any failure stops the pass before the status is
+   written, so the next pass decides again from the world as it is);
+6. writes the status through the ``/status`` subresource only if it changed, guarded by
+   the resourceVersion it read (a stale cache gets a 409 and a retry, never an overwrite);
+7. only then records the events and updates the metrics.
+
+It returns how long until the Rollout must be looked at again (or None).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from kubernetes import client
+from pydantic import ValidationError
+
+from controller.adapters.kube import (
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    KubeAdapter,
+    owned_by,
+    replica_set_state,
+)
+from controller.adapters.traffic import Router
+from controller.api.analysis import AnalysisTemplateSpec
+from controller.api.rollout import Measurement, Rollout, RolloutAnalysis, RolloutStatus
+from controller.api.validation import problems_of
+from controller.core import analysis as an
+from controller.core.conditions import invalid_spec
+from controller.core.model import (
+    Action,
+    DeleteReplicaSet,
+    Event,
+    Observed,
+    PinService,
+    RemoveHeaderRoute,
+    ReplicaSetState,
+    ScaleReplicaSet,
+    SetHeaderRoute,
+    SetWeight,
+    TemplateKey,
+    TrafficState,
+)
+from controller.core.plan import plan
+from controller.runtime.informer import Informer
+
+log = structlog.get_logger()
+
+
+class Clock(Protocol):
+    """Wall-clock time (a FakeClock in tests)."""
+
+    def now(self) -> dt.datetime:
+        """The current UTC time."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> dt.datetime:
+        """The current UTC time."""
+        return dt.datetime.now(dt.UTC)
+
+
+class Measurer(Protocol):
+    """Takes the measurements that are due (never raises: failures are Error)."""
+
+    def measure(
+        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
+    ) -> dict[tuple[str, str], Measurement]:
+        """One judged measurement per due metric, keyed by (run, metric)."""
+        ...
+
+
+RouterFactory = Callable[[Rollout], Router | None]
+
+
+def no_router(rollout: Rollout) -> Router | None:
+    """Replica-ratio only: no router for any Rollout."""
+    return None
+
+
+@dataclass
+class Informers:
+    """The caches the reconciler reads."""
+
+    rollouts: Informer[dict[str, Any]]
+    replica_sets: Informer[client.V1ReplicaSet]
+    services: Informer[client.V1Service]
+    templates: Informer[dict[str, Any]] | None = None
+    cluster_templates: Informer[dict[str, Any]] | None = None
+
+
+class Observer(Protocol):
+    """Hooks for metrics (the runtime's metrics module implements them)."""
+
+    def reconciled(self, rollout: Rollout, status: RolloutStatus) -> None:
+        """A pass finished with this status."""
+        ...
+
+    def measured(
+        self, rollout: Rollout, measurements: Mapping[tuple[str, str], Measurement]
+    ) -> None:
+        """Measurements were taken."""
+        ...
+
+
+class Reconciler:
+    """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
+
+    def __init__(
+        self,
+        informers: Informers,
+        kube: KubeAdapter,
+        *,
+        clock: Clock | None = None,
+        measurer: Measurer | None = None,
+        routers: RouterFactory = no_router,
+        observer: Observer | None = None,
+    ) -> None:
+        self.informers = informers
+        self.kube = kube
+        self.clock = clock or SystemClock()
+        self.measurer = measurer
+        self.routers = routers
+        self.observer = observer
+
+    def reconcile(self, key: str) -> float | None:
+        """One pass for the Rollout ``namespace/name``; seconds until the next, or None."""
+        raw = self.informers.rollouts.get(key)
+        if raw is None:
+            return None
+        namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        with structlog.contextvars.bound_contextvars(
+            rollout=name, namespace=namespace, reconcile_id=uuid.uuid4().hex[:12]
+        ):
+            return self._reconcile(raw)
+
+    def _reconcile(self, raw: dict[str, Any]) -> float | None:
+        now = self.clock.now()
+        try:
+            rollout = Rollout.model_validate(raw)
+        except ValidationError as exc:
+            self._invalid(raw, exc, now)
+            return None
+        router = self.routers(rollout)
+        if rollout.metadata.deletion_timestamp is not None:
+            self._finalize(raw, rollout, router)
+            return None
+        if router is not None:
+            self.kube.set_finalizer(raw, present=True)
+
+        observed = self._observe(raw, rollout, router, now)
+        result = plan(rollout, observed, now)
+        for action in result.actions:
+            log.info("action", action=type(action).__name__, **_fields(action))
+            self._apply(raw, action, router)
+        if result.status != rollout.status:
+            self.kube.patch_status(
+                raw["metadata"]["namespace"],
+                raw["metadata"]["name"],
+                raw["metadata"]["resourceVersion"],
+                result.status,
+            )
+            log.info(
+                "status written",
+                phase=result.status.phase,
+                step=result.status.current_step_index,
+                weight=result.status.canary_weight,
+                message=result.status.message,
+            )
+        for event in result.events:
+            self.kube.emit_event(raw, event, now)
+            log.info("event", reason=event.reason, message=event.message, type=event.type)
+        if self.observer is not None:
+            self.observer.reconciled(rollout, result.status)
+            if observed.measurements:
+                self.observer.measured(rollout, observed.measurements)
+        return result.requeue_after
+
+    # -- observation ------------------------------------------------------------------
+
+    def _observe(
+        self, raw: dict[str, Any], rollout: Rollout, router: Router | None, now: dt.datetime
+    ) -> Observed:
+        namespace = raw["metadata"]["namespace"]
+        uid = raw["metadata"]["uid"]
+        sets: list[ReplicaSetState] = []
+        for rs in self.informers.replica_sets.list(namespace):
+            meta = rs.metadata
+            if meta is None or meta.namespace != namespace:
+                continue
+            labels = meta.labels or {}
+            if labels.get(ROLLOUT_LABEL) != rollout.metadata.name:
+                continue
+            if not owned_by(meta, uid):
+                if meta.owner_references:
+                    continue  # someone else's
+                self.kube.adopt_replica_set(raw, rs)
+            state = replica_set_state(rs)
+            if state is not None:
+                sets.append(state)
+        canary = rollout.spec.strategy.canary
+        revisions: dict[str, str | None] = {}
+        missing: set[str] = set()
+        for service in (canary.stable_service, canary.canary_service):
+            if service is None:
+                continue
+            svc = self.informers.services.get(f"{namespace}/{service}")
+            if svc is None:
+                missing.add(service)
+            else:
+                selector = (svc.spec.selector if svc.spec else None) or {}
+                revisions[service] = selector.get(REVISION_LABEL)
+        templates = self._templates(namespace, rollout)
+        traffic: TrafficState | None = router.observe() if router is not None else None
+        observed = Observed(
+            replica_sets=tuple(sets),
+            traffic=traffic,
+            service_revisions=revisions,
+            missing_services=frozenset(missing),
+            templates=templates,
+        )
+        due = self._due(rollout, templates, now)
+        if due and self.measurer is not None:
+            measurements = self.measurer.measure(rollout, due, now)
+            observed = Observed(
+                replica_sets=observed.replica_sets,
+                traffic=observed.traffic,
+                service_revisions=observed.service_revisions,
+                missing_services=observed.missing_services,
+                templates=observed.templates,
+                measurements=measurements,
+            )
+        return observed
+
+    def _templates(
+        self, namespace: str, rollout: Rollout
+    ) -> dict[TemplateKey, AnalysisTemplateSpec | str]:
+        out: dict[TemplateKey, AnalysisTemplateSpec | str] = {}
+        for analysis in _analyses(rollout):
+            for ref in analysis.templates:
+                key = TemplateKey(ref.template_name, ref.cluster_scope)
+                informer = (
+                    self.informers.cluster_templates
+                    if ref.cluster_scope
+                    else self.informers.templates
+                )
+                cache_key = (
+                    ref.template_name if ref.cluster_scope else f"{namespace}/{ref.template_name}"
+                )
+                found = informer.get(cache_key) if informer is not None else None
+                if found is None:
+                    out[key] = "not found" if informer is not None else "templates are not watched"
+                    continue
+                try:
+                    out[key] = AnalysisTemplateSpec.model_validate(found.get("spec") or {})
+                except ValidationError as exc:
+                    problems = "; ".join(f"{f}: {r}" for f, r in problems_of(exc))
+                    out[key] = f"invalid: {problems}"
+        return out
+
+    def _due(
+        self,
+        rollout: Rollout,
+        templates: Mapping[TemplateKey, AnalysisTemplateSpec | str],
+        now: dt.datetime,
+    ) -> list[an.Due]:
+        """Measurements due for the runs in status (runs start in a plan; their first
+        measurement is taken on the next pass)."""
+        canary = rollout.spec.strategy.canary
+        due: list[an.Due] = []
+        for run in rollout.status.analysis_runs:
+            if run.revision != rollout.status.canary_revision:
+                continue
+            analysis: RolloutAnalysis | None
+            if run.name == an.BACKGROUND:
+                analysis = canary.analysis
+            else:
+                index = int(run.name.removeprefix("step-"))
+                step = canary.steps[index] if index < len(canary.steps) else None
+                analysis = step.analysis if step is not None else None
+            if analysis is None:
+                continue
+            resolved = an.resolve(analysis, templates)
+            due.extend(an.due(run, resolved, now, background=run.name == an.BACKGROUND))
+        return due
+
+    # -- actions ----------------------------------------------------------------------
+
+    def _apply(self, raw: dict[str, Any], action: Action, router: Router | None) -> None:
+        namespace = raw["metadata"]["namespace"]
+        if isinstance(action, ScaleReplicaSet):
+            self.kube.scale_replica_set(raw, action.revision, action.replicas)
+        elif isinstance(action, PinService):
+            self.kube.pin_service(namespace, action.service, action.revision)
+        elif isinstance(action, DeleteReplicaSet):
+            self.kube.delete_replica_set(namespace, action.name)
+        elif router is None:
+            raise RuntimeError(f"{type(action).__name__} needs a traffic router")
+        elif isinstance(action, SetWeight):
+            router.set_weight(action.weight)
+        elif isinstance(action, SetHeaderRoute):
+            router.set_header_route(action.name, action.match)
+        elif isinstance(action, RemoveHeaderRoute):
+            router.remove_header_route(action.name)
+
+    def _invalid(self, raw: dict[str, Any], exc: ValidationError, now: dt.datetime) -> None:
+        problems = [f"{f}: {r}" for f, r in problems_of(exc)]
+        try:
+            current = RolloutStatus.model_validate(raw.get("status") or {})
+        except ValidationError:
+            current = RolloutStatus()
+        status = invalid_spec(current, problems, now)
+        log.warning("invalid spec", problems=problems)
+        if status != current:
+            self.kube.patch_status(
+                raw["metadata"]["namespace"],
+                raw["metadata"]["name"],
+                raw["metadata"]["resourceVersion"],
+                status,
+            )
+            self.kube.emit_event(raw, Event("InvalidSpec", status.message, "Warning"), now)
+
+    def _finalize(self, raw: dict[str, Any], rollout: Rollout, router: Router | None) -> None:
+        """The Rollout is being deleted: traffic back to stable, then let it go."""
+        if router is not None:
+            traffic = router.observe()
+            for name in sorted(traffic.header_routes):
+                router.remove_header_route(name)
+            if traffic.problem is None and traffic.canary_weight != 0:
+                router.set_weight(0)
+            log.info("traffic restored to stable before deletion")
+        self.kube.set_finalizer(raw, present=False)
+
+
+def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
+    canary = rollout.spec.strategy.canary
+    found: list[RolloutAnalysis] = [s.analysis for s in canary.steps if s.analysis is not None]
+    if canary.analysis is not None:
+        found.append(canary.analysis)
+    return found
+
+
+def _fields(action: Action) -> dict[str, Any]:
+    return {k: v for k, v in vars(action).items() if k != "kind" and not isinstance(v, tuple)}

