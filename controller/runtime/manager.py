@@ -29,9 +29,8 @@ import structlog
 from kubernetes import client
 
 from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter
-from controller.adapters.traffic import Router
+from controller.adapters.traffic import registry as traffic_registry
 from controller.api.rollout import GROUP, VERSION, Rollout, RolloutStatus
-from controller.core.model import TrafficState
 from controller.errors import ConflictError, LeadershipLostError
 from controller.runtime.health import HealthServer
 from controller.runtime.informer import Informer, KeyHandler
@@ -111,34 +110,6 @@ class MultiInformer(Generic[T]):
         return min(b for b in beats if b is not None)
 
 
-class UnsupportedRouter:
-    """Stands in for a router this build does not have: it reports the problem, so the
-    plan holds traffic where it is and says why, and never writes."""
-
-    def __init__(self, kind: str) -> None:
-        self.problem = f"traffic router {kind} is not supported by this controller version"
-
-    def observe(self) -> TrafficState:
-        return TrafficState(canary_weight=0, problem=self.problem)
-
-    def set_weight(self, weight: int) -> None:
-        raise RuntimeError(self.problem)
-
-    def set_header_route(self, name: str, match: Any) -> None:
-        raise RuntimeError(self.problem)
-
-    def remove_header_route(self, name: str) -> None:
-        raise RuntimeError(self.problem)
-
-
-def default_routers(rollout: Rollout) -> Router | None:
-    """Routers built into this version (replica ratio needs none)."""
-    routing = rollout.spec.strategy.canary.traffic_routing
-    if routing is None:
-        return None
-    return UnsupportedRouter(routing.kind)
-
-
 class Worker:
     """One worker thread taking keys off the queue."""
 
@@ -174,7 +145,7 @@ class Manager:
         api_client: client.ApiClient,
         *,
         measurer: Measurer | None = None,
-        routers: RouterFactory = default_routers,
+        routers: RouterFactory | None = None,
     ) -> None:
         self.settings = settings
         self.api_client = api_client
@@ -203,7 +174,7 @@ class Manager:
             self.informers,
             self.kube,
             measurer=measurer,
-            routers=routers,
+            routers=routers or traffic_registry.factory(api_client, self._fence),
             observer=_MetricsObserver(self.metrics),
         )
         self.health = HealthServer(
