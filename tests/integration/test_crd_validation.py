@@ -28,7 +28,8 @@ PLURALS = {
     "AnalysisTemplate": "analysistemplates",
     "ClusterAnalysisTemplate": "clusteranalysistemplates",
 }
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXAMPLES = sorted([*(DEPLOY / "examples").glob("*.yaml"), *(DEPLOY / "templates").glob("*.yaml")])
 
 
 def create(

@@ -12,7 +12,8 @@ from controller.api.validation import validate_document
 from controller.cli import main
 from tests.support.invalid_cases import CASES, CLUSTER_CASES, Case
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXAMPLES = sorted([*(DEPLOY / "examples").glob("*.yaml"), *(DEPLOY / "templates").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("case", CASES + CLUSTER_CASES, ids=lambda c: c.id)
@@ -50,7 +51,8 @@ def test_lint_command_exits_0_for_valid_files(capsys: pytest.CaptureFixture[str]
     assert main(["lint", *map(str, EXAMPLES)]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert f"{len(EXAMPLES)} Stepwise object(s) checked: valid" in captured.err
+    objects = sum(len(list(yaml.safe_load_all(p.read_text()))) for p in EXAMPLES)
+    assert f"{objects} Stepwise object(s) checked: valid" in captured.err
 
 
 def test_lint_command_reports_unreadable_and_malformed_files(
