@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from controller import __version__, logs
 from controller.api.validation import is_stepwise, validate_document
+from controller.cli import rollouts
 from controller.errors import ConfigError
 from controller.runtime.manager import Manager
 from controller.runtime.measure import PrometheusMeasurer, kube_secret_reader
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     lint.set_defaults(func=cmd_lint)
     _add_run(sub)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
+    common.add_argument("--context", default=None, help="kubeconfig context")
+    common.add_argument("-n", "--namespace", default=None, help="default: the context's")
+    rollouts.add_commands(sub, common)
     return parser
 
 
@@ -192,5 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except rollouts.CliError as exc:
+        print(f"stepwise: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
     return code

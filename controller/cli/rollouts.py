@@ -1,0 +1,434 @@
+"""CLI commands on Rollouts: ``status``, ``list``, ``promote``, ``abort``, ``retry``,
+``pause``, ``resume`` and ``set image``.
+
+They read and write the Rollout through the API server only; the controller does the
+rest. Manual intents are annotations naming the revision they were issued against
+(:mod:`controller.api.intents`), so a command can never act on a later release.
+
+``status`` exit codes (documented in the README, relied on by CI pipelines):
+
+====  ==============================================================
+0     promoted and healthy
+1     rolled back (aborted) or degraded
+2     paused, waiting for approval (only with ``--exit-on-pause``)
+3     timed out (``--timeout``)
+4     not found, or the API server could not be reached
+====  ==============================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from controller.api import intents
+from controller.api.base import parse_duration
+from controller.api.rollout import GROUP, VERSION
+
+PLURAL = "rollouts"
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_PAUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+
+
+class CliError(Exception):
+    """A problem to print as one line, with the exit code to return."""
+
+    def __init__(self, message: str, code: int = EXIT_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Api:
+    """The few API calls the commands need, with errors turned into one-line messages."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+        try:
+            if kubeconfig or context:
+                self.client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, context=context
+                )
+            else:
+                try:
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]
+                    self.client = client.ApiClient()
+                except config.ConfigException:
+                    self.client = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise CliError(
+                f"cannot load a kubeconfig: {exc} (use --kubeconfig or KUBECONFIG)"
+            ) from exc
+        self.server = self.client.configuration.host
+        self.custom = client.CustomObjectsApi(self.client)
+        self.core = client.CoreV1Api(self.client)
+
+    def _call(self, what: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except ApiException as exc:
+            if exc.status == 404:
+                raise CliError(f"{what} not found (kubectl get rollouts -A lists them)") from exc
+            if exc.status == 403:
+                raise CliError(f"not allowed to read or change {what}: {exc.reason}") from exc
+            if exc.status == 409:
+                raise CliError(f"{what} changed meanwhile; run the command again", 1) from exc
+            raise CliError(f"{what}: the API server answered {exc.status} {exc.reason}") from exc
+        except Exception as exc:  # urllib3/socket errors: the API server is unreachable
+            raise CliError(
+                f"cannot reach the Kubernetes API at {self.server}: {_short(exc)}"
+            ) from exc
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call(
+            f"rollout {namespace}/{name}",
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=10
+            ),
+        )
+        return found
+
+    def list_rollouts(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            result = self._call(
+                "rollouts",
+                lambda: self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, _request_timeout=10
+                ),
+            )
+        else:
+            result = self._call(
+                f"rollouts in {namespace}",
+                lambda: self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, _request_timeout=10
+                ),
+            )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def patch(self, namespace: str, name: str, body: Any, *, json_patch: bool = False) -> None:
+        kwargs: dict[str, Any] = {"_request_timeout": 10}
+        if json_patch:
+            kwargs["_content_type"] = "application/json-patch+json"
+        self._call(
+            f"rollout {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body, **kwargs
+            ),
+        )
+
+    def events(self, namespace: str, name: str, limit: int = 5) -> list[Any]:
+        try:
+            items = self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name}", _request_timeout=10
+            ).items
+        except Exception:  # events are decoration; the status is what matters
+            return []
+        items.sort(
+            key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        )
+        return list(items[-limit:])
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    if args.namespace:
+        return str(args.namespace)
+    try:
+        _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        ns = active.get("context", {}).get("namespace")
+        return str(ns) if ns else "default"
+    except (config.ConfigException, OSError, TypeError):
+        return "default"
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def verdict(rollout: dict[str, Any]) -> tuple[int | None, str]:
+    """The exit code the Rollout's state means (None: still going), and why."""
+    status = rollout.get("status") or {}
+    generation = rollout.get("metadata", {}).get("generation")
+    if status.get("observedGeneration") != generation:
+        return None, "the controller has not seen the latest spec yet"
+    phase = status.get("phase")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    invalid = conditions.get("InvalidSpec", {})
+    if invalid.get("status") == "True":
+        return EXIT_DEGRADED, str(invalid.get("message", "invalid spec"))
+    if phase == "Degraded":
+        abort = status.get("abort")
+        if abort:
+            return EXIT_DEGRADED, f"rolled back: {abort.get('reason')}: {abort.get('message')}"
+        return EXIT_DEGRADED, f"degraded: {status.get('message', '')}"
+    if phase == "Healthy" and status.get("stableRevision") == status.get("canaryRevision"):
+        return EXIT_HEALTHY, f"revision {status.get('stableRevision')} is stable and healthy"
+    if phase == "Paused":
+        return None, f"paused: {status.get('message', '')}"
+    return None, str(status.get("message", phase or "waiting for the controller"))
+
+
+def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
+    """A few lines saying where the rollout is."""
+    meta, spec = rollout["metadata"], rollout.get("spec", {})
+    status = rollout.get("status") or {}
+    steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+    step = status.get("currentStepIndex")
+    lines = [
+        f"Rollout {meta.get('namespace')}/{meta['name']}: {status.get('phase', 'Unknown')}"
+        f" ({status.get('message', '')})",
+        f"  step {step if step is not None else '-'}/{len(steps)}"
+        f"   weight {status.get('canaryWeight', 0)}%"
+        f"   stable {status.get('stableRevision', '-')}"
+        f"   canary {status.get('canaryRevision', '-')}"
+        f"   ready {status.get('readyReplicas', 0)}/{spec.get('replicas', '?')}",
+    ]
+    for run in status.get("analysisRuns") or []:
+        metrics = ", ".join(
+            f"{m['name']}={m.get('phase')} "
+            f"({m.get('successful', 0)} ok, {m.get('failed', 0)} failed)"
+            for m in run.get("metrics", [])
+        )
+        lines.append(f"  analysis {run['name']}: {run.get('phase')} {metrics}".rstrip())
+    for event in events:
+        lines.append(f"  event {event.reason}: {event.message}")
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show a rollout; with --watch, follow it until it settles and exit with its verdict."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    deadline = time.monotonic() + parse_duration(args.timeout) if args.timeout else None
+    tty = sys.stdout.isatty() and not args.plain
+    previous: list[str] = []
+    drawn = 0
+    while True:
+        rollout = api.get(namespace, args.name)
+        code, reason = verdict(rollout)
+        status = rollout.get("status") or {}
+        if args.exit_on_pause and status.get("phase") == "Paused":
+            code, reason = EXIT_PAUSED, f"paused, waiting for approval: {status.get('message', '')}"
+        lines = describe(
+            rollout, api.events(namespace, args.name) if (tty or not args.watch) else []
+        )
+        if tty:
+            if drawn:
+                sys.stdout.write(f"\x1b[{drawn}F\x1b[J")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            drawn = len(lines)
+        elif lines != previous:
+            stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+            changed = lines if not previous else [ln for ln in lines if ln not in previous]
+            for line in changed:
+                print(f"{stamp} {line.strip()}", flush=True)
+        previous = lines
+        if not args.watch:
+            return code if code is not None else EXIT_HEALTHY
+        if code is not None:
+            print(reason, file=sys.stderr if code else sys.stdout)
+            return code
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"timed out after {args.timeout}: {reason}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        time.sleep(args.interval)  # noqa: TID251 - the CLI polls; it is not the controller
+
+
+# -- list --------------------------------------------------------------------------------
+
+
+def _age(created: str | None) -> str:
+    if not created:
+        return "?"
+    then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    seconds = int((dt.datetime.now(dt.UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """A table of rollouts, like ``kubectl get``."""
+    api = Api(args.kubeconfig, args.context)
+    items = api.list_rollouts(None if args.all_namespaces else _namespace(args))
+    header = ["NAMESPACE", "NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE", "MESSAGE"]
+    rows = [header]
+    for ro in sorted(items, key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"])):
+        s = ro.get("status") or {}
+        steps = len(
+            ((ro.get("spec", {}).get("strategy") or {}).get("canary") or {}).get("steps") or []
+        )
+        step = s.get("currentStepIndex")
+        rows.append([
+            ro["metadata"]["namespace"],
+            ro["metadata"]["name"],
+            s.get("phase", "-"),
+            f"{step}/{steps}" if step is not None else f"-/{steps}",
+            f"{s.get('canaryWeight', 0)}%",
+            s.get("stableRevision", "-"),
+            s.get("canaryRevision", "-"),
+            _age(ro["metadata"].get("creationTimestamp")),
+            (s.get("message") or "")[:60],
+        ])  # fmt: skip
+    if len(rows) == 1:
+        print("No rollouts found.", file=sys.stderr)
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+# -- intents -----------------------------------------------------------------------------
+
+
+def _canary(rollout: dict[str, Any], verb: str) -> tuple[str, dict[str, Any]]:
+    status = rollout.get("status") or {}
+    canary, stable = status.get("canaryRevision"), status.get("stableRevision")
+    name = f"{rollout['metadata']['namespace']}/{rollout['metadata']['name']}"
+    if not canary or canary == stable:
+        raise CliError(f"rollout {name} has no canary in progress; nothing to {verb}", 1)
+    return canary, status
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Release the current pause (or, with --full, skip every remaining step)."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    rollout = api.get(namespace, args.name)
+    canary, status = _canary(rollout, "promote")
+    if args.full:
+        body = {"metadata": {"annotations": {intents.PROMOTE_FULL: canary}}}
+        api.patch(namespace, args.name, body)
+        print(
+            f"rollout {namespace}/{args.name}: promoting revision {canary} fully "
+            "(skipping steps and analysis)"
+        )
+        return 0
+    step = status.get("currentStepIndex") or 0
+    body = {"metadata": {"annotations": {intents.PROMOTE: intents.promote_value(canary, step)}}}
+    api.patch(namespace, args.name, body)
+    print(f"rollout {namespace}/{args.name}: released step {step} of revision {canary}")
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    """Abort the canary: stable back to full size, all traffic to stable."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    canary, _ = _canary(api.get(namespace, args.name), "abort")
+    api.patch(namespace, args.name, {"metadata": {"annotations": {intents.ABORT: canary}}})
+    print(f"rollout {namespace}/{args.name}: aborting revision {canary}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Restart an aborted canary from step 0."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    rollout = api.get(namespace, args.name)
+    abort = (rollout.get("status") or {}).get("abort")
+    if not abort:
+        raise CliError(f"rollout {namespace}/{args.name} is not aborted; nothing to retry", 1)
+    body = {
+        "metadata": {
+            "annotations": {
+                intents.ABORT: None,
+                intents.RETRY: intents.retry_value(abort["revision"], abort.get("attempt", 1)),
+            }
+        }
+    }
+    api.patch(namespace, args.name, body)
+    print(f"rollout {namespace}/{args.name}: retrying revision {abort['revision']} from step 0")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Set spec.paused (or clear it, for resume)."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    paused = args.command == "pause"
+    api.patch(namespace, args.name, {"spec": {"paused": paused}})
+    print(f"rollout {namespace}/{args.name}: {'paused' if paused else 'resumed'}")
+    return 0
+
+
+def cmd_set_image(args: argparse.Namespace) -> int:
+    """Change one container's image (this starts a canary)."""
+    api = Api(args.kubeconfig, args.context)
+    namespace = _namespace(args)
+    container, sep, image = args.assignment.partition("=")
+    if not sep or not container or not image:
+        raise CliError("expected CONTAINER=IMAGE, for example app=registry.example.com/app:1.2", 2)
+    rollout = api.get(namespace, args.name)
+    containers = rollout["spec"]["template"]["spec"].get("containers") or []
+    names = [c.get("name") for c in containers]
+    if container not in names:
+        raise CliError(
+            f"rollout {namespace}/{args.name} has no container {container!r} (it has {names})", 2
+        )
+    index = names.index(container)
+    path = f"/spec/template/spec/containers/{index}"
+    ops = [
+        {"op": "test", "path": f"{path}/name", "value": container},
+        {"op": "replace", "path": f"{path}/image", "value": image},
+    ]
+    api.patch(namespace, args.name, ops, json_patch=True)
+    print(f"rollout {namespace}/{args.name}: container {container} set to {image}")
+    return 0
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the rollout commands."""
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show a rollout; --watch follows it and exits with its verdict",
+        description="Exit codes with --watch: 0 promoted and healthy, 1 rolled back or "
+        "degraded, 2 paused waiting for approval (with --exit-on-pause), 3 timed out, "
+        "4 not found or unreachable.",
+    )
+    status.add_argument("name")
+    status.add_argument("-w", "--watch", action="store_true", help="follow until it settles")
+    status.add_argument("--timeout", default=None, help="give up after this long (10m, 90s)")
+    status.add_argument("--exit-on-pause", action="store_true", help="exit 2 when paused")
+    status.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
+    status.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
+
+    lst = sub.add_parser("list", parents=[common], help="list rollouts")
+    lst.add_argument("-A", "--all-namespaces", action="store_true")
+    lst.set_defaults(func=cmd_list)
+
+    promote = sub.add_parser("promote", parents=[common], help="release the current pause")
+    promote.add_argument("name")
+    promote.add_argument(
+        "--full", action="store_true", help="skip all remaining steps and analysis"
+    )
+    promote.set_defaults(func=cmd_promote)
+
+    for verb, func, text in (
+        ("abort", cmd_abort, "abort the canary: traffic and capacity back to stable"),
+        ("retry", cmd_retry, "restart an aborted canary from step 0"),
+        ("pause", cmd_pause, "pause the rollout (spec.paused)"),
+        ("resume", cmd_pause, "resume a paused rollout"),
+    ):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name")
+        p.set_defaults(func=func)
+
+    setp = sub.add_parser("set", help="change a rollout")
+    setsub = setp.add_subparsers(dest="what", metavar="WHAT", required=True)
+    image = setsub.add_parser("image", parents=[common], help="set a container image")
+    image.add_argument("name")
+    image.add_argument("assignment", metavar="CONTAINER=IMAGE")
+    image.set_defaults(func=cmd_set_image)
