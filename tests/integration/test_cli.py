@@ -140,7 +140,8 @@ def test_not_found_and_unreachable_exit_code_4_in_one_line(
     dead.write_text(
         "apiVersion: v1\nkind: Config\n"
         "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+        "users: [{name: u, user: {token: x}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
         "current-context: c\n"
     )
     unreachable = cli("status", "app", "--kubeconfig", str(dead))
