@@ -61,7 +61,8 @@ a condition that cannot be evaluated                  Error (names the metric an
 
 ``minSamples`` is a guard checked first (:func:`evaluate_samples`): its query's series
 are summed (an empty answer or NaN counts as zero traffic) and below ``min`` the
-measurement is Inconclusive ("too little traffic: 12 < 50"), never Failed.
+measurement is NoData ("too little traffic: 12 < 50", governed by ``onNoData``), never
+Failed.
 """
 
 from __future__ import annotations
@@ -284,15 +285,17 @@ def evaluate(response: QueryResponse, metric: Metric) -> Outcome:
 
 
 def evaluate_samples(response: QueryResponse, minimum: float, *, metric: str = "") -> Outcome:
-    """The ``minSamples`` guard: Inconclusive while the summed count is below ``minimum``
-    ("too little traffic: 12 < 50"), Successful with the count otherwise."""
+    """The ``minSamples`` guard: NoData while the summed count is below ``minimum``
+    ("too little traffic: 12 < 50"), Successful with the count otherwise. Too little
+    traffic is blindness, not a verdict: it falls under ``onNoData`` (Hold by default),
+    so a quiet canary neither passes nor pauses for a person."""
     count = total(response)
     if isinstance(count, Outcome):
         return _named(count, metric) if metric else count
     prefix = f"{metric}: " if metric else ""
     if count < minimum:
         return Outcome(
-            "Inconclusive",
+            "NoData",
             fmt(count),
             f"{prefix}too little traffic: {fmt(count)} < {fmt(minimum)}",
         )

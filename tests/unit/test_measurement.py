@@ -249,17 +249,17 @@ def test_criteria_combine_as_documented(
 @pytest.mark.parametrize(
     ("response", "minimum", "phase", "message"),
     [
-        pytest.param(scalar("12"), 50, "Inconclusive", "too little traffic: 12 < 50", id="below"),
+        pytest.param(scalar("12"), 50, "NoData", "too little traffic: 12 < 50", id="below"),
         pytest.param(scalar("50"), 50, "Successful", "", id="at-minimum"),
         pytest.param(vector("30", "25"), 50, "Successful", "", id="series-are-summed"),
         pytest.param(
-            vector(), 50, "Inconclusive", "too little traffic: 0 < 50", id="empty-is-zero"
+            vector(), 50, "NoData", "too little traffic: 0 < 50", id="empty-is-zero"
         ),
         pytest.param(
-            scalar("NaN"), 1, "Inconclusive", "too little traffic: 0 < 1", id="nan-is-zero"
+            scalar("NaN"), 1, "NoData", "too little traffic: 0 < 1", id="nan-is-zero"
         ),
         pytest.param(
-            scalar("12.5"), 50, "Inconclusive", "too little traffic: 12.5 < 50", id="fraction"
+            scalar("12.5"), 50, "NoData", "too little traffic: 12.5 < 50", id="fraction"
         ),
         pytest.param(
             QueryResponse.failed("unreachable", "refused"), 50, "Error",
@@ -280,10 +280,10 @@ def test_min_samples_guard(
 
 
 def test_measure_applies_the_guard_before_judging() -> None:
-    """A failing value with too little traffic is Inconclusive, not Failed."""
+    """A failing value with too little traffic is NoData (held), not Failed."""
     m = metric(minSamples={"query": "sum(x)", "min": 50})
     guarded = measure(scalar("0.2"), m, samples=scalar("12"))
-    assert guarded == Outcome("Inconclusive", "12", "success-rate: too little traffic: 12 < 50")
+    assert guarded == Outcome("NoData", "12", "success-rate: too little traffic: 12 < 50")
     assert measure(scalar("0.2"), m, samples=scalar("120")).phase == "Failed"
     assert measure(scalar("0.2"), m).phase == "Error"  # the guard's answer is missing
     assert measure(scalar("0.999"), metric()).phase == "Successful"  # no guard
