@@ -68,6 +68,10 @@ from controller.core.model import (
 )
 from controller.core.replicas import SetSize, canary_replicas, rebalance, surge_limits
 
+BLOCKED_RECHECK_SECONDS = 10
+"""How often a Rollout blocked by a problem outside it (a missing Service, a broken route)
+is looked at again, since those objects are not watched."""
+
 
 @dataclass
 class _Pass:
@@ -600,12 +604,20 @@ def _route(p: _Pass, weight: int) -> bool:
 
 
 def _restore_traffic(p: _Pass) -> bool:
-    """All traffic to the stable Service and no header routes; True when that holds."""
+    """All traffic to the stable Service and no header routes; True when that holds.
+
+    With a router problem (a misconfigured route, a canary Service gone) the weight is
+    still sent back to 0 when the route carries any: leaving traffic split is never the
+    safe choice. The canary keeps its pods until the problem is gone."""
     traffic = p.observed.traffic
     if not p.routed or traffic is None:
         p.set(canary_weight=0)
         return True
     if traffic.problem:
+        if p.weight != 0:
+            p.actions.append(SetWeight(0))
+            p.event("WeightSet", f"canary weight {p.weight} -> 0 despite: {traffic.problem}")
+            p.weight = 0
         p.block(f"traffic router: {traffic.problem}")
         return False
     for name in sorted(p.routes):
@@ -787,6 +799,10 @@ def _finish(p: _Pass) -> Plan:
     rollout = p.rollout
     if p.problem:
         p.phase, p.message = "Degraded", p.problem
+        if rollout.status.message != p.problem:
+            p.event("Blocked", p.problem, warning=True)
+        # Router objects and Services are fixed by people; look again now and then.
+        p.wake_at(p.now + dt.timedelta(seconds=BLOCKED_RECHECK_SECONDS))
     rs_all = p.observed.replica_sets
     canary_rs = p.observed.replica_set(p.status.canary_revision)
     p.set(

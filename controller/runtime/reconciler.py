@@ -343,9 +343,11 @@ class Reconciler:
             traffic = router.observe()
             for name in sorted(traffic.header_routes):
                 router.remove_header_route(name)
-            if traffic.problem is None and traffic.canary_weight != 0:
+            if traffic.canary_weight != 0:
+                # Even with a problem reported (the canary Service deleted alongside, say):
+                # a route left split after the Rollout is gone is the one thing to avoid.
                 router.set_weight(0)
-            log.info("traffic restored to stable before deletion")
+            log.info("traffic restored to stable before deletion", problem=traffic.problem)
         self.kube.set_finalizer(raw, present=False)
 
 

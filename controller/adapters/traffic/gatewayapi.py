@@ -1,0 +1,515 @@
+"""Gateway API router: canary weights and header routes in an HTTPRoute.
+
+Where it sits: :func:`controller.adapters.traffic.registry.factory` builds one
+:class:`GatewayApiRouter` per reconcile of a Rollout with ``trafficRouting.gatewayAPI``;
+the reconciler calls :meth:`~GatewayApiRouter.observe` on every pass (its
+:class:`~controller.core.model.TrafficState` feeds ``core.plan``) and carries out the
+plan's ``SetWeight``, ``SetHeaderRoute`` and ``RemoveHeaderRoute`` actions through the
+other three methods. The module-level functions compute everything from plain dicts
+(the route as the API server returns it), so they are tested without a cluster; the
+class only reads, patches and verifies.
+
+What Stepwise owns in the route (and nothing else):
+
+- **Managed rules**: the rules named in ``ruleNames``, or else every rule with a
+  backendRef to the stable Service (in the Rollout's namespace). In each, the ``weight``
+  of the stable backendRef (``100 - w``) and of the canary backendRef (``w``); a managed
+  rule without a canary backendRef gets one, on the stable one's port. Any other
+  backendRef of a managed rule keeps its weight, so the percentage is of the traffic the
+  rule gives to stable and canary together. Upstream's default weight is 1, so a
+  lone stable backendRef reads as 0% canary.
+- **Header rules**: one rule per header route, named ``stepwise-<name>`` (rule names are
+  GEP-995, standard channel), whose only backendRef is the canary Service with weight 1.
+  A rule is recognised as ours by that name *and* that single canary backendRef, so a
+  rule of the same name that routes elsewhere (a team's own, or another Rollout's sharing
+  the route) is never read as ours or overwritten. Its matches are the managed rules'
+  matches (path, method, query parameters, headers) with the header conditions added:
+  it is never broader than the route, and Gateway API precedence (same path, more header
+  matches) makes it win over the weighted rule. It also copies their filters, timeouts
+  and retry settings, so the canary gets requests exactly as the stable does (managed
+  rules that differ there are a problem for a header route: name one in ``ruleNames``).
+  It is inserted just before the first managed rule, so ties also go to it. Gateway API
+  has no header prefix match: a prefix becomes the RE2 expression ``^<escaped prefix>.*``.
+
+A misfit (no HTTPRoute, the API not served, no rule for the stable Service, a
+``ruleNames`` entry that does not exist, managed rules that disagree, no canary Service)
+is reported by ``observe`` as ``TrafficState.problem``, and the plan then writes nothing:
+there is never a partial split. A write that finds the route changed into a misfit
+raises :class:`~controller.errors.ConflictError` without writing.
+
+Patch strategy: JSON Patch, guarded. Each write reads the route, computes ``add``,
+``replace`` and ``remove`` operations addressed by index that touch only the fields
+above, and sends them after a ``test`` of ``/metadata/resourceVersion``. If anyone wrote
+in between, the test fails, nothing is applied, and the write starts again from a fresh
+read (three attempts, then ``ConflictError`` and the work queue's rate-limited retry): a
+concurrent edit is never lost, and indices are always those of the version tested. A failed test
+is a 422 with a generic message, like a validation error; it counts as a conflict only
+if a re-read shows the resourceVersion moved. Server-side apply was the alternative,
+but upstream's ``rules`` and ``backendRefs`` are atomic lists (no list-map keys): applying
+our weights would make ``stepwise-controller`` the owner of every rule and send our
+copy of rules other actors edit, and a JSON merge patch replaces lists whole. Every
+write is followed by a fresh read that must show what was written (the weight, the
+header rule present or gone), else ``ConflictError``.
+
+:func:`controller.adapters.traffic.registry.factory` passes ``fence``; it is called
+before every write and raises :class:`~controller.errors.LeadershipLostError` once the
+lease is lost. Every request goes through :func:`controller.adapters.retry.call_api`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.retry import call_api
+from controller.api.rollout import HeaderMatch, Rollout
+from controller.core.model import TrafficState
+from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
+
+GROUP: Final = "gateway.networking.k8s.io"
+VERSION: Final = "v1"
+PLURAL: Final = "httproutes"
+HEADER_RULE_PREFIX: Final = "stepwise-"
+"""Rule names with this prefix, routing only to the canary Service, are header routes."""
+WRITE_ATTEMPTS: Final = 3
+JSON_PATCH: Final = "application/json-patch+json"
+
+#: What an HTTPRouteMatch is when the rule has none (upstream's default).
+DEFAULT_MATCH: Final[dict[str, Any]] = {"path": {"type": "PathPrefix", "value": "/"}}
+#: Rule fields a header rule copies from the managed rules: the canary must get requests
+#: exactly as the stable gets them (a URL rewrite, a header filter, the same timeouts).
+RULE_SETTINGS: Final[tuple[str, ...]] = ("filters", "timeouts", "retry", "sessionPersistence")
+_RE2_SPECIAL: Final = frozenset("\\.+*?()|[]{}^$")
+
+log = structlog.get_logger()
+
+Route = dict[str, Any]
+Op = dict[str, Any]
+Fence = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which Services and rules of a route are Stepwise's, for one Rollout."""
+
+    namespace: str
+    stable: str
+    canary: str
+    rule_names: tuple[str, ...] = ()
+    """Empty: every rule that references the stable Service."""
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A managed rule: its index, and the indices of its stable and canary backendRefs."""
+
+    index: int
+    stable: int
+    canary: int | None
+
+
+# -- reading the route -----------------------------------------------------------------
+
+
+def _rules(route: Route) -> list[dict[str, Any]]:
+    rules = (route.get("spec") or {}).get("rules") or []
+    return list(rules)
+
+
+def _refs(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(rule.get("backendRefs") or [])
+
+
+def _name(route: Route) -> str:
+    return str((route.get("metadata") or {}).get("name", ""))
+
+
+def _label(rule: dict[str, Any], index: int) -> str:
+    return f"rule {rule['name']}" if rule.get("name") else f"rules[{index}]"
+
+
+def _weight(ref: dict[str, Any]) -> int:
+    """A backendRef's weight (upstream's default is 1)."""
+    return int(ref.get("weight", 1))
+
+
+def is_service_ref(ref: dict[str, Any], service: str, namespace: str) -> bool:
+    """Whether a backendRef points at ``service`` in ``namespace``."""
+    return (
+        ref.get("group", "") == ""
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("name") == service
+        and ref.get("namespace", namespace) == namespace
+    )
+
+
+def _index_of(refs: list[dict[str, Any]], service: str, namespace: str) -> int | None:
+    return next((j for j, ref in enumerate(refs) if is_service_ref(ref, service, namespace)), None)
+
+
+def header_rule_name(name: str) -> str:
+    """The rule name of header route ``name``."""
+    return f"{HEADER_RULE_PREFIX}{name}"
+
+
+def is_header_rule(rule: dict[str, Any], target: Target) -> bool:
+    """Whether a rule is one of this Rollout's header routes: the reserved name prefix,
+    and the canary Service as its only backendRef."""
+    refs = _refs(rule)
+    return (
+        str(rule.get("name", "")).startswith(HEADER_RULE_PREFIX)
+        and len(refs) == 1
+        and is_service_ref(refs[0], target.canary, target.namespace)
+    )
+
+
+def header_routes(route: Route, target: Target) -> frozenset[str]:
+    """Names of this Rollout's header routes in the route."""
+    return frozenset(
+        str(rule["name"]).removeprefix(HEADER_RULE_PREFIX)
+        for rule in _rules(route)
+        if is_header_rule(rule, target)
+    )
+
+
+def managed_rules(route: Route, target: Target) -> tuple[list[Managed], str | None]:
+    """The rules whose weights Stepwise sets, or why there are none to set."""
+    rules = _rules(route)
+    name = _name(route)
+    found: list[Managed] = []
+    if target.rule_names:
+        by_name = {str(r["name"]): i for i, r in enumerate(rules) if r.get("name")}
+        missing = [n for n in target.rule_names if n not in by_name]
+        if missing:
+            return [], (
+                f"HTTPRoute {name} has no rule named {', '.join(missing)} "
+                "(trafficRouting.gatewayAPI.ruleNames)"
+            )
+        candidates = [by_name[n] for n in dict.fromkeys(target.rule_names)]
+    else:
+        candidates = [
+            i
+            for i, rule in enumerate(rules)
+            if not is_header_rule(rule, target)
+            and _index_of(_refs(rule), target.stable, target.namespace) is not None
+        ]
+        if not candidates:
+            return [], (
+                f"HTTPRoute {name} has no rule with a backendRef to the stable Service "
+                f"{target.stable}"
+            )
+    for i in candidates:
+        refs = _refs(rules[i])
+        stable = _index_of(refs, target.stable, target.namespace)
+        if stable is None:
+            return [], (
+                f"{_label(rules[i], i)} of HTTPRoute {name} has no backendRef to the stable "
+                f"Service {target.stable}"
+            )
+        found.append(Managed(i, stable, _index_of(refs, target.canary, target.namespace)))
+    return found, None
+
+
+def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
+    """The canary percentage the managed rules give, or a problem. When managed rules
+    disagree the highest percentage is returned with the problem (the canary keeps pods
+    for the most traffic it may get)."""
+    managed, problem = managed_rules(route, target)
+    if problem:
+        return 0, problem
+    rules = _rules(route)
+    weights: dict[str, int] = {}
+    for m in managed:
+        refs = _refs(rules[m.index])
+        stable = _weight(refs[m.stable])
+        canary = _weight(refs[m.canary]) if m.canary is not None else 0
+        label = _label(rules[m.index], m.index)
+        if stable + canary == 0:
+            return 0, (
+                f"{label} of HTTPRoute {_name(route)} gives weight 0 to both the stable and "
+                "the canary Service"
+            )
+        weights[label] = round(100 * canary / (stable + canary))
+    if len(set(weights.values())) > 1:
+        detail = ", ".join(f"{label} {w}%" for label, w in weights.items())
+        return max(weights.values()), (
+            f"the managed rules of HTTPRoute {_name(route)} disagree on the canary weight "
+            f"({detail})"
+        )
+    return next(iter(weights.values())), None
+
+
+# -- computing writes ------------------------------------------------------------------
+
+
+def guarded(route: Route, ops: list[Op]) -> list[Op]:
+    """``ops`` preceded by a test of the resourceVersion they were computed from."""
+    version = (route.get("metadata") or {}).get("resourceVersion")
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
+
+
+def canary_ref(stable_ref: dict[str, Any], canary: str, weight: int) -> dict[str, Any]:
+    """A backendRef to the canary Service on the stable backendRef's port."""
+    ref: dict[str, Any] = {"group": "", "kind": "Service", "name": canary}
+    if "port" in stable_ref:
+        ref["port"] = stable_ref["port"]
+    ref["weight"] = weight
+    return ref
+
+
+def weight_ops(route: Route, target: Target, weight: int) -> tuple[list[Op], str | None]:
+    """JSON Patch operations that give the canary ``weight`` percent in every managed
+    rule (nothing when that holds already), or the problem that forbids writing."""
+    managed, problem = managed_rules(route, target)
+    if problem:
+        return [], problem
+    rules = _rules(route)
+    ops: list[Op] = []
+    for m in managed:
+        refs = _refs(rules[m.index])
+        base = f"/spec/rules/{m.index}/backendRefs"
+        if refs[m.stable].get("weight") != 100 - weight:
+            ops.append({"op": "add", "path": f"{base}/{m.stable}/weight", "value": 100 - weight})
+        if m.canary is None:
+            value = canary_ref(refs[m.stable], target.canary, weight)
+            ops.append({"op": "add", "path": f"{base}/-", "value": value})
+        elif refs[m.canary].get("weight") != weight:
+            ops.append({"op": "add", "path": f"{base}/{m.canary}/weight", "value": weight})
+    return ops, None
+
+
+def _re2_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in _RE2_SPECIAL else c for c in text)
+
+
+def gateway_headers(match: Iterable[HeaderMatch]) -> list[dict[str, str]]:
+    """Stepwise header conditions as HTTPHeaderMatch entries (a prefix becomes a regex)."""
+    out: list[dict[str, str]] = []
+    for m in match:
+        value = m.header_value
+        if value.exact is not None:
+            out.append({"name": m.header_name, "type": "Exact", "value": value.exact})
+        elif value.regex is not None:
+            out.append({"name": m.header_name, "type": "RegularExpression", "value": value.regex})
+        else:
+            pattern = f"^{_re2_escape(value.prefix or '')}.*"
+            out.append({"name": m.header_name, "type": "RegularExpression", "value": pattern})
+    return out
+
+
+def _with_headers(match: dict[str, Any], headers: list[dict[str, str]]) -> dict[str, Any]:
+    """A copy of an HTTPRouteMatch with ``headers`` added (replacing same-named ones)."""
+    ours = {h["name"].lower() for h in headers}
+    out = {k: v for k, v in match.items() if k != "headers"}
+    kept = [h for h in match.get("headers") or [] if str(h.get("name", "")).lower() not in ours]
+    out["headers"] = [*kept, *headers]
+    return out
+
+
+def header_rule(
+    route: Route, target: Target, name: str, match: Iterable[HeaderMatch]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The rule of header route ``name``, or the problem that forbids it."""
+    managed, problem = managed_rules(route, target)
+    if problem:
+        return None, problem
+    rules = _rules(route)
+    headers = gateway_headers(match)
+    matches: list[dict[str, Any]] = []
+    for m in managed:
+        for rule_match in rules[m.index].get("matches") or [DEFAULT_MATCH]:
+            candidate = _with_headers(rule_match, headers)
+            if candidate not in matches:
+                matches.append(candidate)
+    settings = [
+        {k: rules[m.index][k] for k in RULE_SETTINGS if k in rules[m.index]} for m in managed
+    ]
+    if any(s != settings[0] for s in settings):
+        return None, (
+            f"the managed rules of HTTPRoute {_name(route)} differ in "
+            f"{'/'.join(RULE_SETTINGS)}, so one header rule cannot copy them; name one rule "
+            "in trafficRouting.gatewayAPI.ruleNames"
+        )
+    first = managed[0]
+    stable_ref = _refs(rules[first.index])[first.stable]
+    return {
+        "name": header_rule_name(name),
+        "matches": matches,
+        **settings[0],
+        "backendRefs": [canary_ref(stable_ref, target.canary, 1)],
+    }, None
+
+
+def header_route_ops(
+    route: Route, target: Target, name: str, match: Iterable[HeaderMatch]
+) -> tuple[list[Op], str | None]:
+    """JSON Patch operations that add or replace header route ``name`` (nothing when it
+    is already as wanted), or the problem that forbids writing."""
+    rule, problem = header_rule(route, target, name, match)
+    if rule is None:
+        return [], problem
+    rules = _rules(route)
+    same = [i for i, r in enumerate(rules) if r.get("name") == rule["name"]]
+    if any(not is_header_rule(rules[i], target) for i in same):
+        return [], (
+            f"HTTPRoute {_name(route)} has a rule named {rule['name']} that does not route "
+            f"only to the canary Service {target.canary}; rename it (the prefix "
+            f"{HEADER_RULE_PREFIX} is reserved for Stepwise's header routes)"
+        )
+    if not same:
+        managed, _ = managed_rules(route, target)
+        return [{"op": "add", "path": f"/spec/rules/{managed[0].index}", "value": rule}], None
+    ops: list[Op] = []
+    if rules[same[0]] != rule:
+        ops.append({"op": "replace", "path": f"/spec/rules/{same[0]}", "value": rule})
+    ops.extend({"op": "remove", "path": f"/spec/rules/{i}"} for i in reversed(same[1:]))
+    return ops, None
+
+
+def remove_header_ops(route: Route, target: Target, name: str) -> list[Op]:
+    """JSON Patch operations that remove header route ``name`` (none if it is absent)."""
+    rule_name = header_rule_name(name)
+    return [
+        {"op": "remove", "path": f"/spec/rules/{i}"}
+        for i, rule in reversed(list(enumerate(_rules(route))))
+        if rule.get("name") == rule_name and is_header_rule(rule, target)
+    ]
+
+
+# -- the router ------------------------------------------------------------------------
+
+
+class GatewayApiRouter:
+    """Reads and writes the Stepwise-owned parts of one HTTPRoute for one Rollout."""
+
+    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+        canary = rollout.spec.strategy.canary
+        routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
+        namespace = rollout.metadata.namespace
+        if routing is None or not canary.stable_service or not canary.canary_service:
+            raise ValueError("GatewayApiRouter needs gatewayAPI routing and both Services")
+        if not namespace:
+            raise ValueError("GatewayApiRouter needs the Rollout's namespace")
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._fence = fence
+        self._name = routing.http_route
+        self._target = Target(
+            namespace, canary.stable_service, canary.canary_service, tuple(routing.rule_names or ())
+        )
+
+    def observe(self) -> TrafficState:
+        """The canary weight and header routes the HTTPRoute holds, or the problem."""
+        try:
+            route = self._get()
+        except NotFoundError as err:
+            return TrafficState(canary_weight=0, problem=self._missing(err))
+        except ApiError as err:
+            return TrafficState(
+                canary_weight=0, problem=f"cannot read HTTPRoute {self._name}: {err}"
+            )
+        weight, problem = read_weight(route, self._target)
+        return TrafficState(
+            canary_weight=weight,
+            header_routes=header_routes(route, self._target),
+            problem=problem or self._canary_problem(),
+        )
+
+    def set_weight(self, weight: int) -> None:
+        """Give the canary ``weight`` percent in every managed rule, then verify it."""
+        self._write(lambda route: weight_ops(route, self._target, weight))
+        got, problem = read_weight(self._get(), self._target)
+        if problem or got != weight:
+            raise ConflictError(
+                f"HTTPRoute {self._name} holds canary weight {got}% after {weight}% was "
+                f"written{f' ({problem})' if problem else ''}"
+            )
+
+    def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
+        """Add or replace the header rule ``stepwise-<name>``, then verify it is there."""
+        self._write(lambda route: header_route_ops(route, self._target, name, match))
+        if name not in header_routes(self._get(), self._target):
+            raise ConflictError(
+                f"HTTPRoute {self._name} lacks header rule {header_rule_name(name)} after it "
+                "was written"
+            )
+
+    def remove_header_route(self, name: str) -> None:
+        """Remove the header rule ``stepwise-<name>`` (nothing if it or the route is gone)."""
+        try:
+            self._write(lambda route: (remove_header_ops(route, self._target, name), None))
+            route = self._get()
+        except NotFoundError:
+            return
+        if name in header_routes(route, self._target):
+            raise ConflictError(
+                f"HTTPRoute {self._name} still has header rule {header_rule_name(name)} after "
+                "it was removed"
+            )
+
+    # -- I/O ------------------------------------------------------------------------
+
+    def _get(self) -> Route:
+        ns, name = self._target.namespace, self._name
+        route = call_api(
+            lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        )
+        assert isinstance(route, dict)
+        return route
+
+    def _patch(self, ops: list[Op]) -> None:
+        ns, name = self._target.namespace, self._name
+        self._fence()
+        call_api(
+            lambda: self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, ops, _content_type=JSON_PATCH
+            )
+        )
+
+    def _write(self, compute: Callable[[Route], tuple[list[Op], str | None]]) -> None:
+        """Read, compute, patch guarded by the resourceVersion read; again on a
+        concurrent write."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            route = self._get()
+            ops, problem = compute(route)
+            if problem:
+                raise ConflictError(f"HTTPRoute {self._name} cannot be written: {problem}")
+            if not ops:
+                return
+            version = route["metadata"]["resourceVersion"]
+            try:
+                self._patch(guarded(route, ops))
+                return
+            except (InvalidError, ConflictError):
+                if self._get()["metadata"]["resourceVersion"] == version:
+                    raise  # not a concurrent write: the server rejected the change
+                log.info(
+                    "httproute changed during our write; retrying",
+                    httproute=self._name,
+                    attempt=attempt,
+                )
+        raise ConflictError(
+            f"HTTPRoute {self._name} changed during each of {WRITE_ATTEMPTS} attempts to write it"
+        )
+
+    def _missing(self, err: NotFoundError) -> str:
+        if err.reason == "NotFound":  # a Status about the object, not a 404 for the URL
+            return f"HTTPRoute {self._name} not found in namespace {self._target.namespace}"
+        return (
+            f"the HTTPRoute API ({GROUP}/{VERSION}) is not served; install the Gateway API "
+            f"CRDs (reading HTTPRoute {self._name}: {err})"
+        )
+
+    def _canary_problem(self) -> str | None:
+        ns, canary = self._target.namespace, self._target.canary
+        try:
+            call_api(lambda: self._core.read_namespaced_service(canary, ns))
+        except NotFoundError:
+            return f"canary Service {canary} does not exist; the HTTPRoute cannot route to it"
+        except ApiError as err:
+            return f"cannot read canary Service {canary}: {err}"
+        return None

@@ -1,0 +1,297 @@
+"""SMI router: the backend weights of a TrafficSplit the Rollout owns.
+
+Where it sits: :func:`controller.adapters.traffic.registry.factory` builds one
+:class:`SmiRouter` per reconcile of a Rollout with ``trafficRouting.smi``; the reconciler
+calls :meth:`~SmiRouter.observe` on every pass (its
+:class:`~controller.core.model.TrafficState` feeds ``core.plan``) and carries out the
+plan's ``SetWeight`` actions through :meth:`~SmiRouter.set_weight`. The module-level
+functions compute everything from plain dicts; the class only reads, writes and verifies.
+
+The TrafficSplit (``split.smi-spec.io/v1alpha2``: integer weights, the version SMI
+implementations serve; see ``hack/crds/smi-trafficsplit.yaml``) is named
+``trafficSplitName`` (default: the Rollout's name) and splits ``rootService`` (default:
+the stable Service) between two backends, ``[{stable: 100 - w}, {canary: w}]``. Stepwise
+creates it on the first weight it writes, controlled by the Rollout (an ownerReference,
+so it is garbage-collected with the Rollout once the finalizer has sent all traffic back
+to stable), and owns all of it: a write sets ``spec.service`` and ``spec.backends`` whole.
+Before that first write there is no split, which means 0% canary when the root Service
+is the stable Service (the default); a separate root Service that selects every revision
+splits by pod count until then.
+
+A TrafficSplit of that name that the Rollout does not control is never taken over, and
+one that splits another Service is not rewritten: ``observe`` reports either as
+``TrafficState.problem`` (as it does a missing canary or root Service, or the API not
+being served), and the plan then writes nothing.
+
+Writes are a JSON Patch after a ``test`` of ``/metadata/resourceVersion`` (the same
+guarded read-compute-write as the Gateway API router: a concurrent write makes the test
+fail and the write start again from a fresh read), or a create when the split does not
+exist; a fresh read must then show the weight written, else
+:class:`~controller.errors.ConflictError`. ``fence`` is called before every write;
+every request goes through :func:`controller.adapters.retry.call_api`.
+
+SMI TrafficSplit v1alpha2 cannot match headers, so :meth:`SmiRouter.set_header_route`
+raises :class:`~controller.errors.InvalidSpecError` (the Rollout's validation already
+rejects ``setHeaderRoute`` with SMI; this is the last line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.kube import owner_reference
+from controller.adapters.retry import call_api
+from controller.api.rollout import HeaderMatch, Rollout
+from controller.core.model import TrafficState
+from controller.errors import (
+    ApiError,
+    ConflictError,
+    InvalidError,
+    InvalidSpecError,
+    NotFoundError,
+)
+
+GROUP: Final = "split.smi-spec.io"
+VERSION: Final = "v1alpha2"
+PLURAL: Final = "trafficsplits"
+KIND: Final = "TrafficSplit"
+WRITE_ATTEMPTS: Final = 3
+JSON_PATCH: Final = "application/json-patch+json"
+
+log = structlog.get_logger()
+
+Split = dict[str, Any]
+Op = dict[str, Any]
+Fence = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The TrafficSplit of one Rollout and the Services it splits."""
+
+    namespace: str
+    name: str
+    root: str
+    stable: str
+    canary: str
+    owner_uid: str
+    """The Rollout's UID: the split must be controlled by it."""
+
+
+def desired_spec(target: Target, weight: int) -> dict[str, Any]:
+    """The spec that sends ``weight`` percent of the root Service's traffic to the canary."""
+    return {
+        "service": target.root,
+        "backends": [
+            {"service": target.stable, "weight": 100 - weight},
+            {"service": target.canary, "weight": weight},
+        ],
+    }
+
+
+def controlled_by(split: Split, uid: str) -> bool:
+    """Whether the split's controller ownerReference is the Rollout with ``uid``."""
+    refs = (split.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def read_weight(split: Split, target: Target) -> tuple[int, str | None]:
+    """The canary percentage the split gives, or why it cannot be used."""
+    if not controlled_by(split, target.owner_uid):
+        return 0, (
+            f"TrafficSplit {target.name} exists and is not controlled by this Rollout; "
+            "Stepwise does not take over a split it did not create (delete it, or set "
+            "trafficRouting.smi.trafficSplitName)"
+        )
+    spec = split.get("spec") or {}
+    if spec.get("service") != target.root:
+        return 0, (
+            f"TrafficSplit {target.name} splits Service {spec.get('service')}, not the root "
+            f"Service {target.root}; delete it and Stepwise creates it again"
+        )
+    weights = {b.get("service"): int(b.get("weight", 0)) for b in spec.get("backends") or []}
+    stable, canary = weights.get(target.stable, 0), weights.get(target.canary, 0)
+    if stable + canary == 0:
+        return 0, (
+            f"TrafficSplit {target.name} gives weight 0 to both the stable and the canary "
+            "Service; delete it and Stepwise creates it again"
+        )
+    return round(100 * canary / (stable + canary)), None
+
+
+def build_split(target: Target, owner: dict[str, Any], weight: int) -> Split:
+    """A new TrafficSplit controlled by ``owner`` (the Rollout's ownerReference)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": target.name,
+            "namespace": target.namespace,
+            "ownerReferences": [owner],
+        },
+        "spec": desired_spec(target, weight),
+    }
+
+
+def spec_ops(split: Split, target: Target, weight: int) -> list[Op]:
+    """JSON Patch operations that set the split's spec (none when it holds already),
+    preceded by a test of the resourceVersion they were computed from."""
+    spec = split.get("spec") or {}
+    wanted = desired_spec(target, weight)
+    ops: list[Op] = [
+        {"op": "add", "path": f"/spec/{key}", "value": value}
+        for key, value in wanted.items()
+        if spec.get(key) != value
+    ]
+    if not ops:
+        return []
+    version = (split.get("metadata") or {}).get("resourceVersion")
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
+
+
+class SmiRouter:
+    """Reads and writes the TrafficSplit of one Rollout."""
+
+    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+        canary = rollout.spec.strategy.canary
+        routing = canary.traffic_routing.smi if canary.traffic_routing else None
+        meta = rollout.metadata
+        if routing is None or not canary.stable_service or not canary.canary_service:
+            raise ValueError("SmiRouter needs smi routing and both Services")
+        if not meta.namespace or not meta.uid:
+            raise ValueError("SmiRouter needs the Rollout's namespace and UID")
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._fence = fence
+        self._owner = owner_reference({"metadata": {"name": meta.name, "uid": meta.uid}})
+        self._target = Target(
+            namespace=meta.namespace,
+            name=routing.traffic_split_name or meta.name,
+            root=routing.root_service or canary.stable_service,
+            stable=canary.stable_service,
+            canary=canary.canary_service,
+            owner_uid=meta.uid,
+        )
+
+    def observe(self) -> TrafficState:
+        """The canary weight the TrafficSplit gives (0 before it exists), or the problem."""
+        name = self._target.name
+        try:
+            split = self._get()
+        except NotFoundError as err:
+            if err.reason != "NotFound":  # a 404 for the URL: the kind is not served
+                return TrafficState(
+                    canary_weight=0,
+                    problem=f"the TrafficSplit API ({GROUP}/{VERSION}) is not served; install "
+                    f"the SMI CRDs (reading TrafficSplit {name}: {err})",
+                )
+            split = None
+        except ApiError as err:
+            return TrafficState(canary_weight=0, problem=f"cannot read TrafficSplit {name}: {err}")
+        weight, problem = read_weight(split, self._target) if split else (0, None)
+        return TrafficState(canary_weight=weight, problem=problem or self._services_problem())
+
+    def set_weight(self, weight: int) -> None:
+        """Create or patch the TrafficSplit for ``weight`` percent, then verify it."""
+        self._write(weight)
+        got, problem = read_weight(self._get(), self._target)
+        if problem or got != weight:
+            raise ConflictError(
+                f"TrafficSplit {self._target.name} holds canary weight {got}% after {weight}% "
+                f"was written{f' ({problem})' if problem else ''}"
+            )
+
+    def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
+        """Refuse: an SMI TrafficSplit cannot route by header."""
+        raise InvalidSpecError(
+            [
+                f"spec.strategy.canary.steps: setHeaderRoute {name} is not supported with "
+                "trafficRouting.smi (a TrafficSplit cannot match headers); use gatewayAPI or "
+                "istio"
+            ]
+        )
+
+    def remove_header_route(self, name: str) -> None:
+        """Nothing to remove: an SMI router never has header routes."""
+
+    # -- I/O ------------------------------------------------------------------------
+
+    def _get(self) -> Split:
+        ns, name = self._target.namespace, self._target.name
+        split = call_api(
+            lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        )
+        assert isinstance(split, dict)
+        return split
+
+    def _create(self, weight: int) -> None:
+        ns = self._target.namespace
+        body = build_split(self._target, self._owner, weight)
+        self._fence()
+        call_api(
+            lambda: self._custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        )
+        log.info("trafficsplit created", trafficsplit=self._target.name, weight=weight)
+
+    def _patch(self, ops: list[Op]) -> None:
+        ns, name = self._target.namespace, self._target.name
+        self._fence()
+        call_api(
+            lambda: self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, ops, _content_type=JSON_PATCH
+            )
+        )
+
+    def _write(self, weight: int) -> None:
+        """Create the split, or patch it guarded by the resourceVersion read; again on a
+        concurrent write."""
+        name = self._target.name
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                split = self._get()
+            except NotFoundError:
+                try:
+                    self._create(weight)
+                    return
+                except ConflictError:  # created meanwhile: read it and patch
+                    continue
+            if not controlled_by(split, self._target.owner_uid):
+                _, problem = read_weight(split, self._target)
+                raise ConflictError(f"TrafficSplit {name} cannot be written: {problem}")
+            ops = spec_ops(split, self._target, weight)
+            if not ops:
+                return
+            version = split["metadata"]["resourceVersion"]
+            try:
+                self._patch(ops)
+                return
+            except (InvalidError, ConflictError):
+                if self._get()["metadata"]["resourceVersion"] == version:
+                    raise  # not a concurrent write: the server rejected the change
+                log.info("trafficsplit changed during our write; retrying", attempt=attempt)
+        raise ConflictError(
+            f"TrafficSplit {name} changed during each of {WRITE_ATTEMPTS} attempts to write it"
+        )
+
+    def _services_problem(self) -> str | None:
+        """The canary Service and a separate root Service must exist."""
+        ns = self._target.namespace
+        wanted = {"canary": self._target.canary}
+        if self._target.root != self._target.stable:
+            wanted["root"] = self._target.root
+        for role, service in wanted.items():
+            try:
+                self._read_service(ns, service)
+            except NotFoundError:
+                return f"{role} Service {service} does not exist; the TrafficSplit cannot use it"
+            except ApiError as err:
+                return f"cannot read {role} Service {service}: {err}"
+        return None
+
+    def _read_service(self, namespace: str, name: str) -> None:
+        call_api(lambda: self._core.read_namespaced_service(name, namespace))

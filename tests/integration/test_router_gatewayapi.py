@@ -1,0 +1,455 @@
+"""The Gateway API router through the whole controller, on the real API server: the exact
+HTTPRoute at every step, after abort, promotion and deletion; misconfigured routes that
+block the Rollout with a clear status and write nothing; and another actor's edits to an
+unrelated rule that survive every write of ours."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from controller.adapters.traffic.gatewayapi import GatewayApiRouter
+from controller.api import intents
+from controller.api.rollout import HeaderMatch, Rollout
+from controller.errors import LeadershipLostError
+from localcluster.controller import ControllerProcess
+from tests.integration.test_controller import Cluster
+from tests.support.kube import install_crds, wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+CRD = Path(__file__).resolve().parents[2] / "hack" / "crds" / "gateway-api-httproute.yaml"
+BETA_MATCH = [{"headerName": "x-canary", "headerValue": {"exact": "beta"}}]
+HEADER_STEPS = [
+    {"setWeight": 20},
+    {"setHeaderRoute": {"name": "beta", "match": BETA_MATCH}},
+    {"pause": {}},
+]
+WEIGHT_STEPS = [
+    {"setWeight": 20},
+    {"pause": {"duration": "2s"}},
+    {"setWeight": 60},
+    {"pause": {}},
+]
+
+
+def backend(name: str, weight: int, port: int = 80) -> dict[str, Any]:
+    """A backendRef as the API server stores it."""
+    return {"group": "", "kind": "Service", "name": name, "port": port, "weight": weight}
+
+
+def main_rule(stable: int, canary: int | None = None) -> dict[str, Any]:
+    """The rule for /api that the Rollout manages."""
+    refs = [backend("app-stable", stable)]
+    if canary is not None:
+        refs.append(backend("app-canary", canary))
+    return {
+        "name": "main",
+        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+        "filters": [REWRITE],
+        "backendRefs": refs,
+    }
+
+
+REWRITE = {
+    "type": "URLRewrite",
+    "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}},
+}
+
+
+def other_rule(version: int = 0) -> dict[str, Any]:
+    """An unrelated rule (another path, another backend, a filter); ``version`` is what an
+    editing actor changes."""
+    return {
+        "name": "other",
+        "matches": [{"path": {"type": "PathPrefix", "value": f"/other/v{version}"}}],
+        "filters": [
+            {
+                "type": "RequestHeaderModifier",
+                "requestHeaderModifier": {"set": [{"name": "x-edit", "value": str(version)}]},
+            }
+        ],
+        "backendRefs": [backend("other", 1, port=8080)],
+    }
+
+
+BETA_RULE = {
+    "name": "stepwise-beta",
+    "matches": [
+        {
+            "path": {"type": "PathPrefix", "value": "/api"},
+            "headers": [{"name": "x-canary", "type": "Exact", "value": "beta"}],
+        }
+    ],
+    "filters": [REWRITE],  # the canary gets requests as the stable does
+    "backendRefs": [backend("app-canary", 1)],
+}
+
+
+class Routes:
+    """The HTTPRoute and Services of one test namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def service(self, name: str) -> None:
+        """A ClusterIP Service selecting the app's pods."""
+        body = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                selector={"app": "app"},
+                ports=[client.V1ServicePort(port=80, target_port=8080)],
+            ),
+        )
+        self.core.create_namespaced_service(self.ns, body)
+
+    def selector(self, name: str) -> dict[str, str]:
+        return dict(self.core.read_namespaced_service(name, self.ns).spec.selector)
+
+    def create(self, rules: list[dict[str, Any]]) -> None:
+        """The HTTPRoute ``app`` (rules given without defaults, as a team writes them)."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "app"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["app.example.com"],
+                "rules": rules,
+            },
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+
+    def get(self) -> dict[str, Any] | None:
+        try:
+            route = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, "app")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(route, dict)
+        return route
+
+    def rules(self) -> list[dict[str, Any]]:
+        route = self.get()
+        assert route is not None
+        return list(route["spec"]["rules"])
+
+
+def as_written(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule as a team writes it (weights and defaults left out)."""
+    out = {k: v for k, v in rule.items() if k != "backendRefs"}
+    out["backendRefs"] = [{"name": r["name"], "port": r["port"]} for r in rule["backendRefs"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def gateway_crd(api_client: client.ApiClient) -> None:
+    install_crds(api_client, [CRD])
+
+
+@pytest.fixture
+def env(
+    api_client: client.ApiClient, namespace: str, stepwise_crds: None, gateway_crd: None
+) -> tuple[Cluster, Routes]:
+    return Cluster(api_client, namespace), Routes(api_client, namespace)
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None, gateway_crd: None
+) -> Iterator[ControllerProcess]:
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def routed_rollout(steps: list[dict[str, Any]], **gateway: Any) -> dict[str, Any]:
+    return rollout_doc(
+        "app",
+        replicas=2,
+        steps=steps,
+        stableService="app-stable",
+        canaryService="app-canary",
+        trafficRouting={"gatewayAPI": {"httpRoute": "app", **gateway}},
+        abortScaleDownDelaySeconds=0,
+        scaleDownDelaySeconds=0,
+    )
+
+
+def start(kube: Cluster, routes: Routes, steps: list[dict[str, Any]]) -> tuple[str, str]:
+    """Services, route and Rollout; once the first revision is Healthy (with the route
+    untouched), roll out v2. Returns (stable, canary) revisions."""
+    routes.service("app-stable")
+    routes.service("app-canary")
+    routes.create([as_written(main_rule(1)), as_written(other_rule())])
+    kube.create(routed_rollout(steps))
+    wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
+    assert routes.rules() == [main_rule(1), other_rule()]  # weight 0 already: no write
+    stable = kube.status("app")["stableRevision"]
+    return stable, kube.set_image("app", "registry.local/app:v2")
+
+
+def at_step(kube: Cluster, index: int) -> None:
+    wait_for(f"step {index}", lambda: kube.status("app").get("currentStepIndex") == index)
+
+
+class Editor:
+    """Another actor: read-modify-write (PUT with the resourceVersion read) of the
+    ``other`` rule, over and over, until stopped; remembers its last successful edit."""
+
+    def __init__(self, routes: Routes) -> None:
+        self.routes = routes
+        self.last = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        version = 0
+        while not self.stop.is_set():
+            version += 1
+            route = self.routes.get()
+            assert route is not None
+            rules = route["spec"]["rules"]
+            index = next(i for i, r in enumerate(rules) if r.get("name") == "other")
+            rules[index] = other_rule(version)
+            try:
+                self.routes.custom.replace_namespaced_custom_object(
+                    GROUP, VERSION, self.routes.ns, PLURAL, "app", route
+                )
+                self.last = version
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            time.sleep(0.001)
+
+    def __enter__(self) -> Editor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def test_header_route_and_abort_keep_another_actors_edits(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """setWeight 20 adds the canary backend at 80/20 and setHeaderRoute a canary-only rule
+    before it; abort restores 100/0 and removes the header rule; an unrelated rule edited
+    throughout by another actor keeps every edit."""
+    kube, routes = env
+    _, canary = start(kube, routes, HEADER_STEPS)
+    with Editor(routes) as editor:
+        at_step(kube, 2)
+        rules = routes.rules()
+        assert rules[:2] == [BETA_RULE, main_rule(80, 20)]
+        assert rules[2] == other_rule(
+            int(rules[2]["filters"][0]["requestHeaderModifier"]["set"][0]["value"])
+        )
+        assert kube.status("app")["canaryWeight"] == 20
+        kube.annotate("app", **{intents.ABORT: canary})
+        wait_for(
+            "aborted, traffic on stable",
+            lambda: (s := kube.status("app")).get("abort") is not None and s["canaryWeight"] == 0,
+        )
+    assert editor.last > 0
+    assert routes.rules() == [main_rule(100, 0), other_rule(editor.last)]
+    status = kube.status("app")
+    assert status["phase"] == "Degraded"
+    assert "all traffic is on stable" in status["message"]
+
+
+def test_weights_and_promotion(env: tuple[Cluster, Routes], controller: ControllerProcess) -> None:
+    """80/20 at the first step, 40/60 at the second; promotion points the stable Service
+    at the new revision and sends it everything (100/0)."""
+    kube, routes = env
+    _, canary = start(kube, routes, WEIGHT_STEPS)
+    at_step(kube, 1)
+    assert routes.rules() == [main_rule(80, 20), other_rule()]
+    at_step(kube, 3)
+    assert routes.rules() == [main_rule(40, 60), other_rule()]
+    assert kube.status("app")["canaryWeight"] == 60
+    kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
+    assert routes.rules() == [main_rule(100, 0), other_rule()]
+    assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
+    assert kube.status("app")["canaryWeight"] == 0
+
+
+def test_deletion_mid_rollout_restores_the_route(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """Deleting the Rollout at 80/20 with a header route: the finalizer sends all traffic
+    back to stable and removes the header rule before the Rollout goes."""
+    kube, routes = env
+    start(kube, routes, HEADER_STEPS)
+    at_step(kube, 2)
+    assert routes.rules() == [BETA_RULE, main_rule(80, 20), other_rule()]
+    kube.custom.delete_namespaced_custom_object(
+        "stepwise.dev", "v1alpha1", kube.ns, "rollouts", "app"
+    )
+    wait_for("rollout gone", lambda: not _exists(kube))
+    assert routes.rules() == [main_rule(100, 0), other_rule()]
+    assert any(
+        e.get("event") == "traffic restored to stable before deletion" for e in controller.logs()
+    )
+
+
+def _exists(kube: Cluster) -> bool:
+    try:
+        kube.get("app")
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+MISFITS = {
+    "no-rule-for-stable": "HTTPRoute app has no rule with a backendRef to the stable Service",
+    "route-absent": "HTTPRoute app not found in namespace",
+    "canary-service-absent": "app-canary does not exist",
+    "unknown-rule-name": "HTTPRoute app has no rule named typo",
+}
+
+
+@pytest.mark.parametrize("case", list(MISFITS))
+def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
+    env: tuple[Cluster, Routes], controller: ControllerProcess, case: str
+) -> None:
+    """A route the router cannot use makes the Rollout Degraded with the reason (status and
+    Progressing condition), through a new revision too, and the route is never written."""
+    kube, routes = env
+    routes.service("app-stable")
+    if case != "canary-service-absent":
+        routes.service("app-canary")
+    rules = [as_written(other_rule())]
+    if case != "no-rule-for-stable":
+        rules.insert(0, as_written(main_rule(1)))
+    if case != "route-absent":
+        routes.create(rules)
+    before = routes.get()
+    doc = routed_rollout(
+        HEADER_STEPS, **({"ruleNames": ["main", "typo"]} if case == "unknown-rule-name" else {})
+    )
+    kube.create(doc)
+    expected = MISFITS[case]
+
+    def blocked() -> bool:
+        status = kube.status("app")
+        return status.get("phase") == "Degraded" and expected in status.get("message", "")
+
+    wait_for("blocked", blocked)
+    canary = kube.set_image("app", "registry.local/app:v2")
+    wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
+    wait_for(  # the canary gets its pods: the next pass would route to it, were it not blocked
+        "canary pods",
+        lambda: case == "canary-service-absent" or kube.ready("app", canary)[1] >= 1,
+    )
+    assert blocked()
+    status = kube.status("app")
+    assert status["currentStepIndex"] == 0
+    assert status["canaryWeight"] == 0
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
+    assert expected in progressing["message"]
+    assert _version(routes.get()) == _version(before)  # never written
+
+
+def _version(route: dict[str, Any] | None) -> str | None:
+    return None if route is None else str(route["metadata"]["resourceVersion"])
+
+
+def test_misconfiguration_records_a_warning_event(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """A missing HTTPRoute is also announced by a Warning event on the Rollout."""
+    kube, routes = env
+    routes.service("app-stable")
+    routes.service("app-canary")
+    kube.create(routed_rollout(HEADER_STEPS))
+    wait_for("blocked", lambda: kube.status("app").get("phase") == "Degraded")
+
+    def warned() -> bool:
+        items = kube.core.list_namespaced_event(
+            kube.ns, field_selector="involvedObject.name=app"
+        ).items
+        return any(e.type == "Warning" and "HTTPRoute app" in (e.message or "") for e in items)
+
+    wait_for("a Warning event naming the HTTPRoute", warned, timeout=5)
+
+
+# -- the router alone, with another actor's write injected at the fence -----------------
+
+
+def router_for(routes: Routes, fence: Any) -> GatewayApiRouter:
+    doc = routed_rollout(HEADER_STEPS)
+    doc["metadata"].update(namespace=routes.ns, uid="1f0c-uid")
+    return GatewayApiRouter(routes.custom.api_client, Rollout.model_validate(doc), fence)
+
+
+def test_a_write_racing_another_actor_is_retried_and_loses_nothing(
+    env: tuple[Cluster, Routes],
+) -> None:
+    """Another actor writes between our read and our patch (at the fence): the
+    resourceVersion test fails, we read again and patch again; both writes hold."""
+    _, routes = env
+    routes.service("app-stable")
+    routes.service("app-canary")
+    routes.create([as_written(main_rule(1)), as_written(other_rule())])
+    fenced: list[int] = []
+
+    def fence() -> None:
+        fenced.append(len(fenced))
+        if len(fenced) == 1:  # the other actor's edit lands just before our first patch
+            route = routes.get()
+            assert route is not None
+            route["spec"]["rules"][1] = other_rule(7)
+            routes.custom.replace_namespaced_custom_object(
+                GROUP, VERSION, routes.ns, PLURAL, "app", route
+            )
+
+    router = router_for(routes, fence)
+    router.set_weight(30)
+    assert len(fenced) == 2
+    assert routes.rules() == [main_rule(70, 30), other_rule(7)]
+    match = (HeaderMatch.model_validate(BETA_MATCH[0]),)
+    router.set_header_route("beta", match)
+    router.set_header_route("beta", match)  # already there: no write
+    assert len(fenced) == 3
+    assert router.observe().header_routes == frozenset({"beta"})
+    router.remove_header_route("beta")
+    router.remove_header_route("beta")  # already gone: no write
+    assert len(fenced) == 4
+    assert routes.rules() == [main_rule(70, 30), other_rule(7)]
+
+
+def test_no_write_once_leadership_is_lost(env: tuple[Cluster, Routes]) -> None:
+    """A fence that raises stops the write before it reaches the API server."""
+    _, routes = env
+    routes.service("app-stable")
+    routes.service("app-canary")
+    routes.create([as_written(main_rule(1))])
+    before = routes.get()
+
+    def fence() -> None:
+        raise LeadershipLostError("lease lost")
+
+    with pytest.raises(LeadershipLostError):
+        router_for(routes, fence).set_weight(50)
+    assert _version(routes.get()) == _version(before)

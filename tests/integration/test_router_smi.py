@@ -1,0 +1,328 @@
+"""The SMI router through the whole controller, on the real API server: the TrafficSplit
+it creates (owned by the Rollout) at every step, after abort, retry, promotion and
+deletion; a split it does not own, or a missing Service, blocks the Rollout with a clear
+status and is never written; writes racing another actor are retried, never lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from controller.adapters.traffic.smi import SmiRouter
+from controller.api import intents
+from controller.api.rollout import HeaderMatch, Rollout
+from controller.errors import ConflictError, InvalidSpecError
+from localcluster.controller import ControllerProcess
+from tests.integration.test_controller import Cluster
+from tests.support.kube import install_crds, wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "split.smi-spec.io", "v1alpha2", "trafficsplits"
+CRD = Path(__file__).resolve().parents[2] / "hack" / "crds" / "smi-trafficsplit.yaml"
+HOLD = "tests.stepwise.dev/hold"
+WEIGHT_STEPS = [
+    {"setWeight": 20},
+    {"pause": {"duration": "2s"}},
+    {"setWeight": 60},
+    {"pause": {}},
+]
+
+
+def spec(stable: int, canary: int, root: str = "app-stable") -> dict[str, Any]:
+    """A TrafficSplit spec over the stable and canary Services."""
+    return {
+        "service": root,
+        "backends": [
+            {"service": "app-stable", "weight": stable},
+            {"service": "app-canary", "weight": canary},
+        ],
+    }
+
+
+class Splits:
+    """TrafficSplits and Services of one test namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def service(self, name: str) -> None:
+        """A ClusterIP Service selecting the app's pods."""
+        body = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                selector={"app": "app"}, ports=[client.V1ServicePort(port=80, target_port=8080)]
+            ),
+        )
+        self.core.create_namespaced_service(self.ns, body)
+
+    def get(self, name: str = "app") -> dict[str, Any] | None:
+        try:
+            split = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(split, dict)
+        return split
+
+    def spec(self, name: str = "app") -> dict[str, Any] | None:
+        split = self.get(name)
+        return None if split is None else dict(split["spec"])
+
+    def create(self, name: str, body_spec: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TrafficSplit",
+            "metadata": {"name": name},
+            "spec": body_spec,
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, body)
+
+
+@pytest.fixture(scope="module")
+def smi_crd(api_client: client.ApiClient) -> None:
+    install_crds(api_client, [CRD])
+
+
+@pytest.fixture
+def env(
+    api_client: client.ApiClient, namespace: str, stepwise_crds: None, smi_crd: None
+) -> tuple[Cluster, Splits]:
+    return Cluster(api_client, namespace), Splits(api_client, namespace)
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None, smi_crd: None
+) -> Iterator[ControllerProcess]:
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def smi_rollout(steps: list[dict[str, Any]], **smi: Any) -> dict[str, Any]:
+    return rollout_doc(
+        "app",
+        replicas=2,
+        steps=steps,
+        stableService="app-stable",
+        canaryService="app-canary",
+        trafficRouting={"smi": smi},
+        abortScaleDownDelaySeconds=0,
+        scaleDownDelaySeconds=0,
+    )
+
+
+def owner(kube: Cluster) -> dict[str, Any]:
+    return {
+        "apiVersion": "stepwise.dev/v1alpha1",
+        "kind": "Rollout",
+        "name": "app",
+        "uid": kube.get("app")["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def start(
+    kube: Cluster, splits: Splits, steps: list[dict[str, Any]], **smi: Any
+) -> tuple[str, str]:
+    """Services and Rollout (no TrafficSplit); once the first revision is Healthy, roll out
+    v2. Returns (stable, canary) revisions."""
+    splits.service("app-stable")
+    splits.service("app-canary")
+    kube.create(smi_rollout(steps, **smi))
+    wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
+    assert splits.get(smi.get("trafficSplitName", "app")) is None  # 0% needs no split yet
+    stable = kube.status("app")["stableRevision"]
+    return stable, kube.set_image("app", "registry.local/app:v2")
+
+
+def at_step(kube: Cluster, index: int) -> None:
+    wait_for(f"step {index}", lambda: kube.status("app").get("currentStepIndex") == index)
+
+
+def test_split_created_at_the_first_weight_and_promotion(
+    env: tuple[Cluster, Splits], controller: ControllerProcess
+) -> None:
+    """The first setWeight creates the split, owned by the Rollout, at 80/20; the next
+    gives 40/60; promotion pins the stable Service to the new revision and sends 100/0."""
+    kube, splits = env
+    _, canary = start(kube, splits, WEIGHT_STEPS)
+    at_step(kube, 1)
+    split = splits.get()
+    assert split is not None
+    assert split["metadata"]["ownerReferences"] == [owner(kube)]
+    assert split["spec"] == spec(80, 20)
+    at_step(kube, 3)
+    assert splits.spec() == spec(40, 60)
+    kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
+    assert splits.spec() == spec(100, 0)
+    selector = splits.core.read_namespaced_service("app-stable", kube.ns).spec.selector
+    assert selector["stepwise.dev/revision"] == canary
+
+
+def test_abort_retry_and_deletion_with_a_separate_root_service(
+    env: tuple[Cluster, Splits], controller: ControllerProcess
+) -> None:
+    """A named split of a separate root Service: abort sends 100/0; a retry goes back to
+    80/20; deleting the Rollout then restores 100/0 (finalizer) before the split is
+    garbage-collected with it."""
+    kube, splits = env
+    splits.service("app")
+    _, canary = start(
+        kube,
+        splits,
+        [{"setWeight": 20}, {"pause": {}}],
+        trafficSplitName="app-split",
+        rootService="app",
+    )
+    at_step(kube, 1)
+    assert splits.spec("app-split") == spec(80, 20, root="app")
+    splits.patch("app-split", {"metadata": {"finalizers": [HOLD]}})  # to read it after GC
+    kube.annotate("app", **{intents.ABORT: canary})
+    wait_for("aborted", lambda: kube.status("app").get("abort") is not None)
+    wait_for("100/0", lambda: splits.spec("app-split") == spec(100, 0, root="app"))
+    attempt = kube.status("app")["abort"]["attempt"]
+    kube.annotate(
+        "app", **{intents.ABORT: None, intents.RETRY: intents.retry_value(canary, attempt)}
+    )
+    wait_for("retried at 80/20", lambda: splits.spec("app-split") == spec(80, 20, root="app"))
+    at_step(kube, 1)
+    kube.custom.delete_namespaced_custom_object(
+        "stepwise.dev", "v1alpha1", kube.ns, "rollouts", "app"
+    )
+
+    def collected() -> bool:
+        split = splits.get("app-split")
+        return split is not None and "deletionTimestamp" in split["metadata"]
+
+    wait_for("split garbage-collected with the Rollout", collected)
+    assert splits.spec("app-split") == spec(100, 0, root="app")
+    splits.patch("app-split", {"metadata": {"finalizers": None}})
+    wait_for("split gone", lambda: splits.get("app-split") is None)
+
+
+MISFITS = {
+    "split-not-ours": "TrafficSplit app exists and is not controlled by this Rollout",
+    "canary-service-absent": "app-canary does not exist",
+    "root-service-absent": "root Service app-root does not exist",
+}
+
+
+@pytest.mark.parametrize("case", list(MISFITS))
+def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
+    env: tuple[Cluster, Splits], controller: ControllerProcess, case: str
+) -> None:
+    """A split the Rollout does not own, or a missing Service, makes the Rollout Degraded
+    with the reason, through a new revision too, and no split is written."""
+    kube, splits = env
+    splits.service("app-stable")
+    if case != "canary-service-absent":
+        splits.service("app-canary")
+    if case == "split-not-ours":
+        splits.create("app", spec(100, 0))
+    before = splits.get()
+    smi = {"rootService": "app-root"} if case == "root-service-absent" else {}
+    kube.create(smi_rollout([{"setWeight": 20}, {"pause": {}}], **smi))
+    expected = MISFITS[case]
+
+    def blocked() -> bool:
+        status = kube.status("app")
+        return status.get("phase") == "Degraded" and expected in status.get("message", "")
+
+    wait_for("blocked", blocked)
+    canary = kube.set_image("app", "registry.local/app:v2")
+    wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
+    wait_for(
+        "canary pods", lambda: case == "canary-service-absent" or kube.ready("app", canary)[1] >= 1
+    )
+    assert blocked()
+    status = kube.status("app")
+    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
+    assert expected in progressing["message"]
+    after = splits.get()
+    assert (after is None) == (before is None)
+    if after is not None and before is not None:
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+# -- the router alone, with another actor's write injected at the fence -----------------
+
+
+def router_for(kube: Cluster, splits: Splits, fence: Any) -> SmiRouter:
+    """A router for a stored Rollout (its UID owns the split; no controller runs)."""
+    stored = kube.create(smi_rollout([{"setWeight": 20}, {"pause": {}}]))
+    return SmiRouter(splits.custom.api_client, Rollout.model_validate(stored), fence)
+
+
+def test_a_write_racing_another_actor_is_retried_and_loses_nothing(
+    env: tuple[Cluster, Splits],
+) -> None:
+    """Creating the split, then a patch whose resourceVersion test fails because another
+    actor labelled the split at that moment: read again, patch again; both writes hold."""
+    kube, splits = env
+    splits.service("app-stable")
+    splits.service("app-canary")
+    fenced: list[int] = []
+
+    def fence() -> None:
+        fenced.append(len(fenced))
+        if len(fenced) == 2:  # just before our first patch
+            splits.patch("app", {"metadata": {"labels": {"team": "payments"}}})
+
+    router = router_for(kube, splits, fence)
+    assert router.observe().canary_weight == 0
+    router.set_weight(20)  # create
+    router.set_weight(50)  # patch, raced
+    assert len(fenced) == 3
+    split = splits.get()
+    assert split is not None
+    assert split["spec"] == spec(50, 50)
+    assert split["metadata"]["labels"] == {"team": "payments"}
+    assert router.observe().canary_weight == 50
+    router.remove_header_route("beta")  # nothing to remove, no error
+    with pytest.raises(InvalidSpecError, match="setHeaderRoute beta is not supported"):
+        router.set_header_route("beta", (HeaderMatch.model_validate(BETA),))
+
+
+BETA = {"headerName": "x-canary", "headerValue": {"exact": "beta"}}
+
+
+def test_a_split_created_by_someone_else_meanwhile_is_not_taken_over(
+    env: tuple[Cluster, Splits],
+) -> None:
+    """Another actor creates a split of that name just before ours: our create conflicts,
+    the fresh read shows a split we do not control, and it is left as it is."""
+    kube, splits = env
+    splits.service("app-stable")
+    splits.service("app-canary")
+
+    def fence() -> None:
+        if splits.get() is None:
+            splits.create("app", spec(100, 0))
+
+    with pytest.raises(ConflictError, match="not controlled by this Rollout"):
+        router_for(kube, splits, fence).set_weight(20)
+    split = splits.get()
+    assert split is not None
+    assert split["spec"] == spec(100, 0)
+    assert "ownerReferences" not in split["metadata"]

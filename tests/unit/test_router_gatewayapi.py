@@ -1,0 +1,462 @@
+"""The Gateway API router's pure part: what it reads from an HTTPRoute and the JSON Patch
+operations it computes, on plain dicts, with the operations applied by a small RFC 6902
+interpreter to check their effect."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.adapters.traffic.gatewayapi import (
+    Target,
+    gateway_headers,
+    guarded,
+    header_route_ops,
+    header_routes,
+    header_rule,
+    is_header_rule,
+    read_weight,
+    remove_header_ops,
+    weight_ops,
+)
+from controller.api.rollout import HeaderMatch
+
+NS = "shop"
+TARGET = Target(NS, "app-stable", "app-canary")
+
+
+def ref(name: str, weight: int | None = None, port: int = 80, **extra: Any) -> dict[str, Any]:
+    """A backendRef to a Service (as the API server stores it, unless weight is None)."""
+    out: dict[str, Any] = {"group": "", "kind": "Service", "name": name, "port": port, **extra}
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def rule(*refs: dict[str, Any], name: str | None = None, path: str = "/") -> dict[str, Any]:
+    """A rule with one PathPrefix match."""
+    out: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+        "backendRefs": list(refs),
+    }
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def route(*rules: dict[str, Any], version: str = "7") -> dict[str, Any]:
+    """An HTTPRoute named app."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "app", "namespace": NS, "resourceVersion": version},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": list(rules)},
+    }
+
+
+def header(name: str, **value: str) -> HeaderMatch:
+    """A Stepwise header condition."""
+    return HeaderMatch.model_validate({"headerName": name, "headerValue": value})
+
+
+# -- a minimal RFC 6902 interpreter ----------------------------------------------------
+
+
+def _walk(doc: Any, path: str) -> tuple[Any, str]:
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+    for part in parts[:-1]:
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc, parts[-1]
+
+
+def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """``doc`` with the JSON Patch applied (a copy); a failed test raises ValueError."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        parent, key = _walk(out, op["path"])
+        if op["op"] == "test":
+            current = parent[int(key)] if isinstance(parent, list) else parent[key]
+            if current != op["value"]:
+                raise ValueError(f"test failed at {op['path']}")
+        elif op["op"] == "add":
+            value = copy.deepcopy(op["value"])
+            if isinstance(parent, list):
+                parent.insert(len(parent) if key == "-" else int(key), value)
+            else:
+                parent[key] = value
+        elif op["op"] == "replace":
+            parent[int(key) if isinstance(parent, list) else key] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del parent[int(key) if isinstance(parent, list) else key]
+        else:
+            raise AssertionError(op)
+    return out
+
+
+# -- reading ---------------------------------------------------------------------------
+
+BETA = (header("x-beta", exact="1"),)
+STABLE_ONLY = route(rule(ref("app-stable", 1), name="main"))
+SPLIT_20 = route(rule(ref("app-stable", 80), ref("app-canary", 20), name="main"))
+OTHER_ONLY = route(rule(ref("other", 1), name="other"))
+ELSEWHERE = route(rule(ref("app-stable", 1, namespace="prod")))
+TWO_DISAGREE = route(
+    rule(ref("app-stable", 80), ref("app-canary", 20), name="a"),
+    rule(ref("app-stable", 1), name="b"),
+)
+BOTH_ZERO = route(rule(ref("app-stable", 0), ref("app-canary", 0), name="main"))
+WITH_HEADER_RULE = route(
+    rule(ref("app-canary", 1), name="stepwise-beta"),
+    rule(ref("app-stable", 80), ref("app-canary", 20), name="main"),
+)
+
+
+@pytest.mark.parametrize(
+    ("doc", "target", "weight", "problem"),
+    [
+        pytest.param(STABLE_ONLY, TARGET, 0, None, id="lone-stable-is-0"),
+        pytest.param(route(rule(ref("app-stable"))), TARGET, 0, None, id="default-weight-1"),
+        pytest.param(SPLIT_20, TARGET, 20, None, id="80-20"),
+        pytest.param(WITH_HEADER_RULE, TARGET, 20, None, id="header-rule-not-managed"),
+        pytest.param(
+            route(rule(ref("app-stable", 1000), ref("app-canary", 1000), ref("mirror", 5))),
+            TARGET,
+            50,
+            None,
+            id="relative-to-stable-and-canary",
+        ),
+        pytest.param(
+            OTHER_ONLY, TARGET, 0, "no rule with a backendRef to the stable", id="no-stable-rule"
+        ),
+        pytest.param(
+            ELSEWHERE, TARGET, 0, "no rule with a backendRef", id="stable-in-other-namespace"
+        ),
+        pytest.param(
+            SPLIT_20, Target(NS, "app-stable", "app-canary", ("main", "typo")), 0,
+            "has no rule named typo", id="unknown-rule-name",
+        ),
+        pytest.param(
+            route(rule(ref("app-stable", 1), name="main"), rule(ref("x", 1), name="x")),
+            Target(NS, "app-stable", "app-canary", ("x",)), 0,
+            "rule x of HTTPRoute app has no backendRef to the stable", id="named-rule-no-stable",
+        ),
+        pytest.param(
+            TWO_DISAGREE, TARGET, 20, "disagree on the canary weight (rule a 20%, rule b 0%)",
+            id="disagreement-reports-highest",
+        ),
+        pytest.param(
+            TWO_DISAGREE, Target(NS, "app-stable", "app-canary", ("b",)), 0, None,
+            id="rule-names-restrict",
+        ),
+        pytest.param(BOTH_ZERO, TARGET, 0, "weight 0 to both", id="both-zero"),
+    ],
+)  # fmt: skip
+def test_read_weight(doc: dict[str, Any], target: Target, weight: int, problem: str | None) -> None:
+    """The canary percentage is read from the managed rules, or the misfit is named."""
+    got, got_problem = read_weight(doc, target)
+    assert got == weight
+    if problem is None:
+        assert got_problem is None
+    else:
+        assert got_problem is not None
+        assert problem in got_problem
+
+
+def test_header_routes_are_ours_only_with_the_prefix_and_canary_alone() -> None:
+    """Header routes are rules named stepwise-* routing only to this Rollout's canary."""
+    doc = route(
+        rule(ref("app-canary", 1), name="stepwise-beta"),
+        rule(ref("other-canary", 1), name="stepwise-gamma"),
+        rule(ref("app-canary", 1), ref("app-stable", 1), name="stepwise-delta"),
+        rule(ref("app-canary", 1), name="beta"),
+        rule(ref("app-stable", 1), name="main"),
+    )
+    assert header_routes(doc, TARGET) == frozenset({"beta"})
+    assert not is_header_rule(doc["spec"]["rules"][1], TARGET)
+
+
+# -- weights ---------------------------------------------------------------------------
+
+
+def test_weight_adds_the_canary_backend_on_the_stable_port() -> None:
+    """A managed rule without a canary backendRef gets one, on the stable one's port."""
+    doc = route(rule(ref("app-stable", 1, port=8080), name="main"))
+    ops, problem = weight_ops(doc, TARGET, 20)
+    assert problem is None
+    assert ops == [
+        {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+        {
+            "op": "add",
+            "path": "/spec/rules/0/backendRefs/-",
+            "value": ref("app-canary", 20, port=8080),
+        },
+    ]
+    assert apply_patch(doc, ops)["spec"]["rules"][0]["backendRefs"] == [
+        ref("app-stable", 80, port=8080),
+        ref("app-canary", 20, port=8080),
+    ]
+
+
+def test_weight_already_held_writes_nothing() -> None:
+    """No operations when the route already gives the weight."""
+    assert weight_ops(SPLIT_20, TARGET, 20) == ([], None)
+
+
+def test_weight_touches_only_the_named_rules() -> None:
+    """With ruleNames, other rules that reference the stable Service keep their weights."""
+    doc = route(rule(ref("app-stable", 1), name="a"), rule(ref("app-stable", 1), name="b"))
+    ops, _ = weight_ops(doc, Target(NS, "app-stable", "app-canary", ("b",)), 30)
+    assert {op["path"].split("/")[3] for op in ops} == {"1"}
+
+
+@pytest.mark.parametrize(
+    ("doc", "target"),
+    [
+        pytest.param(OTHER_ONLY, TARGET, id="no-stable-rule"),
+        pytest.param(ELSEWHERE, TARGET, id="stable-in-other-namespace"),
+        pytest.param(SPLIT_20, Target(NS, "app-stable", "app-canary", ("typo",)), id="no-rule"),
+    ],
+)
+def test_weight_refuses_a_route_without_managed_rules(doc: dict[str, Any], target: Target) -> None:
+    """Nothing at all is written to a route whose managed rules cannot be found."""
+    ops, problem = weight_ops(doc, target, 40)
+    assert ops == []
+    assert problem
+
+
+@pytest.mark.parametrize("doc", [TWO_DISAGREE, BOTH_ZERO], ids=["disagreement", "both-zero"])
+def test_weight_write_repairs_the_weights_it_owns(doc: dict[str, Any]) -> None:
+    """Weights observe() calls a problem are Stepwise's own fields: a write sets them."""
+    ops, problem = weight_ops(doc, TARGET, 40)
+    assert problem is None
+    assert read_weight(apply_patch(doc, ops), TARGET) == (40, None)
+
+
+def test_guarded_tests_the_resource_version_first() -> None:
+    """Every write is preceded by a test of the resourceVersion it was computed from."""
+    ops = guarded(route(version="42"), [{"op": "remove", "path": "/spec/rules/0"}])
+    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
+    with pytest.raises(ValueError, match="test failed"):
+        apply_patch(route(version="43"), ops)
+
+
+TARGET_NAMES = {"app-stable", "app-canary"}
+_extra_refs = st.lists(st.sampled_from(["mirror", "other"]), max_size=2, unique=True).map(
+    lambda names: [ref(n, 3) for n in names]
+)
+
+
+@st.composite
+def _managed_rule(draw: st.DrawFn) -> dict[str, Any]:
+    """A rule with a stable backendRef, maybe a canary one, maybe others, in any order."""
+    refs = [ref("app-stable", draw(st.integers(0, 1000)))]
+    if draw(st.booleans()):
+        refs.append(ref("app-canary", draw(st.integers(0, 1000))))
+    return rule(*draw(st.permutations([*refs, *draw(_extra_refs)])), path="/app")
+
+
+_other_rule = st.builds(lambda refs: rule(ref("other", 1), *refs, path="/other"), _extra_refs)
+
+
+@st.composite
+def _route(draw: st.DrawFn) -> dict[str, Any]:
+    """A route with at least one managed rule among unrelated ones."""
+    managed = draw(st.lists(_managed_rule(), min_size=1, max_size=3))
+    others = draw(st.lists(_other_rule, max_size=3))
+    return route(*draw(st.permutations([*managed, *others])))
+
+
+@given(doc=_route(), weight=st.integers(0, 100))
+def test_weight_ops_reach_the_weight_and_touch_nothing_else(
+    doc: dict[str, Any], weight: int
+) -> None:
+    """Applied, the operations give exactly the weight; every rule and backendRef that is
+    not stable or canary is unchanged; a second computation finds nothing to do."""
+    ops, problem = weight_ops(doc, TARGET, weight)
+    assert problem is None
+    after = apply_patch(doc, ops)
+    assert read_weight(after, TARGET) == (weight, None)
+    assert weight_ops(after, TARGET, weight) == ([], None)
+    for before_rule, after_rule in zip(doc["spec"]["rules"], after["spec"]["rules"], strict=True):
+        assert {k: v for k, v in before_rule.items() if k != "backendRefs"} == {
+            k: v for k, v in after_rule.items() if k != "backendRefs"
+        }
+        others = [r for r in before_rule["backendRefs"] if r["name"] not in TARGET_NAMES]
+        assert others == [r for r in after_rule["backendRefs"] if r["name"] not in TARGET_NAMES]
+
+
+# -- header routes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        pytest.param(
+            header("x-beta", exact="1"), {"name": "x-beta", "type": "Exact", "value": "1"},
+            id="exact",
+        ),
+        pytest.param(
+            header("x-beta", regex="^a|b$"),
+            {"name": "x-beta", "type": "RegularExpression", "value": "^a|b$"}, id="regex",
+        ),
+        pytest.param(
+            header("user-agent", prefix="app/1.2+(x)"),
+            {"name": "user-agent", "type": "RegularExpression",
+             "value": r"^app/1\.2\+\(x\).*"},
+            id="prefix-becomes-escaped-regex",
+        ),
+    ],
+)  # fmt: skip
+def test_gateway_headers(match: HeaderMatch, expected: dict[str, str]) -> None:
+    """Exact and regex map directly; a prefix becomes an anchored RE2 expression."""
+    assert gateway_headers([match]) == [expected]
+
+
+def test_header_rule_keeps_the_route_matches_and_adds_the_headers() -> None:
+    """The header rule matches what the managed rules match (path, method, query, other
+    headers), with the header conditions added (a same-named header is replaced), and
+    copies their filters and timeouts."""
+    main = rule(ref("app-stable", 1, port=8080), name="main")
+    main["matches"] = [
+        {
+            "path": {"type": "Exact", "value": "/api"},
+            "method": "GET",
+            "queryParams": [{"name": "v", "type": "Exact", "value": "2"}],
+            "headers": [
+                {"name": "X-Env", "type": "Exact", "value": "prod"},
+                {"name": "X-BETA", "type": "Exact", "value": "old"},
+            ],
+        },
+        {"path": {"type": "PathPrefix", "value": "/web"}},
+    ]
+    second = rule(ref("app-stable", 1, port=8080), name="second", path="/web")
+    for managed in (main, second):
+        managed.update(filters=[REWRITE], timeouts={"request": "5s"})
+    doc = route(rule(ref("other", 1), path="/other"), main, second)
+    got, problem = header_rule(doc, TARGET, "beta", (header("x-beta", exact="1"),))
+    assert problem is None
+    assert got == {
+        "name": "stepwise-beta",
+        "matches": [
+            {
+                "path": {"type": "Exact", "value": "/api"},
+                "method": "GET",
+                "queryParams": [{"name": "v", "type": "Exact", "value": "2"}],
+                "headers": [
+                    {"name": "X-Env", "type": "Exact", "value": "prod"},
+                    {"name": "x-beta", "type": "Exact", "value": "1"},
+                ],
+            },
+            {
+                "path": {"type": "PathPrefix", "value": "/web"},
+                "headers": [{"name": "x-beta", "type": "Exact", "value": "1"}],
+            },
+        ],
+        "filters": [REWRITE],
+        "timeouts": {"request": "5s"},
+        "backendRefs": [ref("app-canary", 1, port=8080)],
+    }
+
+
+REWRITE = {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch"}}}
+
+
+def test_header_rule_refuses_managed_rules_with_different_filters() -> None:
+    """One header rule cannot copy two managed rules' different filters: a problem."""
+    filtered = rule(ref("app-stable", 1), name="a")
+    filtered["filters"] = [REWRITE]
+    doc = route(filtered, rule(ref("app-stable", 1), name="b"))
+    got, problem = header_rule(doc, TARGET, "beta", BETA)
+    assert got is None
+    assert problem is not None
+    assert "ruleNames" in problem
+    narrowed = Target(NS, "app-stable", "app-canary", ("a",))
+    got, _ = header_rule(doc, narrowed, "beta", BETA)
+    assert got is not None
+    assert got["filters"] == [REWRITE]
+
+
+def test_header_rule_without_matches_uses_the_default_match() -> None:
+    """A managed rule with no matches matches every path; so does its header rule."""
+    doc = route({"backendRefs": [ref("app-stable", 1)]})
+    got, _ = header_rule(doc, TARGET, "beta", (header("x-beta", exact="1"),))
+    assert got is not None
+    assert got["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/"},
+            "headers": [{"name": "x-beta", "type": "Exact", "value": "1"}],
+        }
+    ]
+
+
+def test_header_route_is_inserted_before_the_first_managed_rule() -> None:
+    """A new header rule goes just before the first managed rule; the rest keep order."""
+    doc = route(rule(ref("other", 1), name="other", path="/other"), SPLIT_20["spec"]["rules"][0])
+    ops, problem = header_route_ops(doc, TARGET, "beta", BETA)
+    assert problem is None
+    after = apply_patch(doc, ops)
+    names = [r.get("name") for r in after["spec"]["rules"]]
+    assert names == ["other", "stepwise-beta", "main"]
+    assert header_routes(after, TARGET) == frozenset({"beta"})
+    assert header_route_ops(after, TARGET, "beta", BETA) == ([], None)
+
+
+def test_header_route_is_replaced_when_its_match_changes() -> None:
+    """Setting a header route again with another match replaces the rule in place."""
+    doc = apply_patch(SPLIT_20, header_route_ops(SPLIT_20, TARGET, "beta", BETA)[0])
+    ops, _ = header_route_ops(doc, TARGET, "beta", (header("x-beta", exact="2"),))
+    assert [op["op"] for op in ops] == ["replace"]
+    after = apply_patch(doc, ops)
+    assert after["spec"]["rules"][0]["matches"][0]["headers"][0]["value"] == "2"
+    assert len(after["spec"]["rules"]) == 2
+
+
+def test_header_route_never_overwrites_a_foreign_rule_of_the_same_name() -> None:
+    """A stepwise-<name> rule that routes elsewhere is a problem, not ours to replace."""
+    doc = route(rule(ref("team-svc", 1), name="stepwise-beta"), SPLIT_20["spec"]["rules"][0])
+    ops, problem = header_route_ops(doc, TARGET, "beta", BETA)
+    assert ops == []
+    assert problem is not None
+    assert "reserved" in problem
+    assert remove_header_ops(doc, TARGET, "beta") == []
+
+
+def test_header_route_needs_a_managed_rule() -> None:
+    """Without a rule for the stable Service there is no header route to add."""
+    ops, problem = header_route_ops(OTHER_ONLY, TARGET, "beta", BETA)
+    assert ops == []
+    assert problem
+
+
+def test_remove_header_route_removes_only_ours() -> None:
+    """Removal takes out this Rollout's header rule(s) of that name and nothing else."""
+    doc = route(
+        rule(ref("app-canary", 1), name="stepwise-beta"),
+        rule(ref("app-canary", 1), name="stepwise-gamma"),
+        SPLIT_20["spec"]["rules"][0],
+        rule(ref("other", 1), name="other"),
+    )
+    after = apply_patch(doc, remove_header_ops(doc, TARGET, "beta"))
+    assert [r["name"] for r in after["spec"]["rules"]] == ["stepwise-gamma", "main", "other"]
+    assert remove_header_ops(after, TARGET, "beta") == []
+
+
+@given(
+    doc=_route(),
+    value=st.text(st.characters(codec="ascii", categories=["L", "N", "P"]), min_size=1),
+)
+def test_header_route_round_trip_leaves_the_route_as_it_was(
+    doc: dict[str, Any], value: str
+) -> None:
+    """Adding a header route and removing it again gives back the route unchanged, and
+    the rule in between is found as this Rollout's header route."""
+    ops, problem = header_route_ops(doc, TARGET, "beta", (header("x-beta", prefix=value),))
+    assert problem is None
+    added = apply_patch(doc, ops)
+    assert header_routes(added, TARGET) == frozenset({"beta"})
+    assert read_weight(added, TARGET)[0] == read_weight(doc, TARGET)[0]
+    assert apply_patch(added, remove_header_ops(added, TARGET, "beta")) == doc

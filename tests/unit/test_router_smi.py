@@ -1,0 +1,167 @@
+"""The SMI router's pure part: the weight read from a TrafficSplit, the split it creates
+and the JSON Patch operations it computes, on plain dicts."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.adapters.kube import owner_reference
+from controller.adapters.traffic.smi import (
+    Target,
+    build_split,
+    controlled_by,
+    desired_spec,
+    read_weight,
+    spec_ops,
+)
+
+UID = "0b7d-uid"
+TARGET = Target("shop", "app", "app-stable", "app-stable", "app-canary", UID)
+OWNER = owner_reference({"metadata": {"name": "app", "uid": UID}})
+
+
+def split(
+    *backends: tuple[str, int],
+    service: str = "app-stable",
+    owner: dict[str, Any] | None = OWNER,
+    version: str = "5",
+) -> dict[str, Any]:
+    """A stored TrafficSplit named app."""
+    meta: dict[str, Any] = {"name": "app", "namespace": "shop", "resourceVersion": version}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "split.smi-spec.io/v1alpha2",
+        "kind": "TrafficSplit",
+        "metadata": meta,
+        "spec": {
+            "service": service,
+            "backends": [{"service": s, "weight": w} for s, w in backends],
+        },
+    }
+
+
+def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """``doc`` with top-level-object JSON Patch operations applied (test, add)."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        *parents, key = op["path"].split("/")[1:]
+        target = out
+        for part in parents:
+            target = target[part]
+        if op["op"] == "test":
+            if target[key] != op["value"]:
+                raise ValueError(f"test failed at {op['path']}")
+        elif op["op"] == "add":
+            target[key] = copy.deepcopy(op["value"])
+        else:
+            raise AssertionError(op)
+    return out
+
+
+def test_desired_spec_splits_the_root_service_between_stable_and_canary() -> None:
+    """The spec is the root Service with stable at 100 - w and canary at w."""
+    assert desired_spec(TARGET, 20) == {
+        "service": "app-stable",
+        "backends": [
+            {"service": "app-stable", "weight": 80},
+            {"service": "app-canary", "weight": 20},
+        ],
+    }
+
+
+def test_build_split_is_controlled_by_the_rollout() -> None:
+    """A created split carries the Rollout's controller ownerReference."""
+    doc = build_split(TARGET, OWNER, 0)
+    assert doc["metadata"] == {"name": "app", "namespace": "shop", "ownerReferences": [OWNER]}
+    assert OWNER["controller"] is True
+    assert controlled_by(doc, UID)
+    assert doc["spec"] == desired_spec(TARGET, 0)
+
+
+ROOT = Target("shop", "app-split", "app", "app-stable", "app-canary", UID)
+
+
+@pytest.mark.parametrize(
+    ("doc", "target", "weight", "problem"),
+    [
+        pytest.param(split(("app-stable", 80), ("app-canary", 20)), TARGET, 20, None, id="80-20"),
+        pytest.param(split(("app-stable", 100)), TARGET, 0, None, id="no-canary-backend"),
+        pytest.param(
+            split(("app-stable", 1), ("app-canary", 3), ("x", 5)), TARGET, 75, None,
+            id="relative-to-stable-and-canary",
+        ),
+        pytest.param(
+            split(("app-stable", 50), ("app-canary", 50), service="app"), ROOT, 50, None,
+            id="separate-root",
+        ),
+        pytest.param(
+            split(("app-stable", 100), owner=None), TARGET, 0, "not controlled by this Rollout",
+            id="not-ours",
+        ),
+        pytest.param(
+            split(("app-stable", 100), owner={**OWNER, "uid": "other"}), TARGET, 0,
+            "not controlled by this Rollout", id="another-rollouts",
+        ),
+        pytest.param(
+            split(("app-stable", 100), owner={**OWNER, "controller": False}), TARGET, 0,
+            "not controlled by this Rollout", id="owner-not-controller",
+        ),
+        pytest.param(
+            split(("app-stable", 100)), ROOT, 0, "splits Service app-stable, not the root",
+            id="other-root",
+        ),
+        pytest.param(split(("x", 100)), TARGET, 0, "weight 0 to both", id="neither"),
+    ],
+)  # fmt: skip
+def test_read_weight(doc: dict[str, Any], target: Target, weight: int, problem: str | None) -> None:
+    """The canary percentage is read from the backends, or the misfit is named."""
+    got, got_problem = read_weight(doc, target)
+    assert got == weight
+    if problem is None:
+        assert got_problem is None
+    else:
+        assert got_problem is not None
+        assert problem in got_problem
+
+
+def test_spec_ops_write_nothing_when_the_weight_holds() -> None:
+    """No operations when the split already is the desired spec."""
+    assert spec_ops(split(("app-stable", 80), ("app-canary", 20)), TARGET, 20) == []
+
+
+def test_spec_ops_are_guarded_by_the_resource_version() -> None:
+    """A write starts with a test of the resourceVersion it was computed from."""
+    ops = spec_ops(split(("app-stable", 100), version="9"), TARGET, 30)
+    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "9"}
+    assert ops[1:] == [
+        {"op": "add", "path": "/spec/backends", "value": desired_spec(TARGET, 30)["backends"]}
+    ]
+    with pytest.raises(ValueError, match="test failed"):
+        apply_patch(split(("app-stable", 100), version="10"), ops)
+
+
+@given(
+    backends=st.lists(
+        st.tuples(st.sampled_from(["app-stable", "app-canary", "x"]), st.integers(0, 1000)),
+        max_size=4,
+    ),
+    service=st.sampled_from(["app-stable", "app"]),
+    weight=st.integers(0, 100),
+)
+def test_spec_ops_reach_the_weight(
+    backends: list[tuple[str, int]], service: str, weight: int
+) -> None:
+    """Whatever an owned split held, the operations give exactly the weight, and a second
+    computation finds nothing to do."""
+    doc = split(*backends, service=service)
+    after = apply_patch(doc, spec_ops(doc, TARGET, weight))
+    assert read_weight(after, TARGET) == (weight, None)
+    assert after["spec"] == desired_spec(TARGET, weight)
+    assert after["metadata"] == doc["metadata"]
+    assert spec_ops(after, TARGET, weight) == []
