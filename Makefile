@@ -82,3 +82,9 @@ cluster-down: python-deps ## stop what cluster-up started
 .PHONY: crds
 crds: python-deps ## regenerate the CRD YAML (deploy/crds, charts/stepwise/crds) from the models
 	$(RUN)/python -m controller.api.crd
+
+# --- demo ---------------------------------------------------------------------------
+
+.PHONY: demo
+demo: deps ## local cluster, Prometheus, demo app, controller: v2 promoted, v3 rolled back
+	$(RUN)/python -m demodriver

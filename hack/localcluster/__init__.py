@@ -11,6 +11,7 @@ from localcluster.cluster import (
     LocalCluster,
     ensure_binaries,
 )
+from localcluster.crds import install_crds
 from localcluster.process import Component, ComponentError, free_port, wait_until
 from localcluster.prometheus import LocalPrometheus
 
@@ -24,5 +25,6 @@ __all__ = [
     "LocalPrometheus",
     "ensure_binaries",
     "free_port",
+    "install_crds",
     "wait_until",
 ]

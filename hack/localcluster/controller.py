@@ -1,4 +1,4 @@
-"""The controller as a real process for integration tests: start, wait ready, read its
+"""The controller as a real process (for tests and the demo): start, wait ready, read its
 JSON logs, SIGKILL it, start it again."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from localcluster import free_port
+from localcluster.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

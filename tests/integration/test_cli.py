@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from localcluster.controller import REPO, ControllerProcess
 from tests.integration.test_controller import Cluster
-from tests.support.controller import REPO, ControllerProcess
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
 

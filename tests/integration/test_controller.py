@@ -16,7 +16,7 @@ from kubernetes import client
 from controller.api import intents
 from controller.core.hashing import template_hash
 from localcluster import LocalCluster
-from tests.support.controller import ControllerProcess
+from localcluster.controller import ControllerProcess
 from tests.support.kube import CRD_DIR, install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
 

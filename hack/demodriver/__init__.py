@@ -1,0 +1,1 @@
+"""``make demo``: the whole Stepwise loop on a local cluster, with a readable timeline."""
