@@ -522,6 +522,9 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
     if p.problem:
         return False
     if p.routed:
+        traffic = p.observed.traffic
+        if traffic is not None and traffic.problem:
+            p.block(f"traffic router: {traffic.problem}; traffic left where it is")
         _drain_others(p, keep={stable, canary})
         want = max(want, canary_replicas(p.weight, p.total))
         _scale(p, stable, p.total)

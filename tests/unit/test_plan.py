@@ -530,3 +530,17 @@ def test_revision_history_limit_deletes_the_oldest() -> None:
 def test_canary_replicas_round_up(weight: int, total: int, expected: int) -> None:
     """The canary gets ceil(weight * replicas / 100) pods."""
     assert canary_replicas(weight, total) == expected
+
+
+def test_router_problem_at_a_pause_is_reported() -> None:
+    """A route that breaks while the canary waits at a pause shows up in the status."""
+    ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}], routed=True), routed=True)
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(0))
+    assert ro.status.phase == "Paused"
+    world.router_problem = "HTTPRoute app not found"
+    ro, result = step(ro, world, at(1))
+    assert ro.status.phase == "Degraded"
+    assert "HTTPRoute app not found" in ro.status.message
+    assert [e.reason for e in result.events] == ["Blocked"]
+    assert result.requeue_after is not None

@@ -1,0 +1,459 @@
+"""The Istio router with the real controller process on the real API server: the exact
+VirtualService (and DestinationRule) at each step, after abort, promotion and deletion;
+misconfigurations reported without a partial split; other teams' routes kept through
+every write, including an edit that lands between our read and our write."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.adapters.kube import REVISION_LABEL
+from controller.adapters.traffic.istio import IstioRouter
+from controller.api import intents
+from controller.api.rollout import Rollout
+from controller.core.hashing import template_hash
+from localcluster.controller import ControllerProcess
+from tests.support.kube import install_crds, wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+pytestmark = pytest.mark.integration
+
+CRDS = Path(__file__).resolve().parents[2] / "hack" / "crds"
+ISTIO = ("networking.istio.io", "v1")
+STEPWISE = ("stepwise.dev", "v1alpha1", "rollouts")
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 20},
+    {
+        "setHeaderRoute": {
+            "name": "beta",
+            "match": [{"headerName": "x-beta", "headerValue": {"exact": "true"}}],
+        }
+    },
+    {"pause": {}},
+]
+PORT = {"number": 80}
+STATIC = {
+    "name": "static",
+    "match": [{"uri": {"prefix": "/static"}}],
+    "route": [{"destination": {"host": "static-files", "port": PORT}}],
+}
+PRIMARY = {
+    "name": "primary",
+    "retries": {"attempts": 3, "perTryTimeout": "2s"},
+    "route": [{"destination": {"host": "app-stable", "port": PORT}, "weight": 100}],
+}
+
+
+def stable(weight: int, host: str = "app-stable", **dest: Any) -> dict[str, Any]:
+    """The stable destination with ``weight``."""
+    return {"destination": {"host": host, **dest, "port": PORT}, "weight": weight}
+
+
+def canary(weight: int, host: str = "app-canary", **dest: Any) -> dict[str, Any]:
+    """The canary destination as the router adds it."""
+    return {"destination": {"host": host, **dest, "port": PORT}, "weight": weight}
+
+
+def beta(host: str = "app-canary", **dest: Any) -> dict[str, Any]:
+    """The header route of the ``beta`` step."""
+    return {
+        "name": "stepwise-beta",
+        "match": [{"headers": {"x-beta": {"exact": "true"}}}],
+        "route": [{"destination": {"host": host, **dest, "port": PORT}}],
+    }
+
+
+class Mesh:
+    """The admin API for one namespace: Rollouts, Services and Istio objects."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    # Istio objects
+    def create_istio(self, plural: str, name: str, spec: dict[str, Any]) -> None:
+        kind = {"virtualservices": "VirtualService", "destinationrules": "DestinationRule"}[plural]
+        body = {
+            "apiVersion": "/".join(ISTIO),
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        self.custom.create_namespaced_custom_object(*ISTIO, self.ns, plural, body)
+
+    def istio(self, plural: str, name: str) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(*ISTIO, self.ns, plural, name)
+        assert isinstance(found, dict)
+        return found
+
+    def vs(self, name: str = "app") -> dict[str, Any]:
+        spec: dict[str, Any] = self.istio("virtualservices", name)["spec"]
+        return spec
+
+    def patch_vs(
+        self, name: str, patch: Any, content_type: str = "application/merge-patch+json"
+    ) -> None:
+        self.custom.patch_namespaced_custom_object(
+            *ISTIO, self.ns, "virtualservices", name, patch, _content_type=content_type
+        )
+
+    # Services
+    def service(self, name: str) -> None:
+        body = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                type="ClusterIP",
+                selector={"app": "app"},
+                ports=[client.V1ServicePort(port=80, target_port=8080)],
+            ),
+        )
+        self.core.create_namespaced_service(self.ns, body)
+
+    # Rollouts
+    def create(self, doc: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], doc)
+
+    def get(self, name: str = "app") -> dict[str, Any] | None:
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                *STEPWISE[:2], self.ns, STEPWISE[2], name
+            )
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(found, dict)
+        return found
+
+    def status(self, name: str = "app") -> dict[str, Any]:
+        return (self.get(name) or {}).get("status") or {}
+
+    def patch(self, body: dict[str, Any], name: str = "app") -> None:
+        self.custom.patch_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], name, body)
+
+    def set_image(self, image: str, name: str = "app") -> str:
+        doc = self.get(name)
+        assert doc is not None
+        doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        self.patch({"spec": {"template": doc["spec"]["template"]}}, name)
+        return template_hash(doc["spec"]["template"])
+
+    def annotate(self, name: str = "app", **ann: str | None) -> None:
+        self.patch({"metadata": {"annotations": ann}}, name)
+
+    def poke(self, value: str, name: str = "app") -> None:
+        """Touch the Rollout so that it is reconciled now (routers are not watched)."""
+        self.patch({"metadata": {"labels": {"poke": value}}}, name)
+
+    def ready(self, replica_set: str) -> int:
+        """Ready pods of a ReplicaSet (0 if it is missing)."""
+        try:
+            rs = self.apps.read_namespaced_replica_set(replica_set, self.ns)
+        except client.exceptions.ApiException:
+            return 0
+        return rs.status.ready_replicas or 0
+
+    def delete(self, name: str = "app") -> None:
+        self.custom.delete_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], name)
+
+    def warnings(self, name: str = "app") -> list[str]:
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name},type=Warning"
+        ).items
+        return [f"{e.reason}: {e.message}" for e in items]
+
+
+@pytest.fixture(scope="session")
+def istio_crds(api_client: client.ApiClient) -> None:
+    """The minimal VirtualService and DestinationRule CRDs, served."""
+    install_crds(
+        api_client, [CRDS / "istio-virtualservice.yaml", CRDS / "istio-destinationrule.yaml"]
+    )
+
+
+@pytest.fixture
+def mesh(
+    api_client: client.ApiClient, namespace: str, stepwise_crds: None, istio_crds: None
+) -> Mesh:
+    """Admin helpers, with the stable and canary Services created."""
+    m = Mesh(api_client, namespace)
+    m.service("app-stable")
+    m.service("app-canary")
+    return m
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, mesh: Mesh
+) -> Iterator[ControllerProcess]:
+    """The controller process watching the test's namespace."""
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def istio_rollout(steps: list[dict[str, Any]] = STEPS, **istio: Any) -> dict[str, Any]:
+    """A Rollout routed by the ``app`` VirtualService."""
+    return rollout_doc(
+        "app",
+        replicas=5,
+        steps=steps,
+        stableService="app-stable",
+        canaryService="app-canary",
+        trafficRouting={"istio": {"virtualService": {"name": "app"}, **istio}},
+    )
+
+
+def start(mesh: Mesh, doc: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Create the Rollout, wait until Healthy, roll out v2 and wait at the pause."""
+    mesh.create(doc or istio_rollout())
+    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
+    first = mesh.status()["stableRevision"]
+    second = mesh.set_image("registry.local/app:v2")
+    wait_for(
+        "paused at step 2",
+        lambda: (
+            mesh.status().get("currentStepIndex") == 2 and mesh.status().get("phase") == "Paused"
+        ),
+    )
+    return first, second
+
+
+def test_steps_then_deletion_restores_the_virtual_service(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """80/20 and the header route at the pause; deletion mid-canary restores 100/0."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    mesh.create(istio_rollout())
+    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
+    assert mesh.vs() == {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}  # untouched
+    mesh.set_image("registry.local/app:v2")
+    wait_for(
+        "paused at step 2",
+        lambda: (
+            mesh.status().get("currentStepIndex") == 2 and mesh.status().get("phase") == "Paused"
+        ),
+    )
+    assert mesh.status()["canaryWeight"] == 20
+    assert mesh.vs() == {
+        "hosts": ["app.example.com"],
+        "http": [STATIC, beta(), {**PRIMARY, "route": [stable(80), canary(20)]}],
+    }
+    mesh.delete()
+    wait_for("rollout gone", lambda: mesh.get() is None)
+    assert mesh.vs() == {
+        "hosts": ["app.example.com"],
+        "http": [STATIC, {**PRIMARY, "route": [stable(100), canary(0)]}],
+    }
+
+
+def test_abort_leaves_nothing_split(mesh: Mesh, controller: ControllerProcess) -> None:
+    """Abort at the pause: 100/0 and the header route gone, the other route untouched."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    _, second = start(mesh)
+    mesh.annotate(**{intents.ABORT: second})
+    wait_for(
+        "aborted",
+        lambda: mesh.status().get("phase") == "Degraded" and mesh.status().get("canaryWeight") == 0,
+    )
+    wait_for("header route gone", lambda: len(mesh.vs()["http"]) == 2)
+    assert mesh.vs() == {
+        "hosts": ["app.example.com"],
+        "http": [STATIC, {**PRIMARY, "route": [stable(100), canary(0)]}],
+    }
+    assert "all traffic is on stable" in mesh.status()["message"]
+
+
+def test_promotion_keeps_routes_other_teams_edited_meanwhile(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """Promotion (100/0, no header route) keeps routes another team edited meanwhile."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    _, second = start(mesh)
+    edited = {**STATIC, "timeout": "9s"}
+    team = {"name": "team-b", "route": [{"destination": {"host": "team-b", "port": PORT}}]}
+    http = mesh.vs()["http"]
+    mesh.patch_vs("app", {"spec": {"http": [edited, *http[1:], team]}})
+    mesh.annotate(**{intents.PROMOTE: intents.promote_value(second, 2)})
+    wait_for("promoted", lambda: mesh.status().get("stableRevision") == second)
+    wait_for("header route gone", lambda: len(mesh.vs()["http"]) == 3)
+    assert mesh.vs() == {
+        "hosts": ["app.example.com"],
+        "http": [edited, {**PRIMARY, "route": [stable(100), canary(0)]}, team],
+    }
+
+
+POLICY = {"loadBalancer": {"simple": "ROUND_ROBIN"}}
+SUBSET_ROUTING = {"name": "app", "stableSubsetName": "stable", "canarySubsetName": "canary"}
+
+
+def subset_world(mesh: Mesh) -> None:
+    """A host Service selecting every revision, its DestinationRule, a VirtualService."""
+    mesh.service("app")
+    subsets = [
+        {"name": "stable", "labels": {"app": "app"}},
+        {"name": "canary", "labels": {"app": "app"}},
+    ]
+    mesh.create_istio(
+        "destinationrules", "app", {"host": "app", "trafficPolicy": POLICY, "subsets": subsets}
+    )
+    route = {
+        "name": "primary",
+        "route": [{"destination": {"host": "app", "subset": "stable", "port": PORT}}],
+    }
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, route]}
+    )
+
+
+def subsets(mesh: Mesh) -> list[dict[str, Any]]:
+    """The DestinationRule's subsets."""
+    return list(mesh.istio("destinationrules", "app")["spec"]["subsets"])
+
+
+def pinned(stable_revision: str, canary_revision: str) -> list[dict[str, Any]]:
+    """The subsets selecting these revisions (the team's labels kept)."""
+    return [
+        {"name": "stable", "labels": {"app": "app", REVISION_LABEL: stable_revision}},
+        {"name": "canary", "labels": {"app": "app", REVISION_LABEL: canary_revision}},
+    ]
+
+
+def test_subset_routing_pins_the_subsets_to_the_revisions(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """By subset: the subsets follow the revisions through the pause and promotion."""
+    subset_world(mesh)
+    first, second = start(mesh, istio_rollout(destinationRule=SUBSET_ROUTING))
+    assert subsets(mesh) == pinned(first, second)
+    assert mesh.status()["canaryWeight"] == 20
+    assert mesh.istio("destinationrules", "app")["spec"]["trafficPolicy"] == POLICY
+    assert mesh.vs()["http"] == [
+        STATIC,
+        beta("app", subset="canary"),
+        {
+            "name": "primary",
+            "route": [stable(80, "app", subset="stable"), canary(20, "app", subset="canary")],
+        },
+    ]
+    mesh.annotate(**{intents.PROMOTE: intents.promote_value(second, 2)})
+    wait_for("promoted", lambda: mesh.status().get("stableRevision") == second)
+    wait_for("subsets on the new revision", lambda: subsets(mesh) == pinned(second, second))
+    wait_for("header route gone", lambda: len(mesh.vs()["http"]) == 2)
+    assert mesh.vs()["http"] == [
+        STATIC,
+        {
+            "name": "primary",
+            "route": [stable(100, "app", subset="stable"), canary(0, "app", subset="canary")],
+        },
+    ]
+
+
+def test_subset_promotion_without_weight_repoints_the_stable_subset(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """A canary that only had a header route: promotion still moves the stable subset."""
+    subset_world(mesh)
+    steps = [STEPS[1], {"pause": {}}]
+    mesh.create(istio_rollout(steps, destinationRule=SUBSET_ROUTING))
+    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
+    first = mesh.status()["stableRevision"]
+    wait_for("subsets labelled", lambda: subsets(mesh) == pinned(first, first))
+    second = mesh.set_image("registry.local/app:v2")
+    wait_for("paused at step 1", lambda: mesh.status().get("currentStepIndex") == 1)
+    assert subsets(mesh) == pinned(first, second)
+    assert mesh.vs()["http"][1] == beta("app", subset="canary")
+    mesh.annotate(**{intents.PROMOTE: intents.promote_value(second, 1)})
+    wait_for("promoted", lambda: mesh.status().get("stableRevision") == second)
+    wait_for("header route gone", lambda: len(mesh.vs()["http"]) == 2)
+    assert subsets(mesh) == pinned(second, second)
+    assert mesh.vs()["http"][1]["route"] == [
+        {"destination": {"host": "app", "subset": "stable", "port": PORT}}
+    ]
+
+
+def test_misconfiguration_is_reported_and_nothing_is_split(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """A missing object or route: status message, Warning event, and no partial split."""
+    mesh.create(istio_rollout(virtualService={"name": "app", "routes": ["primary", "api"]}))
+    missing = f"VirtualService app not found in {mesh.ns}"
+    wait_for("degraded", lambda: missing in mesh.status().get("message", ""))
+    assert mesh.status()["phase"] == "Degraded"
+    wait_for("warning", lambda: any(missing in w for w in mesh.warnings()))
+
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    mesh.poke("1")
+    no_route = "VirtualService app has no HTTP route named 'api'"
+    wait_for("second problem", lambda: no_route in mesh.status().get("message", ""))
+    wait_for("second warning", lambda: any(no_route in w for w in mesh.warnings()))
+    second = mesh.set_image("registry.local/app:v2")
+    wait_for("canary pod ready", lambda: mesh.ready(f"app-{second}") >= 1)
+    wait_for("still blocked", lambda: no_route in mesh.status().get("message", ""))
+    assert mesh.vs()["http"] == [STATIC, PRIMARY]  # not one weight written
+
+    api = {"name": "api", "route": [{"destination": {"host": "app-stable", "port": PORT}}]}
+    mesh.patch_vs("app", {"spec": {"http": [STATIC, PRIMARY, api]}})
+    mesh.poke("2")
+    wait_for("paused at step 2", lambda: mesh.status().get("currentStepIndex") == 2)
+    assert mesh.vs()["http"] == [
+        STATIC,
+        beta(),
+        {**PRIMARY, "route": [stable(80), canary(20)]},
+        {**api, "route": [stable(80), canary(20)]},
+    ]
+    assert mesh.status()["phase"] == "Paused"
+
+
+def test_an_edit_between_our_read_and_our_write_is_kept(
+    api_client: client.ApiClient, mesh: Mesh
+) -> None:
+    """An edit between the router's read and write is kept: conflict, re-read, retry."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    doc = istio_rollout()
+    doc["metadata"]["namespace"] = mesh.ns
+    fences: list[str] = []
+
+    def fence() -> None:
+        # Called right before each write, after the read the write was computed from.
+        if not fences:
+            mesh.patch_vs(
+                "app",
+                [{"op": "add", "path": "/spec/http/0/timeout", "value": "7s"}],
+                "application/json-patch+json",
+            )
+        fences.append("write")
+
+    router = IstioRouter(api_client, Rollout.model_validate(doc), fence)
+    router.set_weight(30)
+    assert len(fences) == 2  # the first patch was refused, the second went through
+    assert mesh.vs()["http"] == [
+        {**STATIC, "timeout": "7s"},
+        {**PRIMARY, "route": [stable(70), canary(30)]},
+    ]
+    assert router.observe().canary_weight == 30
+    before = copy.deepcopy(mesh.vs())
+    router.set_weight(30)
+    assert len(fences) == 2  # nothing to write: no write at all
+    assert mesh.vs() == before

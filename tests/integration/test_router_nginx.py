@@ -1,0 +1,371 @@
+"""The NGINX router with the real controller process on the real API server: the exact
+canary Ingress at each step, after abort, promotion and deletion; the stable Ingress
+never written; misconfigurations reported with no canary Ingress created; annotations
+other people set kept through every write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.adapters.kube import ROLLOUT_LABEL
+from controller.api import intents
+from controller.core.hashing import template_hash
+from localcluster.controller import ControllerProcess
+from tests.support.kube import wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+pytestmark = pytest.mark.integration
+
+STEPWISE = ("stepwise.dev", "v1alpha1", "rollouts")
+INGRESS = ("networking.k8s.io", "v1", "ingresses")
+P = "nginx.ingress.kubernetes.io"
+CANARY = "web-app-canary"
+STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {}}]
+
+
+def path(p: str, service: str) -> dict[str, Any]:
+    """An Ingress path to port 80 of a Service."""
+    return {
+        "path": p,
+        "pathType": "Prefix",
+        "backend": {"service": {"name": service, "port": {"number": 80}}},
+    }
+
+
+TEAM = {
+    "team.example.com/owner": "shop",
+    f"{P}/proxy-body-size": "8m",
+    f"{P}/canary-by-header": "x-canary",  # a canary setting: never copied
+}
+RULES = [
+    {
+        "host": "shop.example.com",
+        "http": {"paths": [path("/app", "app-stable"), path("/static", "static")]},
+    }
+]
+
+
+def stable_ingress(rules: list[dict[str, Any]] = RULES) -> dict[str, Any]:
+    """The team's Ingress to the stable Service."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "web", "annotations": dict(TEAM)},
+        "spec": {"ingressClassName": "nginx", "rules": rules},
+    }
+
+
+class Edge:
+    """The admin API for one namespace: Rollouts, Services and Ingresses."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    # Ingresses
+    def create_ingress(self, doc: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(*INGRESS[:2], self.ns, INGRESS[2], doc)
+
+    def ingress(self, name: str) -> dict[str, Any] | None:
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                *INGRESS[:2], self.ns, INGRESS[2], name
+            )
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(found, dict)
+        return found
+
+    def patch_ingress(self, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(*INGRESS[:2], self.ns, INGRESS[2], name, patch)
+
+    def shape(self, name: str) -> dict[str, Any] | None:
+        """What the router writes of an Ingress: name, labels, annotations, owners, spec."""
+        found = self.ingress(name)
+        if found is None:
+            return None
+        meta = found["metadata"]
+        return {
+            "name": meta["name"],
+            "labels": meta.get("labels"),
+            "annotations": meta.get("annotations"),
+            "ownerReferences": meta.get("ownerReferences"),
+            "spec": found["spec"],
+        }
+
+    def managers(self, name: str) -> set[str]:
+        """Field managers that have written the Ingress."""
+        found = self.ingress(name) or {}
+        return {str(m.get("manager")) for m in found["metadata"].get("managedFields") or []}
+
+    # Services
+    def service(self, name: str) -> None:
+        body = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                type="ClusterIP",
+                selector={"app": "app"},
+                ports=[client.V1ServicePort(port=80, target_port=8080)],
+            ),
+        )
+        self.core.create_namespaced_service(self.ns, body)
+
+    # Rollouts
+    def create(self, doc: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], doc)
+
+    def get(self, name: str = "app") -> dict[str, Any] | None:
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                *STEPWISE[:2], self.ns, STEPWISE[2], name
+            )
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(found, dict)
+        return found
+
+    def status(self, name: str = "app") -> dict[str, Any]:
+        return (self.get(name) or {}).get("status") or {}
+
+    def patch(self, body: dict[str, Any], name: str = "app") -> None:
+        self.custom.patch_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], name, body)
+
+    def set_image(self, image: str, name: str = "app") -> str:
+        doc = self.get(name)
+        assert doc is not None
+        doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        self.patch({"spec": {"template": doc["spec"]["template"]}}, name)
+        return template_hash(doc["spec"]["template"])
+
+    def annotate(self, name: str = "app", **ann: str | None) -> None:
+        self.patch({"metadata": {"annotations": ann}}, name)
+
+    def poke(self, value: str, name: str = "app") -> None:
+        """Touch the Rollout so that it is reconciled now (Ingresses are not watched)."""
+        self.patch({"metadata": {"labels": {"poke": value}}}, name)
+
+    def ready(self, replica_set: str) -> int:
+        """Ready pods of a ReplicaSet (0 if it is missing)."""
+        try:
+            rs = self.apps.read_namespaced_replica_set(replica_set, self.ns)
+        except client.exceptions.ApiException:
+            return 0
+        return rs.status.ready_replicas or 0
+
+    def delete(self, name: str = "app") -> None:
+        self.custom.delete_namespaced_custom_object(*STEPWISE[:2], self.ns, STEPWISE[2], name)
+
+    def warnings(self, name: str = "app") -> list[str]:
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name},type=Warning"
+        ).items
+        return [f"{e.reason}: {e.message}" for e in items]
+
+
+@pytest.fixture
+def edge(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Edge:
+    """Admin helpers, with the stable and canary Services created."""
+    e = Edge(api_client, namespace)
+    e.service("app-stable")
+    e.service("app-canary")
+    return e
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, edge: Edge
+) -> Iterator[ControllerProcess]:
+    """The controller process watching the test's namespace."""
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def nginx_rollout(steps: list[dict[str, Any]] = STEPS) -> dict[str, Any]:
+    """A Rollout routed by a canary of the ``web`` Ingress."""
+    return rollout_doc(
+        "app",
+        replicas=5,
+        steps=steps,
+        stableService="app-stable",
+        canaryService="app-canary",
+        trafficRouting={"nginx": {"stableIngress": "web"}},
+    )
+
+
+def expected_canary(
+    edge: Edge, weight: int, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The canary Ingress the router must have written."""
+    rollout = edge.get()
+    assert rollout is not None
+    copied = {k: v for k, v in (annotations or TEAM).items() if not k.startswith(f"{P}/canary")}
+    return {
+        "name": CANARY,
+        "labels": {ROLLOUT_LABEL: "app"},
+        "annotations": {
+            **copied,
+            f"{P}/canary": "true",
+            f"{P}/canary-weight": str(weight),
+            f"{P}/canary-weight-total": "100",
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": "stepwise.dev/v1alpha1",
+                "kind": "Rollout",
+                "name": "app",
+                "uid": rollout["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {"host": "shop.example.com", "http": {"paths": [path("/app", "app-canary")]}}
+            ],
+        },
+    }
+
+
+def start(edge: Edge) -> str:
+    """Create the Rollout, wait until Healthy, roll out v2 and wait at the pause."""
+    edge.create(nginx_rollout())
+    wait_for("healthy", lambda: edge.status().get("phase") == "Healthy")
+    assert edge.ingress(CANARY) is None  # no canary yet, no canary Ingress
+    second = edge.set_image("registry.local/app:v2")
+    wait_for(
+        "paused at step 1",
+        lambda: (
+            edge.status().get("currentStepIndex") == 1 and edge.status().get("phase") == "Paused"
+        ),
+    )
+    return second
+
+
+def test_steps_abort_and_deletion(edge: Edge, controller: ControllerProcess) -> None:
+    """The canary Ingress: 20 at the pause, 0 after abort and deletion; stable unwritten."""
+    edge.create_ingress(stable_ingress())
+    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
+    second = start(edge)
+    assert edge.shape(CANARY) == expected_canary(edge, 20)
+    assert edge.status()["canaryWeight"] == 20
+    edge.annotate(**{intents.ABORT: second})
+    wait_for(
+        "aborted",
+        lambda: edge.status().get("phase") == "Degraded" and edge.status().get("canaryWeight") == 0,
+    )
+    assert edge.shape(CANARY) == expected_canary(edge, 0)
+    wanted = expected_canary(edge, 0)
+    edge.delete()
+    wait_for("rollout gone", lambda: edge.get() is None)
+    # Gone already, or at 0 and owned by the deleted Rollout: garbage collection removes it.
+    assert edge.shape(CANARY) in (None, wanted)
+    stable = edge.ingress("web") or {}
+    assert stable["metadata"]["resourceVersion"] == version  # never written
+    assert stable["metadata"]["annotations"] == TEAM
+    assert stable["spec"] == stable_ingress()["spec"]
+
+
+def test_deletion_mid_canary_moves_traffic_back_first(
+    edge: Edge, controller: ControllerProcess
+) -> None:
+    """Deleting the Rollout at 20: the finalizer sets the canary Ingress to 0 first."""
+    edge.create_ingress(stable_ingress())
+    start(edge)
+    wanted = expected_canary(edge, 0)
+    edge.delete()
+    wait_for("rollout gone", lambda: edge.get() is None)
+    # Gone already, or at 0 and owned by the deleted Rollout: garbage collection removes it.
+    assert edge.shape(CANARY) in (None, wanted)
+    written = [e["weight"] for e in controller.logs() if e.get("event") == "traffic weight set"]
+    assert written == [20, 0]
+    assert any(
+        e.get("event") == "traffic restored to stable before deletion" for e in controller.logs()
+    )
+
+
+def test_promotion_keeps_annotations_others_set(edge: Edge, controller: ControllerProcess) -> None:
+    """Promotion copies the team's current annotations and keeps another tool's."""
+    edge.create_ingress(stable_ingress())
+    second = start(edge)
+    edge.patch_ingress(
+        "web",
+        {
+            "metadata": {
+                "annotations": {"team.example.com/on-call": "alice", f"{P}/proxy-body-size": None}
+            }
+        },
+    )
+    edge.patch_ingress(CANARY, {"metadata": {"annotations": {"tool.example.com/scanned": "yes"}}})
+    edge.annotate(**{intents.PROMOTE: intents.promote_value(second, 1)})
+    wait_for("promoted", lambda: edge.status().get("stableRevision") == second)
+    team_now = {"team.example.com/owner": "shop", "team.example.com/on-call": "alice"}
+    wanted = expected_canary(edge, 0, team_now)
+    wanted["annotations"]["tool.example.com/scanned"] = "yes"
+    wait_for("weight 0", lambda: edge.shape(CANARY) == wanted)
+    stable = edge.ingress("web") or {}
+    assert stable["metadata"]["annotations"] == {
+        "team.example.com/owner": "shop",
+        f"{P}/canary-by-header": "x-canary",
+        "team.example.com/on-call": "alice",
+    }
+    assert "stepwise-controller" not in edge.managers("web")
+
+
+def test_misconfiguration_is_reported_and_no_canary_is_created(
+    edge: Edge, controller: ControllerProcess
+) -> None:
+    """A missing or unfit stable Ingress: message, Warning event, and no canary Ingress."""
+    edge.create(nginx_rollout())
+    missing = f"stable Ingress web not found in {edge.ns}"
+    wait_for("degraded", lambda: missing in edge.status().get("message", ""))
+    assert edge.status()["phase"] == "Degraded"
+    wait_for("warning", lambda: any(missing in w for w in edge.warnings()))
+
+    edge.create_ingress(stable_ingress([{"http": {"paths": [path("/static", "static")]}}]))
+    edge.poke("1")
+    no_backend = "stable Ingress web has no backend for the stable Service app-stable"
+    wait_for("second problem", lambda: no_backend in edge.status().get("message", ""))
+    wait_for("second warning", lambda: any(no_backend in w for w in edge.warnings()))
+    second = edge.set_image("registry.local/app:v2")
+    wait_for("canary pod ready", lambda: edge.ready(f"app-{second}") >= 1)
+    wait_for("still blocked", lambda: no_backend in edge.status().get("message", ""))
+    assert edge.ingress(CANARY) is None  # nothing split
+
+    edge.patch_ingress("web", {"spec": {"rules": RULES}})
+    edge.poke("2")
+    wait_for("paused at step 1", lambda: edge.status().get("currentStepIndex") == 1)
+    assert edge.shape(CANARY) == expected_canary(edge, 20)
+
+
+def test_the_api_rejects_header_routes_with_nginx(edge: Edge) -> None:
+    """setHeaderRoute with trafficRouting.nginx is refused by the API server."""
+    doc = nginx_rollout(
+        [
+            {
+                "setHeaderRoute": {
+                    "name": "beta",
+                    "match": [{"headerName": "x", "headerValue": {"exact": "1"}}],
+                }
+            }
+        ]
+    )
+    with pytest.raises(client.exceptions.ApiException) as err:
+        edge.create(doc)
+    assert err.value.status == 422
+    assert "setHeaderRoute needs a router that supports header routes" in str(err.value.body)
