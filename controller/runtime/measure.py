@@ -23,8 +23,8 @@ from kubernetes import client
 
 from controller.adapters.prometheus import PrometheusClient, PrometheusSettings
 from controller.adapters.retry import call_api
-from controller.api.analysis import Metric, PrometheusConnection
-from controller.api.rollout import Measurement, Rollout, SecretKeyRef
+from controller.api.analysis import Metric, PrometheusConnection, TemplateArg
+from controller.api.rollout import AnalysisArg, Measurement, Rollout, SecretKeyRef
 from controller.core import analysis as an
 from controller.core import judge, measurement, promql
 from controller.errors import StepwiseError
@@ -170,19 +170,14 @@ class PrometheusMeasurer:
             "interval": promql_duration(item.metric.interval),
         }
         redact: list[str] = []
-        for arg in item.template_args:
+        # Template defaults first; the Rollout's values override them.
+        merged: list[TemplateArg | AnalysisArg] = [*item.template_args, *item.args]
+        for arg in merged:
             if arg.value is not None:
                 variables[f"args.{arg.name}"] = arg.value
             elif arg.value_from is not None:
                 value = self.secrets(namespace, arg.value_from.secret_key_ref)
                 variables[f"args.{arg.name}"] = value
-                redact.append(value)
-        for given in item.args:
-            if given.value is not None:
-                variables[f"args.{given.name}"] = given.value
-            elif given.value_from is not None:
-                value = self.secrets(namespace, given.value_from.secret_key_ref)
-                variables[f"args.{given.name}"] = value
                 redact.append(value)
         return variables, tuple(redact)
 

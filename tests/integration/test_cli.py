@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from localcluster.controller import REPO, ControllerProcess
-from tests.integration.test_controller import Cluster
+from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
 

@@ -14,9 +14,9 @@ import yaml
 from kubernetes import client
 
 from controller.api import intents
-from controller.core.hashing import template_hash
 from localcluster import LocalCluster
 from localcluster.controller import ControllerProcess
+from tests.support.cluster import Cluster
 from tests.support.kube import CRD_DIR, install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
 
@@ -24,63 +24,6 @@ pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "stepwise.dev", "v1alpha1", "rollouts"
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {}}]
-
-
-class Cluster:
-    """Small helpers over the admin API for one namespace."""
-
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        result = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, doc)
-        assert isinstance(result, dict)
-        return result
-
-    def get(self, name: str) -> dict[str, Any]:
-        result = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
-        assert isinstance(result, dict)
-        return result
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.get(name).get("status") or {}
-
-    def patch(self, name: str, body: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, body)
-
-    def set_image(self, name: str, image: str) -> str:
-        """Change the image; returns the new revision."""
-        doc = self.get(name)
-        doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
-        self.patch(name, {"spec": {"template": doc["spec"]["template"]}})
-        return template_hash(doc["spec"]["template"])
-
-    def annotate(self, name: str, **ann: str | None) -> None:
-        self.patch(name, {"metadata": {"annotations": ann}})
-
-    def ready(self, name: str, revision: str) -> tuple[int, int]:
-        """(spec replicas, ready) of a revision's ReplicaSet ((-1, -1) if missing)."""
-        try:
-            rs = self.apps.read_namespaced_replica_set(f"{name}-{revision}", self.ns)
-        except client.exceptions.ApiException:
-            return (-1, -1)
-        return (rs.spec.replicas or 0, rs.status.ready_replicas or 0)
-
-    def pod_uids(self, revision: str) -> set[str]:
-        pods = self.core.list_namespaced_pod(
-            self.ns, label_selector=f"stepwise.dev/revision={revision}"
-        ).items
-        return {str(p.metadata.uid) for p in pods if p.metadata.deletion_timestamp is None}
-
-    def events(self, name: str) -> list[str]:
-        items = self.core.list_namespaced_event(
-            self.ns, field_selector=f"involvedObject.name={name}"
-        ).items
-        items.sort(key=lambda e: str(e.metadata.creation_timestamp))
-        return [str(e.reason) for e in items]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from localcluster import LocalPrometheus
 from localcluster.controller import ControllerProcess
-from tests.integration.test_controller import Cluster
+from tests.support.cluster import Cluster
 from tests.support.demo import Demo
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc

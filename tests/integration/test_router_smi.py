@@ -18,7 +18,7 @@ from controller.api import intents
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.errors import ConflictError, InvalidSpecError
 from localcluster.controller import ControllerProcess
-from tests.integration.test_controller import Cluster
+from tests.support.cluster import Cluster
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
 
