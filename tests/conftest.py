@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
+from localcluster.controller import ControllerProcess
 from tests.support.demo import Demo, demo_environment
 from tests.support.kube import CRD_DIR, install_crds
 
@@ -93,3 +94,16 @@ def demo(prometheus: LocalPrometheus) -> Iterator[Demo]:
     """Demo-app processes: stable v1 and canary v2 under load, scraped every second."""
     with demo_environment(prometheus) as environment:
         yield environment
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
+) -> Iterator[ControllerProcess]:
+    """The controller as a process, watching this test's namespace (no leader election)."""
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -5,7 +5,6 @@ and an invalid Rollout among valid ones."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,6 @@ STEPS = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"
 @pytest.fixture
 def kube(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Cluster:
     return Cluster(api_client, namespace)
-
-
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
-) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def healthy(kube: Cluster, name: str) -> bool:

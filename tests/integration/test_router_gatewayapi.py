@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +163,6 @@ def env(
     api_client: client.ApiClient, namespace: str, stepwise_crds: None, gateway_crd: None
 ) -> tuple[Cluster, Routes]:
     return Cluster(api_client, namespace), Routes(api_client, namespace)
-
-
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None, gateway_crd: None
-) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def routed_rollout(steps: list[dict[str, Any]], **gateway: Any) -> dict[str, Any]:

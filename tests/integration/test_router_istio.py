@@ -6,7 +6,6 @@ every write, including an edit that lands between our read and our write."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +116,6 @@ def mesh(
     m.service("app-stable")
     m.service("app-canary")
     return m
-
-
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, mesh: Mesh
-) -> Iterator[ControllerProcess]:
-    """The controller process watching the test's namespace."""
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def istio_rollout(steps: list[dict[str, Any]] = STEPS, **istio: Any) -> dict[str, Any]:

@@ -5,8 +5,6 @@ other people set kept through every write."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,19 +107,6 @@ def edge(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> E
     e.service("app-stable")
     e.service("app-canary")
     return e
-
-
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, edge: Edge
-) -> Iterator[ControllerProcess]:
-    """The controller process watching the test's namespace."""
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def nginx_rollout(steps: list[dict[str, Any]] = STEPS) -> dict[str, Any]:

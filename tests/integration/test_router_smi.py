@@ -5,7 +5,6 @@ status and is never written; writes racing another actor are retried, never lost
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +100,6 @@ def env(
     api_client: client.ApiClient, namespace: str, stepwise_crds: None, smi_crd: None
 ) -> tuple[Cluster, Splits]:
     return Cluster(api_client, namespace), Splits(api_client, namespace)
-
-
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None, smi_crd: None
-) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def smi_rollout(steps: list[dict[str, Any]], **smi: Any) -> dict[str, Any]:
