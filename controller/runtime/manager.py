@@ -339,14 +339,19 @@ class Manager:
         finally:
             self.metrics.observe_reconcile(result, time.monotonic() - started)
 
-    def start(self) -> None:
-        """Start informers, leader election, workers and the health server."""
+    def start(self, stop: threading.Event | None = None) -> bool:
+        """Start informers, leader election, workers and the health server; False when
+        ``stop`` was set while the caches were still filling (nothing else started)."""
         for informer in self._all:
             informer.start()
             self.health.add_informer(informer)
         self.health.start()
+        deadline = time.monotonic() + 60
         for informer in self._all:
-            informer.wait_for_sync(timeout=60)
+            # Short waits, so a SIGTERM during a slow first list is honoured at once.
+            while not informer.wait_for_sync(timeout=0.5) and time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    return False
         if self.elector is not None:
             self.elector.start()
         for worker in self.workers:
@@ -359,6 +364,7 @@ class Manager:
             leader_election=self.elector is not None,
             health=self.health.url,
         )
+        return True
 
     def stop(self) -> None:
         """Stop in reverse order; the lease is released so a successor starts at once."""
@@ -366,7 +372,8 @@ class Manager:
         if self.elector is not None:
             self.elector.stop(release=True)
         for worker in self.workers:
-            worker.thread.join(timeout=10)
+            if worker.thread.ident is not None:  # never started when stopped during sync
+                worker.thread.join(timeout=10)
         for informer in self._all:
             informer.stop()
         self.health.stop()
@@ -374,9 +381,9 @@ class Manager:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
-        self.start()
         try:
-            stop.wait()
+            if self.start(stop):
+                stop.wait()
         finally:
             self.stop()
 
@@ -390,6 +397,9 @@ class _MetricsObserver:
         if status.phase:
             self.metrics.set_rollout_phase(ns, name, status.phase)
         self.metrics.set_canary_weight(ns, name, status.canary_weight)
+
+    def rolled_back(self, rollout: Rollout, seconds: float) -> None:
+        self.metrics.observe_rollback(seconds)
 
     def measured(self, rollout: Rollout, measurements: Any) -> None:
         ns, name = rollout.metadata.namespace or "", rollout.metadata.name

@@ -119,6 +119,10 @@ class Observer(Protocol):
         """Measurements were taken."""
         ...
 
+    def rolled_back(self, rollout: Rollout, seconds: float) -> None:
+        """Traffic left a failed canary ``seconds`` after its first failed measurement."""
+        ...
+
 
 class Reconciler:
     """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
@@ -188,6 +192,10 @@ class Reconciler:
             self.kube.emit_event(raw, event, now)
             log.info("event", reason=event.reason, message=event.message, type=event.type)
         if self.observer is not None:
+            seconds = _rollback_seconds(rollout.status, result.status, now)
+            if seconds is not None:
+                self.observer.rolled_back(rollout, seconds)
+                log.info("rolled back", seconds_since_first_failure=round(seconds, 3))
             self.observer.reconciled(rollout, result.status)
             if observed.measurements:
                 self.observer.measured(rollout, observed.measurements)
@@ -349,6 +357,27 @@ class Reconciler:
                 router.set_weight(0)
             log.info("traffic restored to stable before deletion", problem=traffic.problem)
         self.kube.set_finalizer(raw, present=False)
+
+
+def _rollback_seconds(
+    before: RolloutStatus, after: RolloutStatus, now: dt.datetime
+) -> float | None:
+    """Seconds from the first failed measurement to this pass, when this pass took the
+    last traffic away from a canary that analysis failed."""
+    abort = after.abort
+    if abort is None or abort.reason != "AnalysisFailed":
+        return None
+    if not (before.canary_weight > 0 and after.canary_weight == 0):
+        return None
+    failures = [
+        m.started_at
+        for run in after.analysis_runs
+        if run.revision == abort.revision
+        for metric in run.metrics
+        for m in metric.measurements
+        if m.phase == "Failed"
+    ]
+    return (now - min(failures)).total_seconds() if failures else None
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
