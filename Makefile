@@ -88,3 +88,35 @@ crds: python-deps ## regenerate the CRD YAML (deploy/crds, charts/stepwise/crds)
 .PHONY: demo
 demo: deps ## local cluster, Prometheus, demo app, controller: v2 promoted, v3 rolled back
 	$(RUN)/python -m demodriver
+
+# --- benchmarks (not part of make test) ---------------------------------------------
+
+.PHONY: bench
+bench: deps ## the benchmarks in bench/: each prints a table and writes bench/results/<name>.json
+	$(RUN)/python -m bench.judge_simulation
+	$(RUN)/python -m bench.rollback
+	$(RUN)/python -m bench.overhead
+	$(RUN)/python -m bench.burst
+	$(RUN)/python -m bench.failover
+	$(RUN)/python -m bench.scale
+
+# --- packaging ----------------------------------------------------------------------
+
+.PHONY: helm
+helm: ## build Helm from its Go module into the binary cache (cached; the tests call it too)
+	@bash hack/cluster/build-helm.sh >/dev/null
+
+.PHONY: chart
+chart: helm ## helm lint the chart and render it (cluster-wide and namespaced) to stdout
+	@HELM=$$(bash hack/cluster/build-helm.sh); \
+	  $$HELM lint charts/stepwise; \
+	  $$HELM template stepwise charts/stepwise --namespace stepwise-system; \
+	  $$HELM template stepwise charts/stepwise --namespace stepwise-system --set 'watchNamespaces={team-a}'
+
+.PHONY: test-packaging
+test-packaging: deps ## chart, kustomize base, Dockerfile, dashboard and least-privilege RBAC tests
+	$(RUN)/pytest tests/unit/test_dockerfile.py tests/unit/test_grafana_dashboard.py tests/integration/test_packaging.py
+
+.PHONY: image
+image: ## build the controller image (needs Docker; the tests do not build it)
+	docker build -t stepwise:$$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml) .

@@ -1,0 +1,113 @@
+{{/*
+The controller's permissions, derived from every API call in controller/ (the same rules
+as deploy/base/rbac.yaml; tests/integration/test_packaging.py checks that the two agree
+and that removing any one rule breaks a rollout). Nothing reads a Rollout, ReplicaSet,
+Service or template by name: the informers list and watch them into caches
+(controller/runtime/manager.py), so those get only list and watch. Pods are created by
+the cluster's ReplicaSet controller, never by Stepwise.
+*/}}
+
+{{/* Rules for objects in a watched namespace: a ClusterRole's, or each namespace's Role. */}}
+{{- define "stepwise.rules.namespaced" -}}
+# Rollouts: the informer lists and watches them (runtime/manager.py); the cleanup
+# finalizer is added and removed with a JSON patch (adapters/kube.py set_finalizer).
+- apiGroups: ["stepwise.dev"]
+  resources: ["rollouts"]
+  verbs: ["list", "watch", "patch"]
+# The status subresource: every status write is one PATCH of rollouts/status
+# (adapters/kube.py patch_status).
+- apiGroups: ["stepwise.dev"]
+  resources: ["rollouts/status"]
+  verbs: ["patch"]
+# ReplicaSets, TrafficSplits and canary Ingresses carry a blockOwnerDeletion owner
+# reference to their Rollout; where the OwnerReferencesPermissionEnforcement admission
+# plugin is on (OpenShift, hardened clusters), setting one needs update on
+# rollouts/finalizers.
+- apiGroups: ["stepwise.dev"]
+  resources: ["rollouts/finalizers"]
+  verbs: ["update"]
+# AnalysisTemplates: the informer lists and watches them (runtime/manager.py).
+- apiGroups: ["stepwise.dev"]
+  resources: ["analysistemplates"]
+  verbs: ["list", "watch"]
+# ReplicaSets: watched (labelled stepwise.dev/rollout); one per revision is created and
+# scaled, orphans adopted with a patch, and old ones beyond revisionHistoryLimit deleted
+# (adapters/kube.py).
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Services: watched; the stable and canary Services' selectors are pinned to a revision
+# with a patch (adapters/kube.py pin_service); the routers read the canary Service to
+# check that it exists (adapters/traffic/*.py).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "patch"]
+# Events on the Rollout, router problems included (adapters/kube.py emit_event).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if .Values.rbac.readSecrets }}
+# Secrets: analysis arguments (valueFrom.secretKeyRef) and Prometheus credentials and CA
+# are read from Secrets in the Rollout's namespace (runtime/measure.py).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
+{{- if .Values.rbac.routers.gatewayAPI }}
+# Gateway API router: read the HTTPRoute, write weights and header rules with a JSON
+# patch guarded by resourceVersion (adapters/traffic/gatewayapi.py).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.rbac.routers.smi }}
+# SMI router: the TrafficSplit is created by Stepwise (owned by the Rollout), then read
+# and patched (adapters/traffic/smi.py).
+- apiGroups: ["split.smi-spec.io"]
+  resources: ["trafficsplits"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
+{{- if .Values.rbac.routers.istio }}
+# Istio router: read the VirtualService, patch its destination weights and header routes
+# (adapters/traffic/istio.py).
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "patch"]
+# Istio router in subset mode: read the DestinationRule, patch the revision label of its
+# stable and canary subsets (adapters/traffic/istio.py).
+- apiGroups: ["networking.istio.io"]
+  resources: ["destinationrules"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.rbac.routers.nginx }}
+# NGINX router: read the stable Ingress; the canary Ingress is written by server-side
+# apply, which is a patch that creates the object the first time (so create too);
+# garbage collection deletes it with the Rollout (adapters/traffic/nginx.py).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
+{{- end -}}
+
+{{/* Rules for cluster-scoped objects: always in a ClusterRole. */}}
+{{- define "stepwise.rules.cluster" -}}
+# ClusterAnalysisTemplates: cluster-scoped, so watched cluster-wide even in namespaced
+# mode (runtime/manager.py).
+- apiGroups: ["stepwise.dev"]
+  resources: ["clusteranalysistemplates"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* The Lease, in the lease namespace only (runtime/leader.py). */}}
+{{- define "stepwise.rules.lease" -}}
+# Creating the Lease the first time (a create names no object, so resourceNames cannot
+# narrow it).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+# Reading, renewing and releasing that one Lease (a replace: update).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
+{{- end -}}
