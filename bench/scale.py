@@ -1,0 +1,385 @@
+"""Scale: the controller with 100 and then 1,000 Rollouts, 10% of them progressing.
+
+Not part of the test command. Run it with::
+
+    PYTHONPATH=hack .venv/bin/python -m bench.scale [--sizes 100,1000] [--idle-window 60]
+
+A local control plane with four kwok nodes and the controller as a process
+(:class:`localcluster.controller.ControllerProcess`, 4 workers, all namespaces, no leader
+election). Rollouts are in replica-ratio mode (no router, no Services) so each costs one
+ReplicaSet and one or two pods; every tenth has 2 replicas and is the one that will
+progress, the others have 1. For each size, cumulatively (the 1,000 case adds 900 to the
+100 of the first):
+
+1. the new Rollouts are created by a few client threads, and the benchmark waits until
+   every one is Healthy;
+2. **idle window**: nothing changes for ``--idle-window`` seconds; the controller's CPU
+   time (``/proc/<pid>/stat``), ``stepwise_api_requests_total`` (the Kubernetes
+   adapter's calls: ReplicaSets, Services, status, Events; not the informers' lists and
+   watches, nor traffic routers, which this mode has none of) and
+   ``stepwise_reconcile_total`` are read before and after;
+3. **progressing window**: the 10% get a new image and go through ``setWeight 50``,
+   three 5 s pauses and ``setWeight 100`` to promotion; the same counters are read from
+   the trigger until the last of them is Healthy. Requests per progressing Rollout are
+   what the window used beyond the idle rate of the others, per minute and per release
+   (the whole progression);
+4. **pause lateness**: from every status version the benchmark's watch saw, each pause
+   ended ``stepStartTime(i + 1) - pauseStartTime(i) - duration`` late (both stamped by
+   the controller at the reconcile that decided).
+
+RSS is sampled every second (``/proc/<pid>/status``) for the peak. 429 answers are
+counted three ways: the controller's metric (``code="429"``: counted once per call,
+after retries), the controller's retry log lines with status 429, and the API server's
+own ``apiserver_request_total{code="429"}`` (any client). It prints one column per size
+and writes ``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    Fleet,
+    LoadMonitor,
+    Machine,
+    Member,
+    ProcessSampler,
+    StatusRecorder,
+    Usage,
+    apiserver_429s,
+    bench_cluster,
+    create_namespace,
+    healthy_on,
+    load_line,
+    machine_line,
+    pause_lateness,
+    quiet_logs,
+    render_table,
+    retried_429s,
+    revision_with_image,
+    rss_bytes,
+    summarize,
+    write_results,
+)
+from localcluster import LocalCluster
+from localcluster.controller import ControllerProcess
+
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 50},
+    {"pause": {"duration": "5s"}},
+    {"pause": {"duration": "5s"}},
+    {"pause": {"duration": "5s"}},
+    {"setWeight": 100},
+]
+PER_NAMESPACE = 100
+RSS_TARGET_MB = 300.0
+MB = 1024 * 1024
+
+
+@dataclass
+class SizeResult:
+    """What one size did."""
+
+    rollouts: int
+    progressing: int
+    create_seconds: float = 0.0
+    healthy_seconds: float | None = None
+    not_healthy: int = 0
+    rss_idle_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    cpu_idle_percent: float = 0.0
+    cpu_progressing_percent: float = 0.0
+    idle_window_seconds: float = 0.0
+    progress_window_seconds: float = 0.0
+    not_promoted: int = 0
+    requests_per_min_idle: float = 0.0
+    reconciles_per_min_idle: float = 0.0
+    requests_per_min_progressing: float = 0.0
+    requests_per_release: float = 0.0
+    lateness: list[float] = field(default_factory=list)
+    controller_429: float = 0.0
+    retried_429: int = 0
+    apiserver_429: float = 0.0
+    load: dict[str, float] = field(default_factory=dict)
+
+
+def members(start: int, stop: int) -> list[Member]:
+    """Rollouts ``start`` to ``stop - 1``: 100 a namespace, every tenth with 2 replicas."""
+    return [
+        Member(f"scale-{i // PER_NAMESPACE:02d}", f"r{i:04d}", 2 if i % 10 == 0 else 1)
+        for i in range(start, stop)
+    ]
+
+
+@dataclass
+class Bench:
+    """The running pieces every size uses."""
+
+    cluster: LocalCluster
+    fleet: Fleet
+    recorder: StatusRecorder
+    controller: ControllerProcess
+    sampler: ProcessSampler
+    args: argparse.Namespace
+    say: Callable[[str], None]
+    existing: list[Member] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The controller's process id."""
+        assert self.controller.proc is not None
+        return self.controller.proc.pid
+
+    def usage(self) -> Usage:
+        """The controller's CPU time and API request counters now."""
+        return Usage.of(self.pid, self.controller.metrics())
+
+    def measure(self, size: int) -> SizeResult:
+        """Grow the fleet to ``size`` and measure it idle and with 10% progressing."""
+        fresh = members(len(self.existing), size)
+        self.existing.extend(fresh)
+        progressing = [m for m in self.existing if m.replicas == 2]
+        result = SizeResult(rollouts=size, progressing=len(progressing))
+        api_429_before = apiserver_429s(self.cluster.endpoints)
+        start = self.usage()
+        log_mark = time.time()
+        with LoadMonitor() as load:
+            self.grow(fresh, result)
+            idle_rate = self.idle(result)
+            self.progress(progressing, idle_rate, result)
+        result.load = load.summary()
+        result.rss_peak_mb = self.sampler.peak_rss / MB
+        result.controller_429 = self.usage().requests_429 - start.requests_429
+        result.retried_429 = retried_429s(self.controller.logs(), since=log_mark)
+        result.apiserver_429 = apiserver_429s(self.cluster.endpoints) - api_429_before
+        return result
+
+    def grow(self, fresh: list[Member], result: SizeResult) -> None:
+        """Create the new Rollouts and wait until every Rollout is Healthy."""
+        for namespace in sorted({m.namespace for m in fresh}):
+            create_namespace(self.recorder.api, namespace)
+        self.say(f"  creating {len(fresh)} Rollouts ...")
+        started = time.monotonic()
+        result.create_seconds = self.fleet.create(fresh, STEPS)
+        late = self.recorder.wait_all(
+            [m.key for m in self.existing],
+            healthy_on(),
+            self.args.healthy_timeout,
+            what="Healthy",
+            progress=self.say,
+        )
+        result.not_healthy = len(late)
+        if not late:
+            result.healthy_seconds = time.monotonic() - started
+        self.say(f"  {result.rollouts - len(late)}/{result.rollouts} Healthy")
+        time.sleep(self.args.settle)
+
+    def idle(self, result: SizeResult) -> float:
+        """The idle window; returns API requests per second per idle Rollout."""
+        self.say(f"  idle window {self.args.idle_window:.0f}s")
+        before = self.usage()
+        time.sleep(self.args.idle_window)
+        after = self.usage()
+        window = after.at - before.at
+        rate = (after.requests - before.requests) / result.rollouts / window
+        result.idle_window_seconds = window
+        result.requests_per_min_idle = rate * 60
+        passes = after.reconciles - before.reconciles
+        result.reconciles_per_min_idle = passes / result.rollouts / window * 60
+        result.cpu_idle_percent = 100 * (after.cpu - before.cpu) / window
+        result.rss_idle_mb = rss_bytes(self.pid) / MB
+        return rate
+
+    def progress(self, progressing: list[Member], idle_rate: float, result: SizeResult) -> None:
+        """Release a new image on the 10% and measure until all are promoted."""
+        image = f"registry.local/app:size{result.rollouts}"
+        wanted: dict[str, str] = {}
+        for m in progressing:
+            cached = self.recorder.get(m.key)
+            assert cached is not None
+            wanted[m.key] = revision_with_image(cached, image)
+        self.say(f"  {len(progressing)} Rollouts progressing")
+        before = self.usage()
+        self.fleet.set_image(progressing, image)
+        stragglers = self.recorder.wait_each(
+            {key: healthy_on(revision) for key, revision in wanted.items()},
+            self.args.progress_timeout,
+            what="promoted",
+            progress=self.say,
+        )
+        after = self.usage()
+        window = after.at - before.at
+        idle_share = idle_rate * (result.rollouts - len(progressing)) * window
+        beyond_idle = after.requests - before.requests - idle_share
+        result.not_promoted = len(stragglers)
+        result.progress_window_seconds = window
+        result.requests_per_min_progressing = beyond_idle / len(progressing) / window * 60
+        result.requests_per_release = beyond_idle / len(progressing)
+        result.cpu_progressing_percent = 100 * (after.cpu - before.cpu) / window
+        for key, revision in wanted.items():
+            snapshots = self.recorder.snapshots(key)
+            result.lateness += pause_lateness(snapshots, revision, STEPS).values()
+
+
+def _load(r: SizeResult) -> str:
+    return f"{r.load.get('load1_mean', 0):.2f} / {r.load.get('load1_max', 0):.2f}"
+
+
+def table(results: Sequence[SizeResult]) -> str:
+    """One column per size."""
+
+    def each(fn: Callable[[SizeResult], str]) -> list[str]:
+        return [fn(r) for r in results]
+
+    def late(r: SizeResult) -> str:
+        q = summarize(r.lateness)
+        if not q["n"]:
+            return "-"
+        return f"{q['median']:.2f} / {q['p95']:.2f} / {q['max']:.2f}s (n={q['n']:.0f})"
+
+    rows = [
+        ["progressing (10%)", *each(lambda r: str(r.progressing)), ""],
+        ["created in (4 client threads)", *each(lambda r: f"{r.create_seconds:.0f}s"), ""],
+        [
+            "until all Healthy",
+            *each(
+                lambda r: (
+                    f"{r.healthy_seconds:.0f}s"
+                    if r.healthy_seconds is not None
+                    else f"{r.not_healthy} never"
+                )
+            ),
+            "",
+        ],
+        ["controller RSS, idle", *each(lambda r: f"{r.rss_idle_mb:.0f} MB"), ""],
+        [
+            "controller RSS, peak so far",
+            *each(lambda r: f"{r.rss_peak_mb:.0f} MB"),
+            f"< {RSS_TARGET_MB:.0f} MB at 1,000",
+        ],
+        ["controller CPU, idle (% of a core)", *each(lambda r: f"{r.cpu_idle_percent:.1f}%"), ""],
+        [
+            "controller CPU, 10% progressing",
+            *each(lambda r: f"{r.cpu_progressing_percent:.1f}%"),
+            "",
+        ],
+        [
+            "API requests/min per idle Rollout",
+            *each(lambda r: f"{r.requests_per_min_idle:.3f}"),
+            "",
+        ],
+        [
+            "reconcile passes/min per idle Rollout",
+            *each(lambda r: f"{r.reconciles_per_min_idle:.3f}"),
+            "",
+        ],
+        [
+            "API requests/min per progressing Rollout",
+            *each(lambda r: f"{r.requests_per_min_progressing:.1f}"),
+            "",
+        ],
+        [
+            "API requests per release (whole progression)",
+            *each(lambda r: f"{r.requests_per_release:.1f}"),
+            "",
+        ],
+        [
+            "progressing window (all promoted)",
+            *each(
+                lambda r: (
+                    f"{r.progress_window_seconds:.0f}s"
+                    + (f" ({r.not_promoted} not)" if r.not_promoted else "")
+                )
+            ),
+            "",
+        ],
+        ["pause lateness median / p95 / max", *each(late), ""],
+        [
+            "429s: metric / retried (logs) / API server",
+            *each(lambda r: f"{r.controller_429:.0f} / {r.retried_429} / {r.apiserver_429:.0f}"),
+            "none at 1,000",
+        ],
+        ["load avg 1 min mean / max", *each(_load), ""],
+    ]
+    header = ["", *[f"{r.rollouts:,} Rollouts" for r in results], "target"]
+    return render_table(header, rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run each size, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000", help="cumulative fleet sizes")
+    parser.add_argument("--idle-window", type=float, default=60.0, help="seconds")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds before idling")
+    parser.add_argument("--healthy-timeout", type=float, default=900.0, help="seconds")
+    parser.add_argument("--progress-timeout", type=float, default=300.0, help="seconds")
+    parser.add_argument("--nodes", type=int, default=4)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="stepwise-bench-scale-"))
+    machine = Machine.current()
+    started = time.monotonic()
+    results: list[SizeResult] = []
+    quiet_logs()
+    print(f"scale benchmark: sizes {sizes}; logs in {workdir}", flush=True)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    with LoadMonitor() as load, bench_cluster(nodes=args.nodes) as (cluster, api):
+        controller = ControllerProcess(
+            cluster.endpoints.kubeconfig,
+            workdir,
+            name="scale",
+            extra=["--log-level=info", "--workers=4"],
+        )
+        recorder = StatusRecorder(api)
+        recorder.start()
+        controller.start()
+        assert controller.proc is not None
+        sampler = ProcessSampler(controller.proc.pid)
+        sampler.start()
+        bench = Bench(cluster, Fleet(api, workers=4), recorder, controller, sampler, args, say)
+        try:
+            for size in sizes:
+                say(f"{size} Rollouts")
+                results.append(bench.measure(size))
+        finally:
+            sampler.stop()
+            controller.stop()
+            recorder.stop()
+    took = time.monotonic() - started
+    print()
+    print("Scale: the controller process with N Rollouts (replica-ratio mode, kwok nodes)")
+    print(
+        f"{args.nodes} kwok nodes, 4 workers, 10% progressing through setWeight 50, three "
+        f"5s pauses, setWeight 100; idle window {args.idle_window:.0f}s"
+    )
+    print(machine_line(machine))
+    print(load_line(load.summary()))
+    print()
+    print(table(results))
+    print(f"\nin {took:.0f}s")
+    path = write_results(
+        "scale",
+        {
+            "machine": asdict(machine),
+            "load": load.summary(),
+            "seconds": round(took, 1),
+            "steps": STEPS,
+            "config": vars(args),
+            "results": [{**asdict(r), "lateness_summary": summarize(r.lateness)} for r in results],
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
