@@ -13,6 +13,7 @@ few processes directly keeps that to a method call each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import ssl
@@ -20,6 +21,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -62,6 +64,10 @@ class Endpoints:
     ca_cert: Path
     admin_cert: Path
     admin_key: Path
+
+
+#: The components that talk to the API server, restarted after it (see restart_apiserver).
+_API_CLIENTS = ("kube-controller-manager", "kube-scheduler", "kwok")
 
 
 class LocalCluster:
@@ -112,12 +118,49 @@ class LocalCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_apiserver(self, down_for: float = 0.0, timeout: float = 60.0) -> None:
-        """Stop the API server, wait ``down_for`` seconds, start it again and wait for ready."""
+        """Stop the API server, wait ``down_for`` seconds, start it again and wait for ready;
+        then restart the controller manager, the scheduler and kwok.
+
+        A fresh API server's watch cache begins at etcd's current revision, so every watch
+        the other components resume from an older resourceVersion ends in 410 Gone, and
+        client-go relists only after its backoff: up to a minute, seen here, in which the
+        ReplicaSet controller refuses to create pods ("read version ... is not as new as
+        written version"). Restarting them leaves the shared cluster as prompt as a fresh
+        one for the tests that follow; the process under test sees the same restart.
+        """
+        deadline = time.monotonic() + timeout
         api = self.components["kube-apiserver"]
         api.stop()
         time.sleep(down_for)
         api.start()
-        wait_until("kube-apiserver", self._apiserver_ready, [api], timeout)
+        wait_until("kube-apiserver", self._apiserver_ready, [api], _left(deadline))
+        for name in _API_CLIENTS:
+            self.components[name].stop()
+        self._release_node_leases()
+        for name in _API_CLIENTS:
+            self.components[name].start()
+        self._wait_clients_ready(deadline)
+
+    def _release_node_leases(self) -> None:
+        """Delete the fake nodes' leases: a new kwok manages a node only once it holds its
+        lease, and would otherwise wait out the old process's (40 s)."""
+        with self._admin_api() as api:
+            coordination = client.CoordinationV1Api(api)
+            for i in range(self.nodes):
+                try:
+                    coordination.delete_namespaced_lease(f"kwok-node-{i}", "kube-node-lease")
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+
+    @contextlib.contextmanager
+    def _admin_api(self) -> Iterator[client.ApiClient]:
+        kubeconfig = self.external_kubeconfig or self.workdir / "kubeconfig"
+        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        try:
+            yield api
+        finally:
+            api.close()
 
     def component(self, name: str) -> Component:
         """One running component by name (etcd, kube-apiserver, ...)."""
@@ -144,7 +187,7 @@ class LocalCluster:
         if self.external_kubeconfig is not None:
             self._ports = {"kwok": free_port()}
             self._start_kwok(self.external_kubeconfig, logs)
-            self._finish(deadline)
+            self._finish(deadline, register_nodes=True)
             self._endpoints = Endpoints(
                 kubeconfig=self.external_kubeconfig,
                 server="",
@@ -233,16 +276,20 @@ class LocalCluster:
             logs,
         )
         self._start_kwok(kubeconfig, logs)
+        self._wait_clients_ready(deadline, register_nodes=True)
+        return self._endpoints
+
+    def _wait_clients_ready(self, deadline: float, *, register_nodes: bool = False) -> None:
+        """Wait for the controller manager's and scheduler's /healthz, then for Ready nodes."""
         for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
-            url = f"https://127.0.0.1:{ports[port]}/healthz"
+            url = f"https://127.0.0.1:{self._ports[port]}/healthz"
             wait_until(
                 name,
                 lambda url=url: _http_ok(url, insecure=True),  # type: ignore[misc]
                 self.components.values(),
                 _left(deadline),
             )
-        self._finish(deadline)
-        return self._endpoints
+        self._finish(deadline, register_nodes=register_nodes)
 
     def _start_kwok(self, kubeconfig: Path, logs: Path) -> None:
         self._add(
@@ -261,13 +308,11 @@ class LocalCluster:
             logs,
         )
 
-    def _finish(self, deadline: float) -> None:
-        """Register the fake nodes and wait until kwok reports them Ready."""
-        kubeconfig = self.external_kubeconfig or self.workdir / "kubeconfig"
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        try:
+    def _finish(self, deadline: float, *, register_nodes: bool) -> None:
+        """Register the fake nodes (if asked) and wait until kwok reports them Ready."""
+        with self._admin_api() as api:
             core = client.CoreV1Api(api)
-            for i in range(self.nodes):
+            for i in range(self.nodes if register_nodes else 0):
                 self._register_node(core, f"kwok-node-{i}")
             wait_until(
                 "fake nodes Ready",
@@ -275,8 +320,6 @@ class LocalCluster:
                 self.components.values(),
                 _left(deadline),
             )
-        finally:
-            api.close()
 
     def _apiserver_argv(self, certs: pki_mod.Pki, etcd_url: str) -> list[str]:
         return [
