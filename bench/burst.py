@@ -4,12 +4,12 @@ Not part of the test command. Run it with::
 
     PYTHONPATH=hack .venv/bin/python -m bench.burst [--rollouts 200] [--clients 16]
 
-A local control plane with two kwok nodes and the controller as a process (4 workers,
-no leader election). The Rollouts are in replica-ratio mode with 1 replica and the steps
-``setWeight 50`` then an indefinite pause. Once all are Healthy and quiet, every image is
-changed by ``--clients`` threads as fast as the API server takes it, and the benchmark's
-watch notes, for each Rollout, the first status of the new revision that has taken its
-first step (``currentStepIndex >= 1`` or ``canaryWeight > 0``).
+A local control plane with two kwok nodes and the controller as a process (4 workers by
+default, ``--workers``; no leader election). The Rollouts are in replica-ratio mode with
+1 replica and the steps ``setWeight 50`` then an indefinite pause. Once all are Healthy,
+every image is changed by ``--clients`` threads as fast as the API server takes it, and
+the benchmark's watch notes, for each Rollout, the first status of the new revision that
+has taken its first step (``currentStepIndex >= 1`` or ``canaryWeight > 0``).
 
 Reported: the time from each Rollout's own image change to its first step, the time
 from the first image change until every Rollout has moved, the work queue's deepest
@@ -129,7 +129,7 @@ def burst(
         cluster.endpoints.kubeconfig,
         workdir,
         name="burst",
-        extra=["--log-level=info", "--workers=4"],
+        extra=["--log-level=info", f"--workers={args.workers}"],
     )
     recorder = StatusRecorder(api)
     recorder.start()
@@ -215,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16, help="threads changing images")
+    parser.add_argument("--workers", type=int, default=4, help="the controller's workers")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
     args = parser.parse_args(argv)
     quiet_logs()
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     took = time.monotonic() - started
     print()
     print(f"Burst: {args.rollouts} Rollouts get a new image at once (replica-ratio, 1 replica)")
-    print(f"controller: 4 workers, no leader election; {args.clients} client threads")
+    print(f"controller: {args.workers} workers, no leader election; {args.clients} client threads")
     print(machine_line(machine))
     print(load_line(load.summary()))
     print()

@@ -12,7 +12,8 @@ progress, the others have 1. For each size, cumulatively (the 1,000 case adds 90
 100 of the first):
 
 1. the new Rollouts are created by a few client threads, and the benchmark waits until
-   every one is Healthy;
+   every one is Healthy, then until the controller has run no reconcile for 10 s (the
+   ReplicaSet controller catches up on status updates, each of which queues a Rollout);
 2. **idle window**: nothing changes for ``--idle-window`` seconds; the controller's CPU
    time (``/proc/<pid>/stat``), ``stepwise_api_requests_total`` (the Kubernetes
    adapter's calls: ReplicaSets, Services, status, Events; not the informers' lists and
@@ -91,6 +92,7 @@ class SizeResult:
     create_seconds: float = 0.0
     healthy_seconds: float | None = None
     not_healthy: int = 0
+    settle_seconds: float = 0.0
     rss_idle_mb: float = 0.0
     rss_peak_mb: float = 0.0
     cpu_idle_percent: float = 0.0
@@ -177,8 +179,23 @@ class Bench:
         result.not_healthy = len(late)
         if not late:
             result.healthy_seconds = time.monotonic() - started
-        self.say(f"  {result.rollouts - len(late)}/{result.rollouts} Healthy")
-        time.sleep(self.args.settle)
+        self.say(f"  {result.rollouts - len(late)}/{result.rollouts} Healthy; settling")
+        result.settle_seconds = self.settle()
+
+    def settle(self) -> float:
+        """Wait until the controller has run no reconcile for ``--quiet`` seconds (the
+        ReplicaSet controller may still be catching up on status updates, each of which
+        queues a Rollout), at most ``--settle`` seconds; returns the time waited."""
+        started = time.monotonic()
+        last, changed = self.usage().reconciles, time.monotonic()
+        while time.monotonic() - started < self.args.settle:
+            time.sleep(1.0)
+            now = self.usage().reconciles
+            if now != last:
+                last, changed = now, time.monotonic()
+            elif time.monotonic() - changed >= self.args.quiet:
+                break
+        return time.monotonic() - started
 
     def idle(self, result: SizeResult) -> float:
         """The idle window; returns API requests per second per idle Rollout."""
@@ -257,6 +274,7 @@ def table(results: Sequence[SizeResult]) -> str:
             ),
             "",
         ],
+        ["then until no reconcile for 10 s", *each(lambda r: f"{r.settle_seconds:.0f}s"), ""],
         ["controller RSS, idle", *each(lambda r: f"{r.rss_idle_mb:.0f} MB"), ""],
         [
             "controller RSS, peak so far",
@@ -316,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="100,1000", help="cumulative fleet sizes")
     parser.add_argument("--idle-window", type=float, default=60.0, help="seconds")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds before idling")
+    parser.add_argument("--settle", type=float, default=180.0, help="max seconds to settle")
+    parser.add_argument("--quiet", type=float, default=10.0, help="seconds without reconciles")
     parser.add_argument("--healthy-timeout", type=float, default=900.0, help="seconds")
     parser.add_argument("--progress-timeout", type=float, default=300.0, help="seconds")
     parser.add_argument("--nodes", type=int, default=4)
