@@ -57,7 +57,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -154,6 +154,16 @@ def key_of(obj: Any) -> str:
     """The cache key of an object (model or dict): ``namespace/name``, or ``name``."""
     key: str = _meta_namespace_key(obj)  # type: ignore[no-untyped-call]
     return key
+
+
+def labels_of(obj: Any) -> Mapping[str, str]:
+    """The labels of a cached object (model or dict), without copying it."""
+    if isinstance(obj, dict):
+        labels = (obj.get("metadata") or {}).get("labels")
+    else:
+        meta = getattr(obj, "metadata", None)
+        labels = getattr(meta, "labels", None)
+    return labels or {}
 
 
 def _shutdown_response(resp: Any) -> None:
@@ -417,13 +427,19 @@ class Informer(Generic[T]):
         keys: builtins.list[str] = self._informer.cache.list_keys()
         return keys
 
-    def list(self, namespace: str | None = None) -> builtins.list[T]:
-        """Deep copies of every cached object, or of those in ``namespace`` (filtered
-        before copying: a copy costs about 0.15 ms for a typed ReplicaSet)."""
+    def list(
+        self, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[T]:
+        """Deep copies of every cached object, or of those in ``namespace`` carrying every
+        label in ``labels``. Filtered before copying: a copy costs about 0.15 ms for a
+        typed ReplicaSet, and a Rollout's pass must not pay for its namespace's others."""
         objs: builtins.list[T] = self._informer.cache.list()
         if namespace is not None:
             prefix = f"{namespace}/"
             objs = [obj for obj in objs if key_of(obj).startswith(prefix)]
+        if labels:
+            wanted = labels.items()
+            objs = [obj for obj in objs if wanted <= labels_of(obj).items()]
         return [copy.deepcopy(obj) for obj in objs]
 
     # -- the wrapped list function (runs on the informer thread) --------------------

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -69,9 +69,11 @@ class MultiInformer(Generic[T]):
                 return found
         return None
 
-    def list(self, namespace: str | None = None) -> builtins.list[T]:
-        """Copies of the cached objects (of one namespace, if given)."""
-        return [obj for informer in self.informers for obj in informer.list(namespace)]
+    def list(
+        self, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[T]:
+        """Copies of the cached objects (of one namespace, with these labels, if given)."""
+        return [obj for informer in self.informers for obj in informer.list(namespace, labels)]
 
     def keys(self) -> builtins.list[str]:
         """Every cached key."""

@@ -209,12 +209,10 @@ class Reconciler:
         namespace = raw["metadata"]["namespace"]
         uid = raw["metadata"]["uid"]
         sets: list[ReplicaSetState] = []
-        for rs in self.informers.replica_sets.list(namespace):
+        owned_labels = {ROLLOUT_LABEL: rollout.metadata.name}
+        for rs in self.informers.replica_sets.list(namespace, owned_labels):
             meta = rs.metadata
             if meta is None or meta.namespace != namespace:
-                continue
-            labels = meta.labels or {}
-            if labels.get(ROLLOUT_LABEL) != rollout.metadata.name:
                 continue
             if not owned_by(meta, uid):
                 if meta.owner_references:

@@ -170,6 +170,42 @@ def test_returned_objects_are_copies_the_cache_cannot_be_mutated(
         assert fresh is not informer.get(key), "every read is a new copy"
 
 
+def test_list_filters_by_namespace_and_labels_before_copying(
+    api_client: client.ApiClient, namespace: str, widget_crd: None
+) -> None:
+    """list(namespace, labels) returns only objects carrying every label, typed or dict."""
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    for name, labels in (
+        ("a", {"app": "web", "tier": "front"}),
+        ("b", {"app": "web"}),
+        ("c", {"app": "db", "tier": "front"}),
+        ("d", None),
+    ):
+        core.create_namespaced_config_map(namespace, config_map(name, labels=labels))
+        body = widget(name, 1)
+        body["metadata"]["labels"] = labels
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    maps = Informer.config_maps(api_client)
+    widgets = Informer.custom_resources(api_client, group=GROUP, version=VERSION, plural=PLURAL)
+    with running(maps), running(widgets):
+        within(2.0, "all cached", lambda: len(maps.list(namespace)) >= 4)
+        within(2.0, "all widgets cached", lambda: len(widgets.list(namespace)) == 4)
+
+        def names(objs: list[Any]) -> list[str]:
+            return sorted(
+                o["metadata"]["name"] if isinstance(o, dict) else o.metadata.name for o in objs
+            )
+
+        assert names(maps.list(namespace, {"app": "web"})) == ["a", "b"]
+        assert names(maps.list(namespace, {"app": "web", "tier": "front"})) == ["a"]
+        assert names(maps.list(namespace, {"tier": "front"})) == ["a", "c"]
+        assert names(widgets.list(namespace, {"app": "web"})) == ["a", "b"]
+        assert names(widgets.list(namespace, {"app": "nothing"})) == []
+        assert maps.list("another-namespace", {"app": "web"}) == []
+        assert len(maps.list(namespace, {})) == len(maps.list(namespace))
+
+
 def test_custom_resource_informer_caches_dicts_and_follows_changes(
     api_client: client.ApiClient, namespace: str, widget_crd: None
 ) -> None:
