@@ -66,7 +66,13 @@ from controller.core.model import (
     SetHeaderRoute,
     SetWeight,
 )
-from controller.core.replicas import SetSize, canary_replicas, rebalance, surge_limits
+from controller.core.replicas import (
+    SetSize,
+    canary_replicas,
+    ratio_stable_replicas,
+    rebalance,
+    surge_limits,
+)
 
 BLOCKED_RECHECK_SECONDS = 10
 """How often a Rollout blocked by a problem outside it (a missing Service, a broken route)
@@ -535,20 +541,23 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
             p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready")
             return False
         return True
-    reached = _ratio_scale(p, canary, stable, canary_target=want)
+    reached = _ratio_scale(p, canary, stable, canary_target=want, weight=targets.weight)
     if not reached:
+        surge, _ = surge_limits(p.canary.max_surge, p.canary.max_unavailable, p.total)
         p.wait(
             "Progressing",
             f"canary {canary}: {p.ready(canary)} of {want} pods Ready, stable shrinking to "
-            f"{p.total - want}",
+            f"{ratio_stable_replicas(targets.weight, p.total, want, surge)}",
         )
     return reached
 
 
-def _ratio_scale(p: _Pass, canary: str, stable: str, *, canary_target: int) -> bool:
-    """Move toward (canary_target, total - canary_target) within the surge budget; True
-    when both sets are there with all their pods Ready and no other revision has pods."""
-    stable_target = p.total - canary_target
+def _ratio_scale(p: _Pass, canary: str, stable: str, *, canary_target: int, weight: int) -> bool:
+    """Move toward canary_target canary pods and the stable's share at ``weight``
+    (:func:`ratio_stable_replicas`) within the surge budget; True when both sets are
+    there with all their pods Ready and no other revision has pods."""
+    surge, _ = surge_limits(p.canary.max_surge, p.canary.max_unavailable, p.total)
+    stable_target = ratio_stable_replicas(weight, p.total, canary_target, surge)
     _rebalance(p, {canary: canary_target, stable: stable_target}, grow_order=[canary, stable])
     c_size = p.size(canary) or SetSize(0, 0)
     s_size = p.size(stable) or SetSize(0, 0)
@@ -665,7 +674,7 @@ def _promote(p: _Pass, canary: str, stable: str) -> None:
         _pin_services(p, stable=canary, canary=canary)
         _restore_traffic(p)
         _schedule_scale_down(p, stable, p.canary.scale_down_delay_seconds)
-    elif not _ratio_scale(p, canary, stable, canary_target=p.total):
+    elif not _ratio_scale(p, canary, stable, canary_target=p.total, weight=100):
         p.wait("Progressing", f"promoting: moving pods from stable {stable} to canary {canary}")
         return
     else:

@@ -7,10 +7,13 @@ Two modes:
   ``setCanaryScale`` says). The router, not the pod count, splits traffic.
 
 * **Replica ratio** (no router): traffic follows pods, so the canary takes
-  ``ceil(weight * replicas / 100)`` pods and the stable gives up as many. The move is
-  bounded like a Deployment's rolling update: the sum of both ReplicaSets' ``replicas``
-  never exceeds ``replicas + maxSurge``, and Ready pods never fall below
-  ``replicas - maxUnavailable``.
+  ``ceil(weight * replicas / 100)`` pods and the stable keeps
+  ``ceil((100 - weight) * replicas / 100)``: both round up, so the canary's share of
+  pods never runs ahead of the step (1 replica at weight 50 is one pod each, 50%, not
+  the canary alone), at the cost of up to one pod above ``replicas`` while a step holds,
+  when maxSurge allows it. The move is bounded like a Deployment's rolling update: the
+  sum of both ReplicaSets' ``replicas`` never exceeds ``replicas + maxSurge``, and Ready
+  pods never fall below ``replicas - maxUnavailable``.
 
 Worked example, replica ratio, 10 replicas, maxSurge 25% (3), maxUnavailable 0, moving
 from weight 0 to 20 (target canary 2, stable 8):
@@ -44,6 +47,15 @@ def canary_replicas(weight: int, total: int, scale: SetCanaryScale | None = None
     if scale is not None and scale.weight is not None:
         percent = scale.weight
     return math.ceil(percent * total / 100)
+
+
+def ratio_stable_replicas(weight: int, total: int, canary: int, surge: int) -> int:
+    """Stable pods beside ``canary`` canary pods at ``weight`` in replica-ratio mode:
+    ``ceil((100 - weight) * total / 100)``, at least ``total - canary`` and at most what
+    the surge budget leaves (``total + surge - canary``)."""
+    floor = max(0, total - canary)
+    wanted = math.ceil((100 - min(max(weight, 0), 100)) * total / 100)
+    return max(floor, min(wanted, total + surge - canary))
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,48 @@ def test_ratio_mode_respects_surge_and_availability() -> None:
     assert sorted(rs.replicas for rs in world.replica_sets.values()) == [5, 5]
 
 
+@pytest.mark.parametrize(
+    ("replicas", "weight", "surge", "unavailable", "canary", "stable", "share"),
+    [
+        pytest.param(1, 50, "25%", 0, 1, 1, 50, id="one-replica-half-is-one-each"),
+        pytest.param(3, 50, "25%", 0, 2, 2, 50, id="three-replicas-half-is-two-each"),
+        pytest.param(10, 25, "25%", 0, 3, 8, 27, id="ten-at-25-keeps-8-stable"),
+        pytest.param(4, 25, "25%", 0, 1, 3, 25, id="exact-split-adds-no-pod"),
+        pytest.param(1, 50, 0, 1, 1, 0, 100, id="no-surge-room-gives-the-pod-up"),
+    ],
+)
+def test_ratio_mode_share_never_runs_ahead_of_the_step(
+    replicas: int,
+    weight: int,
+    surge: int | str,
+    unavailable: int,
+    canary: int,
+    stable: int,
+    share: int,
+) -> None:
+    """Both counts round up, so a small Rollout's canary does not take all the traffic
+    at a partial step; the extra pod comes from maxSurge, and without it there is none."""
+    doc = rollout_doc(
+        "app",
+        replicas=replicas,
+        steps=[{"setWeight": weight}, {"pause": {}}],
+        maxSurge=surge,
+        maxUnavailable=unavailable,
+    )
+    ro, world = stable_world(Rollout.model_validate(doc))
+    old = ro.status.stable_revision
+    ro = new_image(ro)
+    new = template_hash(ro.spec.template)
+    ro, _ = settle(ro, world, at(0))
+    assert ro.status.current_step_index == 1
+    assert (world.replica_sets[new].replicas, world.replica_sets[old].replicas) == (canary, stable)
+    assert ro.status.canary_weight == share
+    ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(new, 1)})
+    ro, _ = settle(ro, world, at(1))
+    assert ro.status.phase == "Healthy"
+    assert (world.replica_sets[new].replicas, world.replica_sets[old].replicas) == (replicas, 0)
+
+
 # -- routed mode --------------------------------------------------------------------------
 
 
