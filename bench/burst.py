@@ -11,7 +11,9 @@ every image is changed by ``--clients`` threads as fast as the API server takes 
 the benchmark's watch notes, for each Rollout, the first status of the new revision that
 has taken its first step (``currentStepIndex >= 1`` or ``canaryWeight > 0``).
 
-Reported: the time from each Rollout's own image change to its first step, the time
+Reported: the time from each Rollout's own image change to the controller creating its
+canary ReplicaSet (from the controller's log: its own share) and to its first step
+(which also waits for the cluster to start and ready a pod), the time
 from the first image change until every Rollout has moved, the work queue's deepest
 point (``stepwise_workqueue_depth`` sampled every 250 ms), reconcile passes and their
 mean duration, and 429 answers three ways (the controller's metric, counted once per
@@ -26,7 +28,7 @@ import argparse
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from bench.harness import (
     create_namespace,
     healthy_on,
     load_line,
+    log_time,
     machine_line,
     metric_sum,
     quiet_logs,
@@ -100,6 +103,26 @@ def first_step(revision: str) -> Any:
     return check
 
 
+def canary_sets_created(
+    entries: Sequence[Mapping[str, Any]],
+    wanted: Mapping[str, str],
+    acknowledged: Mapping[str, float],
+    since: float,
+) -> list[float]:
+    """Per Rollout, seconds from its acknowledged image change to the controller's
+    ``replicaset created`` log line for the new revision (log times are wall-clock, the
+    acknowledgements monotonic: one offset converts)."""
+    offset = time.time() - time.monotonic()
+    found: list[float] = []
+    for e in entries:
+        if e.get("event") != "replicaset created" or log_time(e) < since:
+            continue
+        key = f"{e.get('namespace')}/{e.get('rollout')}"
+        if wanted.get(key) == e.get("revision") and key in acknowledged:
+            found.append(log_time(e) - offset - acknowledged[key])
+    return found
+
+
 @dataclass
 class BurstResult:
     """What the burst did."""
@@ -110,6 +133,9 @@ class BurstResult:
     """Per Rollout: its image change acknowledged -> its first step seen."""
     from_first: list[float] = field(default_factory=list)
     """Per Rollout: the first image change sent -> its first step seen."""
+    to_canary_set: list[float] = field(default_factory=list)
+    """Per Rollout: its image change acknowledged -> the controller created the canary
+    ReplicaSet (the controller's own share; the rest is the cluster starting a pod)."""
     never_moved: list[str] = field(default_factory=list)
     depths: list[float] = field(default_factory=list)
     passes: float = 0.0
@@ -168,7 +194,9 @@ def burst(
                 result.from_patch.append(seen.at - acknowledged[key])
                 result.from_first.append(seen.at - t0)
         result.apiserver_429 = apiserver_429s(cluster.endpoints) - api_429_before
-        result.retried_429 = retried_429s(controller.logs(), since=log_mark)
+        logs = controller.logs()
+        result.retried_429 = retried_429s(logs, since=log_mark)
+        result.to_canary_set = canary_sets_created(logs, wanted, acknowledged, since=log_mark)
     finally:
         controller.stop()
         recorder.stop()
@@ -188,6 +216,7 @@ def tables(r: BurstResult) -> str:
     latency = [
         [label, *(seconds(q.get(k)) for k in ("median", "p95", "max"))]
         for label, q in (
+            ("its image change acknowledged -> canary set created", summarize(r.to_canary_set)),
             ("its image change acknowledged -> first step", summarize(r.from_patch)),
             ("first image change sent -> first step", summarize(r.from_first)),
         )
@@ -217,18 +246,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="threads changing images")
     parser.add_argument("--workers", type=int, default=4, help="the controller's workers")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
+    parser.add_argument(
+        "--controller-manager-qps",
+        type=int,
+        default=None,
+        help="raise kube-controller-manager's client rate limit (default 20 QPS, burst 30)",
+    )
     args = parser.parse_args(argv)
     quiet_logs()
     workdir = Path(tempfile.mkdtemp(prefix="stepwise-bench-burst-"))
     machine = Machine.current()
     started = time.monotonic()
     print(f"burst benchmark: {args.rollouts} Rollouts; logs in {workdir}", flush=True)
-    with LoadMonitor() as load, bench_cluster(nodes=2) as (cluster, api):
+    with (
+        LoadMonitor() as load,
+        bench_cluster(nodes=2, controller_manager_qps=args.controller_manager_qps) as (
+            cluster,
+            api,
+        ),
+    ):
         result = burst(cluster, api, workdir, args)
     took = time.monotonic() - started
     print()
     print(f"Burst: {args.rollouts} Rollouts get a new image at once (replica-ratio, 1 replica)")
     print(f"controller: {args.workers} workers, no leader election; {args.clients} client threads")
+    qps = args.controller_manager_qps
+    print(
+        "kube-controller-manager client rate: "
+        + (f"{qps} QPS, burst {qps * 3 // 2}" if qps else "default (20 QPS, burst 30)")
+    )
     print(machine_line(machine))
     print(load_line(load.summary()))
     print()

@@ -328,10 +328,14 @@ def retried_429s(entries: Iterable[Mapping[str, Any]], since: float = 0.0) -> in
 
 
 @contextmanager
-def bench_cluster(nodes: int) -> Iterator[tuple[LocalCluster, client.ApiClient]]:
+def bench_cluster(
+    nodes: int, controller_manager_qps: int | None = None
+) -> Iterator[tuple[LocalCluster, client.ApiClient]]:
     """A fresh local control plane with ``nodes`` kwok nodes, the Stepwise CRDs and the
     Gateway API HTTPRoute CRD installed; torn down (work directory included) afterwards."""
-    cluster = LocalCluster(ensure_binaries(), nodes=nodes)
+    cluster = LocalCluster(
+        ensure_binaries(), nodes=nodes, controller_manager_qps=controller_manager_qps
+    )
     cluster.start(timeout=180)
     configuration = client.Configuration()
     config.load_kube_config(  # type: ignore[no-untyped-call]

@@ -80,10 +80,14 @@ class LocalCluster:
         nodes: int = 1,
         workdir: Path | None = None,
         external_kubeconfig: Path | None = None,
+        controller_manager_qps: int | None = None,
     ) -> None:
         """``external_kubeconfig`` attaches to a running cluster (kind, say): only kwok is
-        started, to provide the fake nodes."""
+        started, to provide the fake nodes. ``controller_manager_qps`` raises the
+        controller-manager's client rate limit (``--kube-api-qps``, burst 1.5 times
+        that) from its default of 20, which otherwise paces pod creation in bursts."""
         self.bin_dir = bin_dir
+        self.controller_manager_qps = controller_manager_qps
         self.external_kubeconfig = external_kubeconfig
         self.nodes = nodes
         self._own_workdir = workdir is None
@@ -91,6 +95,12 @@ class LocalCluster:
         self.components: dict[str, Component] = {}
         self._endpoints: Endpoints | None = None
         self._ports: dict[str, int] = {}
+
+    def _controller_manager_rate(self) -> list[str]:
+        qps = self.controller_manager_qps
+        if qps is None:
+            return []
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={qps * 3 // 2}"]
 
     # -- public ---------------------------------------------------------------------
 
@@ -267,6 +277,7 @@ class LocalCluster:
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
+                *self._controller_manager_rate(),
             ],
             logs,
         )
