@@ -183,8 +183,8 @@ class Informer(Generic[T]):
     ``list_func`` must accept ``watch``, ``resource_version``, ``timeout_seconds``,
     ``_preload_content`` and ``_request_timeout`` keywords, and ``namespace`` if a
     namespace is given, like the generated list methods. Prefer the constructors
-    :meth:`custom_resources`, :meth:`replica_sets`, :meth:`services`, :meth:`pods` and
-    :meth:`config_maps`.
+    :meth:`custom_resources`, :meth:`replica_sets`, :meth:`services`, :meth:`pods`,
+    :meth:`lease` and :meth:`config_maps`.
 
     ``clock`` stamps the heartbeat; the health check must read it with the same clock.
     """
@@ -329,6 +329,23 @@ class Informer(Generic[T]):
             _scoped(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
             name="pods",
             namespace=namespace,
+            owned_client=own,
+            **options,
+        )
+
+    @classmethod
+    def lease(
+        cls, api_client: client.ApiClient, *, namespace: str, name: str, **options: Any
+    ) -> Informer[client.V1Lease]:
+        """One Lease (``coordination.k8s.io/v1``), by a ``metadata.name`` field selector,
+        which RBAC can narrow to that name (``resourceNames`` with list and watch)."""
+        own = dedicated_client(api_client)
+        coordination = client.CoordinationV1Api(own)
+        return Informer[client.V1Lease](
+            coordination.list_namespaced_lease,
+            name="leases",
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
             owned_client=own,
             **options,
         )

@@ -105,9 +105,11 @@ the cluster's ReplicaSet controller, never by Stepwise.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create"]
-# Reading, renewing and releasing that one Lease (a replace: update).
+# Reading, renewing and releasing that one Lease (a replace: update), and watching it
+# (a follower sees each renewal at once; list and watch carry a metadata.name field
+# selector, which is what lets resourceNames narrow them).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
-  verbs: ["get", "update"]
+  verbs: ["get", "list", "watch", "update"]
 {{- end -}}
