@@ -199,7 +199,7 @@ class MinSamples(ApiModel):
     query: Annotated[str, Field(min_length=1, max_length=8192)]
     """A PromQL query returning the sample count (for example canary requests)."""
     min: Annotated[float, Field(ge=0)]
-    """The count below which a measurement is Inconclusive (never Failed)."""
+    """The count below which a measurement is NoData (held under onNoData; never Failed)."""
 
 
 class Metric(ApiModel):

@@ -138,8 +138,11 @@ class Due:
 def due(
     run: AnalysisRunStatus, resolved: ResolvedAnalysis, now: dt.datetime, *, background: bool
 ) -> list[Due]:
-    """The metrics of ``run`` whose next measurement is due at ``now``."""
-    if run.phase in ("Failed", "Successful") or resolved.problem:
+    """The metrics of ``run`` whose next measurement is due at ``now`` (a background run
+    keeps measuring after it succeeds, until promotion)."""
+    if run.phase == "Failed" or (run.phase == "Successful" and not background):
+        return []
+    if resolved.problem:
         return []
     by_name = {m.name: m for m in resolved.metrics}
     out: list[Due] = []

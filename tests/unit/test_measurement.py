@@ -273,7 +273,7 @@ def test_criteria_combine_as_documented(
 def test_min_samples_guard(
     response: QueryResponse, minimum: float, phase: str, message: str
 ) -> None:
-    """Too little traffic is Inconclusive, never Failed; an error stays an Error."""
+    """Too little traffic is NoData (held by onNoData), never Failed; an error stays an Error."""
     outcome = evaluate_samples(response, minimum)
     assert outcome.phase == phase
     assert message in outcome.message
