@@ -36,6 +36,19 @@ def local_cluster() -> Iterator[LocalCluster]:
         cluster.stop()
 
 
+@pytest.fixture(autouse=True)
+def _control_plane_alive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the local cluster fails at once, with the component's last log
+    lines, when a control-plane process has died (checked before and after it)."""
+    if "local_cluster" not in request.fixturenames:
+        yield
+        return
+    cluster: LocalCluster = request.getfixturevalue("local_cluster")
+    cluster.check()
+    yield
+    cluster.check()
+
+
 @pytest.fixture
 def owned_cluster(local_cluster: LocalCluster) -> LocalCluster:
     """The local cluster, for tests that stop or restart its processes (skipped on kind)."""

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +66,11 @@ class Endpoints:
     admin_key: Path
 
 
+#: How often start() tries again with fresh ports when a component found its port taken
+#: (a free port is only free until another process binds it).
+START_ATTEMPTS = 3
+_PORT_TAKEN = "address already in use"
+
 #: The components that talk to the API server, restarted after it (see restart_apiserver).
 _API_CLIENTS = ("kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -81,12 +86,15 @@ class LocalCluster:
         workdir: Path | None = None,
         external_kubeconfig: Path | None = None,
         controller_manager_qps: int | None = None,
+        port_allocator: Callable[[], int] = free_port,
     ) -> None:
         """``external_kubeconfig`` attaches to a running cluster (kind, say): only kwok is
         started, to provide the fake nodes. ``controller_manager_qps`` raises the
         controller-manager's client rate limit (``--kube-api-qps``, burst 1.5 times
-        that) from its default of 20, which otherwise paces pod creation in bursts."""
+        that) from its default of 20, which otherwise paces pod creation in bursts.
+        ``port_allocator`` hands out the components' ports (a free one each call)."""
         self.bin_dir = bin_dir
+        self._port = port_allocator
         self.controller_manager_qps = controller_manager_qps
         self.external_kubeconfig = external_kubeconfig
         self.nodes = nodes
@@ -112,12 +120,30 @@ class LocalCluster:
         return self._endpoints
 
     def start(self, timeout: float = 60.0) -> Endpoints:
-        """Start every component and wait until the fake nodes are Ready."""
-        try:
-            return self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        """Start every component and wait until the fake nodes are Ready.
+
+        A component that exits because its port was taken in the meantime is not a
+        failure of the cluster: everything is stopped and started again on fresh ports,
+        up to ``START_ATTEMPTS`` times. Any other failure raises at once."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start(timeout)
+            except ComponentError as err:
+                self.stop()
+                if _PORT_TAKEN not in str(err) or attempt == START_ATTEMPTS:
+                    raise
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def check(self) -> None:
+        """Raise :class:`ComponentError`, with its last log lines, if any component has
+        exited since it was started (the test fixtures call it around every test)."""
+        for comp in self.components.values():
+            comp.check()
 
     def stop(self) -> None:
         """Stop every component (reverse order) and remove the work directory."""
@@ -195,7 +221,7 @@ class LocalCluster:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         if self.external_kubeconfig is not None:
-            self._ports = {"kwok": free_port()}
+            self._ports = {"kwok": self._port()}
             self._start_kwok(self.external_kubeconfig, logs)
             self._finish(deadline, register_nodes=True)
             self._endpoints = Endpoints(
@@ -208,7 +234,7 @@ class LocalCluster:
             return self._endpoints
         certs = pki_mod.generate(self.workdir / "pki")
         ports = {
-            name: free_port()
+            name: self._port()
             for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")
         }
         self._ports = ports

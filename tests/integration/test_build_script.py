@@ -52,3 +52,27 @@ def test_complete_prebuilt_binaries_are_used_as_they_are(tmp_path: Path) -> None
     assert result.returncode == 0
     assert result.stdout.strip() == str(tmp_path)
     assert result.stderr == ""
+
+
+def test_a_failed_build_shows_its_output_and_what_to_check(tmp_path: Path) -> None:
+    """A `go build` that fails stops the build with Go's own last lines, the package that
+    failed and what to check; no partial binary is left to look finished."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    go = bin_dir / "go"
+    go.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = env ]; then echo go1.26.0; exit 0; fi\n'
+        "echo 'go: downloading go.etcd.io/etcd/server/v3 v3.6.16'\n"
+        "echo 'dial tcp: lookup proxy.golang.org: no such host' >&2\n"
+        "exit 1\n"
+    )
+    go.chmod(0o755)
+    cache = tmp_path / "cache"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "STEPWISE_CACHE": str(cache)}
+    result = run(env)
+    assert result.returncode == 1
+    assert "no such host" in result.stderr
+    assert "go build of go.etcd.io/etcd/server/v3 failed" in result.stderr
+    assert "GOPROXY" in result.stderr
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []

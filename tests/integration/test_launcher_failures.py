@@ -1,15 +1,25 @@
 """The launcher fails fast and says why: a crashing component, a component that never
-becomes ready. No hang, no orphan."""
+becomes ready, a port taken by someone else, a component that dies later. No hang, no
+orphan."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from localcluster import Component, ComponentError, wait_until
+from localcluster import (
+    Component,
+    ComponentError,
+    LocalCluster,
+    ensure_binaries,
+    free_port,
+    wait_until,
+)
 
 
 def test_a_crashing_component_fails_the_wait_at_once_with_its_log(tmp_path: Path) -> None:
@@ -52,3 +62,51 @@ def test_stop_kills_a_component_that_ignores_sigterm(tmp_path: Path) -> None:
     comp.stop(grace=0.5)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.integration
+def test_a_taken_port_is_avoided_a_crash_is_reported_and_stop_leaves_nothing() -> None:
+    """The cluster starts although its first port is taken (it retries on fresh ports),
+    reports a component that dies later with that component's log, and stop() leaves no
+    process and no directory behind."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    handed: list[int] = []
+
+    def ports() -> int:
+        port = taken.getsockname()[1] if not handed else free_port()
+        handed.append(port)
+        return int(port)
+
+    cluster = LocalCluster(ensure_binaries(), port_allocator=ports)
+    try:
+        started = time.monotonic()
+        cluster.start()
+        print(f"started in {time.monotonic() - started:.1f}s despite a taken port")
+        assert handed.count(taken.getsockname()[1]) == 1  # etcd's first port, then fresh ones
+        pids = {name: comp.pid for name, comp in cluster.components.items()}
+        assert set(pids) == {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        }
+        cluster.check()
+        cluster.component("kube-scheduler").signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while cluster.component("kube-scheduler").alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ComponentError) as err:
+            cluster.check()
+        assert "kube-scheduler exited with code -9" in str(err.value)
+        assert "kube-scheduler.log" in str(err.value)
+    finally:
+        cluster.stop()
+        taken.close()
+    for pid in pids.values():
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped: not even a zombie is left
+    assert not cluster.workdir.exists()
