@@ -403,6 +403,9 @@ class _MetricsObserver:
     def rolled_back(self, rollout: Rollout, seconds: float) -> None:
         self.metrics.observe_rollback(seconds)
 
+    def deleted(self, namespace: str, name: str) -> None:
+        self.metrics.forget_rollout(namespace, name)
+
     def measured(self, rollout: Rollout, measurements: Any) -> None:
         ns, name = rollout.metadata.namespace or "", rollout.metadata.name
         for (_, metric), m in measurements.items():

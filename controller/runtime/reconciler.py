@@ -123,6 +123,10 @@ class Observer(Protocol):
         """Traffic left a failed canary ``seconds`` after its first failed measurement."""
         ...
 
+    def deleted(self, namespace: str, name: str) -> None:
+        """The Rollout is gone: drop what was kept about it."""
+        ...
+
 
 class Reconciler:
     """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
@@ -148,6 +152,9 @@ class Reconciler:
         """One pass for the Rollout ``namespace/name``; seconds until the next, or None."""
         raw = self.informers.rollouts.get(key)
         if raw is None:
+            if self.observer is not None:
+                namespace, _, name = key.partition("/")
+                self.observer.deleted(namespace, name)
             return None
         namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
         with structlog.contextvars.bound_contextvars(

@@ -4,6 +4,7 @@ and an invalid Rollout among valid ones."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -103,33 +104,92 @@ def test_abort_and_retry(kube: Cluster, controller: ControllerProcess) -> None:
 def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
     kube: Cluster, kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
 ) -> None:
-    """A controller killed with SIGKILL at each step resumes where the status says: no
-    step repeated or skipped, and a timed pause keeps its remaining time."""
+    """A controller killed with SIGKILL at each of the four steps resumes where the status
+    says: every step completed exactly once, and a timed pause keeps its remaining time."""
+    pause = 6.0
     steps = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {}}]
     proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
     proc.start()
     try:
-        _, canary = start_canary(kube, steps=steps)
-        wait_for("pausing", lambda: kube.status("app").get("currentStepIndex") == 1)
+        kube.create(rollout_doc("app", replicas=10, steps=steps))
+        wait_for("app healthy", lambda: healthy(kube, "app"))
+        # Fake pods are Ready within milliseconds, so a scaling step is held open by
+        # cordoning the nodes (new pods stay Pending) for as long as the kill takes.
+        kube.cordon(True)
+        canary = kube.set_image("app", "registry.local/app:v2")
+        # step 0: killed while the canary's pods cannot start
+        wait_for("at step 0", lambda: kube.status("app").get("canaryRevision") == canary)
+        wait_for("canary scaled", lambda: kube.ready("app", canary)[0] == 2)
+        proc.sigkill()
+        proc.start()
+        time.sleep(2)
+        assert (kube.status("app")["currentStepIndex"], kube.status("app")["canaryWeight"]) == (
+            0,
+            0,
+        )
+        kube.cordon(False)
+        # step 1: killed a second into the 6 s pause and kept down for 2 s
+        wait_for("pausing", lambda: kube.status("app").get("currentStepIndex") == 1, 30)
+        kube.cordon(True)  # ready for step 2
         pause_start = kube.status("app")["pauseStartTime"]
+        started = dt.datetime.fromisoformat(pause_start).timestamp()
+        time.sleep(1)
         proc.sigkill()
         time.sleep(2)
         proc.start()
-        assert kube.status("app")["pauseStartTime"] == pause_start
+        assert time.time() - started < pause, "restarted too late to tell a kept pause"
+        while kube.status("app").get("currentStepIndex") == 1:
+            assert kube.status("app")["pauseStartTime"] == pause_start
+            assert time.time() - started < pause + 10, "the pause never ended"
+            time.sleep(0.05)
+        ended = time.time() - started
+        # A pause that restarted with the process would end 3+ s later than this.
+        assert pause - 0.1 <= ended < pause + 1.5, ended
+        # step 2: killed while the canary cannot grow to 5
+        wait_for("canary scaled to 5", lambda: kube.ready("app", canary) == (5, 2))
+        assert kube.status("app")["currentStepIndex"] == 2
+        proc.sigkill()
+        proc.start()
+        time.sleep(2)
+        assert kube.status("app")["currentStepIndex"] == 2
+        assert kube.status("app")["canaryWeight"] < 50
+        kube.cordon(False)
+        # step 3: killed while waiting at the empty pause; it still waits afterwards
         wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 30)
         proc.sigkill()
         proc.start()
         time.sleep(3)
         assert kube.status("app")["currentStepIndex"] == 3
+        assert kube.status("app")["phase"] == "Paused"
         kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
         wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary, 30)
     finally:
+        kube.cordon(False)
         proc.stop()
-    completed = [e for e in kube.events("app") if e == "StepCompleted"]
-    assert len(completed) == 4  # four steps, each completed exactly once
-    # the pause lasted its 6 s despite the crash in the middle
-    logs = [entry for entry in proc.logs() if entry.get("event") == "event"]
-    assert logs  # the restarted process logged its events
+    completed = kube.event_messages("app", "StepCompleted")
+    for index, kind in enumerate(("setWeight", "pause", "setWeight", "pause")):
+        wanted = f"step {index} ({kind}) of canary {canary} completed"
+        assert completed.count(wanted) == 1, (wanted, completed)
+    assert len(completed) == 4, completed
+
+
+def test_deleting_a_replica_ratio_rollout_mid_canary_removes_its_replica_sets(
+    kube: Cluster, controller: ControllerProcess
+) -> None:
+    """Deleting a Rollout without a router mid-canary: the garbage collector removes both
+    ReplicaSets it owns, the controller keeps running and forgets the Rollout's series."""
+    stable, canary = start_canary(kube)
+    wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 40)
+    series = f'namespace="{kube.ns}",rollout="app"'
+    assert series in controller.metrics()
+    kube.custom.delete_namespaced_custom_object(GROUP, VERSION, kube.ns, PLURAL, "app")
+    # The garbage collector watches a CRD installed moments ago only after its next
+    # discovery pass (every 30 s), so a young CRD's dependents may wait that long.
+    wait_for("stable gone", lambda: kube.ready("app", stable) == (-1, -1), 90)
+    wait_for("canary gone", lambda: kube.ready("app", canary) == (-1, -1), 30)
+    wait_for("series forgotten", lambda: series not in controller.metrics())
+    assert controller.alive()
+    assert controller.probe("/healthz") == 200
 
 
 def test_leader_election_only_the_leader_writes_and_a_successor_takes_over(

@@ -8,6 +8,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.core.hashing import template_hash
+from localcluster import KWOK_NODE_LABEL
 
 GROUP, VERSION, PLURAL = "stepwise.dev", "v1alpha1", "rollouts"
 
@@ -67,3 +68,17 @@ class Cluster:
         ).items
         items.sort(key=lambda e: str(e.metadata.creation_timestamp))
         return [str(e.reason) for e in items]
+
+    def event_messages(self, name: str, reason: str) -> list[str]:
+        """The messages of the Rollout's events with that reason, oldest first, one per
+        occurrence (an event the server counted twice appears twice)."""
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name},reason={reason}"
+        ).items
+        items.sort(key=lambda e: str(e.metadata.creation_timestamp))
+        return [str(e.message) for e in items for _ in range(e.count or 1)]
+
+    def cordon(self, unschedulable: bool) -> None:
+        """Cordon (or uncordon) every fake node: new pods stay Pending while cordoned."""
+        for node in self.core.list_node(label_selector="=".join(KWOK_NODE_LABEL)).items:
+            self.core.patch_node(node.metadata.name, {"spec": {"unschedulable": unschedulable}})
