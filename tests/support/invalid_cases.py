@@ -23,6 +23,14 @@ class Case:
     id: str
     doc: Doc
     field: str
+    server_field: str | None = None
+    """Where the API server names a deeper path than lint (the unknown key itself, the
+    second of two duplicates), that path."""
+
+    @property
+    def on_server(self) -> str:
+        """The field path the API server's rejection must name."""
+        return self.server_field or self.field
 
 
 def _ro(edit: Callable[[Doc], None], **kwargs: Any) -> Doc:
@@ -87,7 +95,12 @@ CASES: list[Case] = [
         rollout("bad", steps=[{"setWeight": 5, "pause": {}}]),
         f"{CANARY}.steps[0]",
     ),
-    Case("unknown-step-kind", rollout("bad", steps=[{"rollback": {}}]), f"{CANARY}.steps[0]"),
+    Case(
+        "unknown-step-kind",
+        rollout("bad", steps=[{"rollback": {}}]),
+        f"{CANARY}.steps[0]",
+        f"{CANARY}.steps[0].rollback",
+    ),
     Case("empty-step", rollout("bad", steps=[{}]), f"{CANARY}.steps[0]"),
     Case(
         "selector-not-matching-template",
@@ -216,6 +229,7 @@ CASES: list[Case] = [
         "metric-names-duplicate",
         _at(lambda d: d["spec"]["metrics"].append(deep(d["spec"]["metrics"][0]))),
         "spec.metrics",
+        "spec.metrics[1]",
     ),
     Case(
         "failure-limit-negative",
