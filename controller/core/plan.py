@@ -24,10 +24,10 @@ The order of decisions:
    its duration (from the persisted ``pauseStartTime``) or for a promote intent;
    ``analysis`` waits for its run's verdict.
 4. **Promotion.** After the last step, and only if every analysis of the revision
-   succeeded (or ``promote-full`` was asked for explicitly), the canary is scaled to
-   full size, the stable Service is pointed at it, traffic returns to the stable
-   Service (now the new pods) and the old ReplicaSet is scaled down after
-   ``scaleDownDelaySeconds``.
+   succeeded (or was Inconclusive and a promote intent released it, or ``promote-full``
+   was asked for explicitly), the canary is scaled to full size, the stable Service is
+   pointed at it, traffic returns to the stable Service (now the new pods) and the old
+   ReplicaSet is scaled down after ``scaleDownDelaySeconds``.
 """
 
 from __future__ import annotations
@@ -377,7 +377,19 @@ def _advance(p: _Pass, canary: str, stable: str, intents: intents_mod.Intents) -
     if index < len(steps):
         _check_deadline(p, canary)
         return
-    if not full and background is not None and not an.background_succeeded(background):
+    released = (
+        background is not None
+        and background.phase == "Inconclusive"
+        and intents.promotes(canary, index)
+    )
+    if (
+        not full
+        and not released
+        and background is not None
+        and not an.background_succeeded(background)
+    ):
+        # An Inconclusive background run waits for a person: ``stepwise promote`` names
+        # the current index (len(steps) here) and releases it; abort rolls back.
         _apply_targets(p, canary, stable, index)
         p.wait(
             "Paused" if background.phase == "Inconclusive" else "Progressing",
@@ -431,8 +443,9 @@ def _run_step(
         if p.now >= ends:
             return True
         p.wake_at(ends)
-        left = (ends - p.now).total_seconds()
-        p.wait("Paused", f"paused at step {index} for {left:.0f}s more")
+        # The end time, not a countdown: a message that changes with ``now`` alone would
+        # make every pass write the status (and its Paused condition) again.
+        p.wait("Paused", f"paused at step {index} until {ends.isoformat()}")
         return False
     if step.analysis is not None:
         _apply_targets(p, canary, stable, index)
@@ -532,7 +545,10 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
         if traffic is not None and traffic.problem:
             p.block(f"traffic router: {traffic.problem}; traffic left where it is")
         _drain_others(p, keep={stable, canary})
-        want = max(want, canary_replicas(p.weight, p.total))
+        # Never fewer canary pods than the traffic share they carry: the router's weight
+        # now, or the one a setWeight step is about to give them (only once they are
+        # Ready), even when setCanaryScale asks for fewer.
+        want = max(want, canary_replicas(max(p.weight, targets.weight), p.total))
         _scale(p, stable, p.total)
         _scale(p, canary, want)
         _header_routes(p, targets.header_routes)

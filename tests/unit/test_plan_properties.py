@@ -1,6 +1,6 @@
 """Properties of the canary engine over random step lists and random event sequences:
-pods becoming Ready (or not), time passing, verdicts, aborts, promotes, retries, new
-revisions and controller restarts."""
+pods becoming Ready (or not), time passing, verdicts (Inconclusive and NoData
+included), aborts, promotes, retries, new revisions and controller restarts."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 
 from controller.api import intents
 from controller.api.analysis import AnalysisTemplateSpec
-from controller.api.rollout import Measurement, Rollout
+from controller.api.rollout import Measurement, Rollout, RolloutStatus
 from controller.core import analysis as an
 from controller.core.hashing import template_hash
-from controller.core.model import ScaleReplicaSet, SetWeight, TemplateKey
+from controller.core.model import Observed, Plan, ScaleReplicaSet, SetWeight, TemplateKey
 from controller.core.plan import plan
+from controller.core.replicas import canary_replicas
 from tests.support.manifests import rollout as rollout_doc
 from tests.support.world import T0, World
 
@@ -35,6 +36,11 @@ TEMPLATE = AnalysisTemplateSpec.model_validate(
     }
 )
 
+QUIET = dt.timedelta(seconds=0.5)
+"""A step of time in which nothing falls due: every duration, interval, delay and tick
+in these histories is a whole number of seconds, so anything still to come is at least
+one second away."""
+
 step_st = st.one_of(
     st.integers(0, 100).map(lambda w: {"setWeight": w}),
     st.sampled_from([{"pause": {}}, {"pause": {"duration": "5s"}}, {"pause": {"duration": 1}}]),
@@ -48,6 +54,14 @@ step_st = st.one_of(
     ),
 )
 
+MEASURED = {
+    "measure-ok": "Successful",
+    "measure-bad": "Failed",
+    "measure-error": "Error",
+    "measure-inconclusive": "Inconclusive",
+    "measure-nodata": "NoData",
+}
+
 event_st = st.sampled_from(
     [
         "ready",
@@ -60,6 +74,9 @@ event_st = st.sampled_from(
         "measure-ok",
         "measure-bad",
         "measure-error",
+        "measure-inconclusive",
+        "measure-nodata",
+        "promote",
         "promote",
         "promote-full",
         "abort",
@@ -69,6 +86,8 @@ event_st = st.sampled_from(
         "pause-toggle",
     ]
 )
+
+drain_st = st.lists(st.sampled_from(["ready", "partly-ready", "tick", "restart"]), max_size=12)
 
 
 def target_weight(steps: list[dict[str, Any]], index: int) -> int:
@@ -84,9 +103,14 @@ class Harness:
     """A Rollout in a simulated world, driven by events, checking invariants each pass."""
 
     def __init__(
-        self, steps: list[dict[str, Any]], routed: bool, replicas: int, background: bool
+        self,
+        steps: list[dict[str, Any]],
+        routed: bool,
+        replicas: int,
+        background: bool,
+        abort_delay: int = 30,
     ) -> None:
-        canary: dict[str, Any] = {}
+        canary: dict[str, Any] = {"abortScaleDownDelaySeconds": abort_delay}
         if routed:
             canary.update(
                 stableService="s",
@@ -102,9 +126,11 @@ class Harness:
         self.world.templates[TemplateKey("errors")] = TEMPLATE
         self.now = T0
         self.version = 1
-        self.released: set[tuple[str, int]] = set()
         self.promoted_full: set[str] = set()
-        self.measured_ok: dict[str, set[str]] = {}
+        self.released: set[tuple[str, str]] = set()
+        """(revision, run name) of Inconclusive runs a promote intent named in a pass."""
+        self.passes: list[tuple[dt.datetime, Observed, Plan]] = []
+        """Every pass: when, the world it saw, and its plan."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -129,20 +155,16 @@ class Harness:
                 rs.ready = max(rs.ready, rs.replicas // 2)
         elif name == "tick":
             self.now += dt.timedelta(seconds=3)
-        elif name.startswith("measure"):
-            phase = {"measure-ok": "Successful", "measure-bad": "Failed", "measure-error": "Error"}[
-                name
-            ]
+        elif name in MEASURED:
             for run in status.analysis_runs:
                 if run.revision == rev:
                     measurements[(run.name, "errors")] = Measurement.model_validate(
-                        {"phase": phase, "value": "0", "startedAt": self.now}
+                        {"phase": MEASURED[name], "value": "0", "startedAt": self.now}
                     )
         elif name == "promote" and status.current_step_index is not None:
             self.annotate(
                 **{intents.PROMOTE: intents.promote_value(rev, status.current_step_index)}
             )
-            self.released.add((rev, status.current_step_index))
         elif name == "promote-full" and rev:
             self.annotate(**{intents.PROMOTE_FULL: rev})
             self.promoted_full.add(rev)
@@ -171,16 +193,20 @@ class Harness:
     # -- one reconcile with its invariants ----------------------------------------------
 
     def reconcile(self, measurements: dict[tuple[str, str], Measurement]) -> None:
-        before_stable = self.ro.status.stable_revision
-        result = plan(self.ro, self.world.observed(measurements), self.now)
+        before = self.ro.status
+        observed = self.world.observed(measurements)
+        result = plan(self.ro, observed, self.now)
+        self.passes.append((self.now, observed, result))
         status = result.status
         self.check_abort_order(result, status)
+        self.check_weight_follows_ready(observed, result)
         self.world.apply(result, self.now)
         self.ro = self.ro.model_copy(update={"status": status})
+        self.note_releases(status)
 
         # Idempotence: once its actions are applied, planning again gives no new actions
         # and no events; and a world that does not change leaves the status (timestamps
-        # and conditions included) exactly as it is.
+        # and conditions included) exactly as it is, now and a moment later.
         again = plan(self.ro, self.world.observed(), self.now)
         assert again.actions == (), again.actions
         assert again.events == (), again.events
@@ -188,27 +214,72 @@ class Harness:
         third = plan(settled, self.world.observed(), self.now)
         assert third.actions == ()
         assert third.status == again.status
+        assert third.requeue_after is None or third.requeue_after == 0 or third.requeue_after >= 1
+        later = plan(settled, self.world.observed(), self.now + QUIET)
+        assert later.actions == (), later.actions
+        assert later.events == (), later.events
+        assert later.status == again.status, (again.status, later.status)
 
         self.check_weight(status)
-        if status.stable_revision != before_stable and before_stable is not None:
+        if status.stable_revision != before.stable_revision and before.stable_revision:
             self.check_promotion(status.stable_revision or "")
 
-    def check_weight(self, status: Any) -> None:
-        """The routed weight never exceeds the current step's target."""
+    def note_releases(self, status: RolloutStatus) -> None:
+        """Remember the Inconclusive runs that a promote intent named in this pass."""
+        wanted = intents.parse(self.ro.metadata.annotations)
+        rev = status.canary_revision
+        for run in status.analysis_runs:
+            if run.revision != rev or run.phase != "Inconclusive":
+                continue
+            index = (
+                len(self.steps)
+                if run.name == an.BACKGROUND
+                else int(run.name.removeprefix("step-"))
+            )
+            if wanted.promotes(rev, index):
+                self.released.add((run.revision, run.name))
+
+    def check_weight(self, status: RolloutStatus) -> None:
+        """With no canary all traffic is on stable with no header routes; during a canary
+        the routed weight never exceeds the current step's target (while promoting, the
+        largest weight any step set)."""
+        index = status.current_step_index
+        assert index is not None
+        if status.canary_revision == status.stable_revision:
+            assert self.world.weight == 0
+            assert not self.world.header_routes
+            return
         if not self.world.routed or status.abort is not None:
             return
-        index = status.current_step_index
-        if status.canary_revision == status.stable_revision or index is None:
-            assert self.world.weight == 0 or index is not None
-            return
         if index < len(self.steps):
-            assert self.world.weight <= target_weight(self.steps, index), (
-                self.world.weight,
-                index,
-                self.steps,
-            )
+            bound = target_weight(self.steps, index)
+        else:
+            # Promoting (promote-full may have skipped steps): no more than a step gave.
+            bound = max((s["setWeight"] for s in self.steps if "setWeight" in s), default=0)
+        assert self.world.weight <= bound, (self.world.weight, index, self.steps)
 
-    def check_abort_order(self, result: Any, status: Any) -> None:
+    def check_weight_follows_ready(self, observed: Observed, result: Plan) -> None:
+        """The routed weight rises only onto canary pods already Ready for it:
+        ceil(weight * replicas / 100) of them when the weight is set."""
+        if observed.traffic is None:
+            return
+        canary = observed.replica_set(result.status.canary_revision)
+        ready = canary.ready if canary else 0
+        weight = observed.traffic.canary_weight
+        for action in result.actions:
+            if (
+                isinstance(action, ScaleReplicaSet)
+                and canary
+                and action.revision == canary.revision
+            ):
+                ready = min(ready, action.replicas)
+            if isinstance(action, SetWeight):
+                if action.weight > weight:
+                    need = canary_replicas(action.weight, self.ro.spec.replicas)
+                    assert ready >= need, (action, ready, need, self.steps)
+                weight = action.weight
+
+    def check_abort_order(self, result: Plan, status: RolloutStatus) -> None:
         """Once aborted, the canary shrinks only after stable is full and Ready and (routed)
         traffic is at 0."""
         if status.abort is None:
@@ -231,20 +302,117 @@ class Harness:
                         assert weight == 0
 
     def check_promotion(self, revision: str) -> None:
-        """A revision becomes stable only if all its analyses succeeded (or a person
-        released them or asked for promote-full)."""
+        """A revision becomes stable only if every analysis that applied to it succeeded,
+        or was Inconclusive and a promote intent released it, or promote-full was used."""
         if revision in self.promoted_full:
             return
         runs = {r.name: r for r in self.ro.status.analysis_runs if r.revision == revision}
+
+        def released(name: str) -> bool:
+            run = runs.get(name)
+            return (
+                run is not None
+                and run.phase == "Inconclusive"
+                and (revision, name) in self.released
+            )
+
         for index, s in enumerate(self.steps):
             if "analysis" in s:
-                run = runs.get(an.step_run_name(index))
-                released = (revision, index) in self.released
-                assert released or (run is not None and run.phase == "Successful"), (index, runs)
-        background = runs.get(an.BACKGROUND)
+                name = an.step_run_name(index)
+                run = runs.get(name)
+                succeeded = run is not None and run.phase == "Successful"
+                assert succeeded or released(name), (index, runs)
         if self.ro.spec.strategy.canary.analysis is not None:
-            assert background is not None
-            assert an.background_succeeded(background)
+            background = runs.get(an.BACKGROUND)
+            succeeded = background is not None and an.background_succeeded(background)
+            assert succeeded or released(an.BACKGROUND), runs
+
+    # -- after an abort -----------------------------------------------------------------
+
+    def abort_now(self) -> None:
+        """Abort the canary in progress (starting one first if there is none)."""
+        if self.ro.status.abort is not None:
+            return
+        if self.ro.status.canary_revision == self.ro.status.stable_revision:
+            self.event("new-revision")
+            self.reconcile({})
+        self.event("abort")
+        self.reconcile({})
+        assert self.ro.status.abort is not None
+
+    def drain(self) -> None:
+        """Pods become Ready and time passes beyond every delay, until nothing is left."""
+        delay = self.ro.spec.strategy.canary.abort_scale_down_delay_seconds
+        for _ in range(3):
+            self.world.ready_all()
+            self.reconcile({})
+        self.now += dt.timedelta(seconds=delay + 1)
+        for _ in range(3):
+            self.world.ready_all()
+            self.reconcile({})
+        assert self.passes[-1][2].actions == ()
+
+    def check_abort_sequence(self) -> None:
+        """From the pass that aborted on: traffic reaches 0 with stable at full Ready size
+        before any canary pod goes, and the canary ends at 0 replicas: with a router not
+        before abortScaleDownDelaySeconds after traffic left it, by replica ratio at once."""
+        abort = self.ro.status.abort
+        assert abort is not None
+        start = len(self.passes)
+        while start > 0 and self.passes[start - 1][2].status.abort == abort:
+            start -= 1
+        total = self.ro.spec.replicas
+        routed = self.world.routed
+        delay = dt.timedelta(seconds=self.ro.spec.strategy.canary.abort_scale_down_delay_seconds)
+        canary, stable = abort.revision, self.ro.status.stable_revision
+        restored_at: dt.datetime | None = None
+        gone_at: dt.datetime | None = None
+        for now, observed, result in self.passes[start:]:
+            stable_rs = observed.replica_set(stable)
+            stable_full = stable_rs is not None and stable_rs.ready >= total
+            weight = observed.traffic.canary_weight if observed.traffic else 0
+            canary_rs = observed.replica_set(canary)
+            size = canary_rs.replicas if canary_rs else 0
+            for action in result.actions:
+                if isinstance(action, SetWeight):
+                    weight = action.weight
+                elif isinstance(action, ScaleReplicaSet) and action.revision == canary:
+                    if action.replicas < size:
+                        assert stable_full, (now, observed)
+                        assert weight == 0, (now, observed)
+                        # Traffic left the canary in this pass at the latest.
+                        restored_at = restored_at or now
+                        if routed:
+                            assert now >= restored_at + delay, (now, restored_at)
+                    size = action.replicas
+            if restored_at is None and stable_full and weight == 0:
+                restored_at = now
+            if gone_at is None and size == 0:
+                gone_at = now
+        assert restored_at is not None
+        assert gone_at is not None
+        if not routed:
+            # By replica ratio the canary's pods are its traffic: they go as soon as stable
+            # can take it all (abortScaleDownDelaySeconds applies to routed traffic only).
+            assert gone_at <= restored_at
+        assert self.world.weight == 0
+        assert not self.world.header_routes
+        assert self.world.replica_sets[stable or ""].replicas == total
+        assert (
+            canary not in self.world.replica_sets or self.world.replica_sets[canary].replicas == 0
+        )
+        assert self.ro.status.phase == "Degraded"
+
+
+def run_history(h: Harness, events: list[str]) -> None:
+    """Start stable, bring in a new revision, then play the events, one pass each."""
+    h.reconcile({})
+    h.world.ready_all()
+    h.reconcile({})
+    h.event("new-revision")
+    for name in events:
+        measurements = h.event(name)
+        h.reconcile(measurements)
 
 
 @settings(
@@ -262,23 +430,103 @@ class Harness:
 def test_invariants_hold_over_random_histories(
     steps: list[dict[str, Any]], routed: bool, replicas: int, background: bool, events: list[str]
 ) -> None:
-    """Weight bound, abort order, idempotence and judged promotion hold after every pass."""
-    h = Harness(steps, routed, replicas, background)
-    h.reconcile({})
-    h.world.ready_all()
-    h.reconcile({})
-    h.event("new-revision")
-    for name in events:
-        measurements = h.event(name)
+    """Weight bound, abort order, idempotence, quiet timestamps and judged promotion hold
+    after every pass."""
+    run_history(Harness(steps, routed, replicas, background), events)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    steps=st.lists(step_st, min_size=0, max_size=5),
+    routed=st.booleans(),
+    replicas=st.integers(1, 12),
+    background=st.booleans(),
+    delay=st.sampled_from([0, 7, 30]),
+    events=st.lists(event_st, max_size=20),
+    drain=drain_st,
+)
+def test_abort_restores_stable_then_traffic_then_removes_the_canary(
+    steps: list[dict[str, Any]],
+    routed: bool,
+    replicas: int,
+    background: bool,
+    delay: int,
+    events: list[str],
+    drain: list[str],
+) -> None:
+    """After an abort at any point, traffic reaches 0 with stable full and Ready before any
+    canary scale-down, and the canary eventually has 0 replicas (routed: after the delay)."""
+    h = Harness(steps, routed, replicas, background, abort_delay=delay)
+    run_history(h, events)
+    h.abort_now()
+    for name in drain:
+        h.reconcile(h.event(name))
+    h.drain()
+    h.check_abort_sequence()
+
+
+ANALYSIS_STEP = {"analysis": {"templates": [{"templateName": "errors"}]}}
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    before=st.lists(step_st, max_size=3),
+    after=st.lists(step_st, max_size=2),
+    routed=st.booleans(),
+    background=st.booleans(),
+    verdicts=st.lists(st.sampled_from(sorted(set(MEASURED) - {"measure-bad"})), max_size=30),
+    promote_analysis=st.booleans(),
+)
+def test_an_unjudged_analysis_is_released_only_by_a_promote(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    routed: bool,
+    background: bool,
+    verdicts: list[str],
+    promote_analysis: bool,
+) -> None:
+    """Inconclusive, NoData and Error measurements never let a revision reach stable
+    unless a promote names the Inconclusive analysis (pauses are always promoted)."""
+    steps = [*before, ANALYSIS_STEP, *after]
+    h = Harness(steps, routed, 4, background)
+    run_history(h, [])
+    new = template_hash(h.ro.spec.template)
+    for verdict in verdicts:
+        h.event("ready")
+        h.event("tick")
+        measurements = h.event(verdict)
+        index = h.ro.status.current_step_index or 0
+        at_pause = index < len(steps) and "pause" in steps[index]
+        if h.ro.status.phase == "Paused" and (at_pause or promote_analysis):
+            h.event("promote")
         h.reconcile(measurements)
+    if not promote_analysis and h.ro.status.stable_revision == new:
+        runs = [r for r in h.ro.status.analysis_runs if r.revision == new]
+        assert all(r.phase == "Successful" for r in runs if r.name != an.BACKGROUND), runs
 
 
 @settings(max_examples=60, deadline=None)
-@given(steps=st.lists(step_st, min_size=0, max_size=6), routed=st.booleans())
-def test_a_healthy_canary_always_reaches_stable(steps: list[dict[str, Any]], routed: bool) -> None:
-    """With Ready pods, passing time, good measurements and promotes at empty pauses, every
-    step list ends with the new revision stable and Healthy."""
-    h = Harness(steps, routed, 5, background=False)
+@given(
+    steps=st.lists(step_st, min_size=0, max_size=6),
+    routed=st.booleans(),
+    background=st.booleans(),
+    verdict=st.sampled_from(["measure-ok", "measure-inconclusive"]),
+)
+def test_a_healthy_canary_always_reaches_stable(
+    steps: list[dict[str, Any]], routed: bool, background: bool, verdict: str
+) -> None:
+    """With Ready pods, passing time, good (or Inconclusive) measurements and a promote
+    whenever the Rollout is Paused, every step list ends with the new revision stable and
+    Healthy."""
+    h = Harness(steps, routed, 5, background)
     h.reconcile({})
     h.world.ready_all()
     h.reconcile({})
@@ -290,10 +538,10 @@ def test_a_healthy_canary_always_reaches_stable(steps: list[dict[str, Any]], rou
         h.event("ready")
         h.event("tick")
         h.event("tick")
-        measurements = h.event("measure-ok")
+        measurements = h.event(verdict)
         if h.ro.status.phase == "Paused":
             h.event("promote")
         h.reconcile(measurements)
-    assert h.ro.status.stable_revision == new
+    assert h.ro.status.stable_revision == new, h.ro.status.message
     assert h.ro.status.phase == "Healthy"
     assert h.world.weight == 0
