@@ -167,8 +167,10 @@ def _add_run(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one subparser per command."""
+    # Installed as kubectl-stepwise, kubectl runs it as a plugin: ``kubectl stepwise ...``.
+    plugin = Path(sys.argv[0]).name.startswith("kubectl-")
     parser = argparse.ArgumentParser(
-        prog="stepwise",
+        prog="kubectl stepwise" if plugin else "stepwise",
         description="Stepwise: progressive canary delivery for Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"stepwise {__version__}")

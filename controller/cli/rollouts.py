@@ -14,24 +14,39 @@ rest. Manual intents are annotations naming the revision they were issued agains
 3     timed out (``--timeout``)
 4     not found, or the API server could not be reached
 ====  ==============================================================
+
+Only some pauses are "waiting for approval" (see :func:`awaiting_approval`): a timed
+pause ends by itself and ``spec.paused`` needs a ``resume``, so neither exits 2.
+
+Without a terminal (CI), ``status --watch`` prints timestamped lines: the status lines
+that changed since the last poll (so every analysis verdict change), and every new Event
+of the Rollout once.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import re
+import socket
+import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from controller.api import intents
 from controller.api.base import parse_duration
 from controller.api.rollout import GROUP, VERSION
+from controller.core.analysis import BACKGROUND, step_run_name
 
 PLURAL = "rollouts"
+RESOURCE = f"{PLURAL}.{GROUP}"
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_PAUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
@@ -60,31 +75,70 @@ class Api:
                     self.client = config.new_client_from_config()  # type: ignore[no-untyped-call]
         except (config.ConfigException, OSError) as exc:
             raise CliError(
-                f"cannot load a kubeconfig: {exc} (use --kubeconfig or KUBECONFIG)"
+                f"cannot load a kubeconfig: {_short(exc)}: pass --kubeconfig or set KUBECONFIG"
             ) from exc
         self.server = self.client.configuration.host
         self.custom = client.CustomObjectsApi(self.client)
         self.core = client.CoreV1Api(self.client)
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def _call(self, verb: str, what: str, namespace: str | None, fn: Callable[[], Any]) -> Any:
+        """``fn()``, with API errors turned into one line naming ``what`` and what to do."""
         try:
             return fn()
         except ApiException as exc:
-            if exc.status == 404:
-                raise CliError(f"{what} not found (kubectl get rollouts -A lists them)") from exc
-            if exc.status == 403:
-                raise CliError(f"not allowed to read or change {what}: {exc.reason}") from exc
-            if exc.status == 409:
-                raise CliError(f"{what} changed meanwhile; run the command again", 1) from exc
-            raise CliError(f"{what}: the API server answered {exc.status} {exc.reason}") from exc
-        except Exception as exc:  # urllib3/socket errors: the API server is unreachable
+            raise self._api_error(exc, verb, what, namespace) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            cause = _cause(exc)
+            todo = (
+                "check the server and certificate-authority of your kubeconfig's cluster"
+                if cause.startswith("TLS")
+                else "check that the cluster is up and that your kubeconfig points at it"
+            )
             raise CliError(
-                f"cannot reach the Kubernetes API at {self.server}: {_short(exc)}"
+                f"cannot reach the Kubernetes API at {self.server} to {verb} {what}"
+                f" ({cause}): {todo} (--kubeconfig, --context, kubectl config current-context)"
             ) from exc
+
+    def _api_error(
+        self, exc: ApiException, verb: str, what: str, namespace: str | None
+    ) -> CliError:
+        said = _server_message(exc)
+        if exc.status == 404:
+            if not said:  # a plain "404 page not found": the API itself is not served
+                return CliError(
+                    f"the API server at {self.server} does not serve {RESOURCE}: install the"
+                    " Stepwise CRDs (README: Installing on a cluster)"
+                )
+            return CliError(
+                f"{what} not found: check the name and the namespace"
+                " (-n NAMESPACE; stepwise list -A lists all rollouts)"
+            )
+        if exc.status == 401:
+            return CliError(
+                f"the API server at {self.server} rejected your credentials ({verb} {what}):"
+                " check your kubeconfig user (kubectl config view --minify) or log in again"
+            )
+        if exc.status == 403:
+            where = f"in namespace {namespace}" if namespace else "cluster-wide (or pass -n)"
+            user = re.search(r'User "([^"]+)"', said)
+            who = f" as {user.group(1)}" if user else ""
+            return CliError(
+                f"not allowed to {verb} {what}{who}: check your kubeconfig / RBAC:"
+                f" needs {verb} on {RESOURCE} {where}"
+            )
+        if exc.status == 409:
+            return CliError(f"{what} changed meanwhile; run the command again", 1)
+        detail = f": {said}" if said else ""
+        return CliError(
+            f"cannot {verb} {what}: the API server answered {exc.status} {exc.reason}{detail}",
+            EXIT_UNREACHABLE if exc.status is None or exc.status >= 500 else 1,
+        )
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self._call(
+            "get",
             f"rollout {namespace}/{name}",
+            namespace,
             lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, _request_timeout=10
             ),
@@ -94,14 +148,18 @@ class Api:
     def list_rollouts(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace is None:
             result = self._call(
-                "rollouts",
+                "list",
+                "rollouts in all namespaces",
+                None,
                 lambda: self.custom.list_cluster_custom_object(
                     GROUP, VERSION, PLURAL, _request_timeout=10
                 ),
             )
         else:
             result = self._call(
-                f"rollouts in {namespace}",
+                "list",
+                f"rollouts in namespace {namespace}",
+                namespace,
                 lambda: self.custom.list_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, _request_timeout=10
                 ),
@@ -114,23 +172,75 @@ class Api:
         if json_patch:
             kwargs["_content_type"] = "application/json-patch+json"
         self._call(
+            "patch",
             f"rollout {namespace}/{name}",
+            namespace,
             lambda: self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, body, **kwargs
             ),
         )
 
-    def events(self, namespace: str, name: str, limit: int = 5) -> list[Any]:
+    def events(self, namespace: str, name: str, limit: int | None = 5) -> list[Any]:
+        """The Rollout's Events, oldest first (the last ``limit``; all with None)."""
         try:
             items = self.core.list_namespaced_event(
-                namespace, field_selector=f"involvedObject.name={name}", _request_timeout=10
+                namespace,
+                field_selector=f"involvedObject.kind=Rollout,involvedObject.name={name}",
+                _request_timeout=10,
             ).items
         except Exception:  # events are decoration; the status is what matters
             return []
-        items.sort(
-            key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        items.sort(key=_event_order)
+        return list(items if limit is None else items[-limit:])
+
+
+def _event_order(event: Any) -> tuple[str, int]:
+    """Oldest first; within one second (the timestamps' resolution), in the order the API
+    server stored them (resourceVersion, an etcd revision, when it is a number)."""
+    version = str(event.metadata.resource_version or "")
+    return str(_event_time(event)), int(version) if version.isdigit() else 0
+
+
+def _event_time(event: Any) -> dt.datetime | None:
+    when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+    return when if isinstance(when, dt.datetime) else None
+
+
+def _server_message(exc: ApiException) -> str:
+    """The ``message`` of the Status the API server sent, or "" when it sent none."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return " ".join(str(message).split())[:300] if message else ""
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: the deepest known cause in urllib3's
+    chain (its NewConnectionError is also a timeout error, so the root decides)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else (current.__cause__ or current.__context__)
         )
-        return list(items[-limit:])
+    for cause in reversed(chain):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted: {str(cause.verify_message).rstrip('.')}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {getattr(cause, 'reason', None) or cause.strerror or cause}"
+        if isinstance(cause, (TimeoutError, urllib3.exceptions.TimeoutError)):
+            return "timed out"
+    return _short(chain[-1])
 
 
 def _short(exc: BaseException) -> str:
@@ -152,7 +262,55 @@ def _namespace(args: argparse.Namespace) -> str:
 # -- status ------------------------------------------------------------------------------
 
 
-def verdict(rollout: dict[str, Any]) -> tuple[int | None, str]:
+def awaiting_approval(rollout: dict[str, Any]) -> str | None:
+    """The command that approves a Rollout paused for a person; None when it is not.
+
+    The phase is ``Paused`` for five different waits (:mod:`controller.core.plan`), and
+    only the status tells them apart:
+
+    ================================  ======================================  ==============
+    wait                              how the status shows it                 approved by
+    ================================  ======================================  ==============
+    ``spec.paused``                   message ``paused (spec.paused) ...``    none (resume)
+    timed pause ``{duration: 30s}``   ``pauseStartTime`` set                  none (it ends)
+    indefinite pause ``pause: {}``    message ``... until promoted ...``      promote
+    inconclusive step analysis        run ``step-<currentStepIndex>``         promote
+                                      is Inconclusive
+    inconclusive background analysis  message ``all steps done; ...``, run    promote
+                                      ``background`` is Inconclusive
+    ================================  ======================================  ==============
+
+    A promote or abort already written for this state, not yet acted on by the
+    controller, means the decision was made: not waiting.
+    """
+    status = rollout.get("status") or {}
+    if status.get("phase") != "Paused":
+        return None
+    message = str(status.get("message") or "")
+    if "(spec.paused)" in message or status.get("pauseStartTime"):
+        return None
+    meta = rollout["metadata"]
+    canary = status.get("canaryRevision")
+    index = status.get("currentStepIndex") or 0
+    given = intents.parse(meta.get("annotations"))
+    if canary is None or canary in (given.promote_full, given.abort):
+        return None
+    runs = {
+        run.get("name"): run.get("phase")
+        for run in status.get("analysisRuns") or []
+        if run.get("revision") == canary
+    }
+    waits = (
+        runs.get(step_run_name(index)) == "Inconclusive"
+        or "until promoted" in message
+        or (runs.get(BACKGROUND) == "Inconclusive" and message.startswith("all steps done"))
+    )
+    if not waits or given.promotes(canary, index):
+        return None
+    return f"stepwise promote {meta['name']} -n {meta.get('namespace', 'default')}"
+
+
+def verdict(rollout: dict[str, Any], *, exit_on_pause: bool = False) -> tuple[int | None, str]:
     """The exit code the Rollout's state means (None: still going), and why."""
     status = rollout.get("status") or {}
     generation = rollout.get("metadata", {}).get("generation")
@@ -171,7 +329,11 @@ def verdict(rollout: dict[str, Any]) -> tuple[int | None, str]:
     if phase == "Healthy" and status.get("stableRevision") == status.get("canaryRevision"):
         return EXIT_HEALTHY, f"revision {status.get('stableRevision')} is stable and healthy"
     if phase == "Paused":
-        return None, f"paused: {status.get('message', '')}"
+        approve = awaiting_approval(rollout)
+        if approve is None:
+            return None, f"paused: {status.get('message', '')}"
+        waiting = f"paused, waiting for approval: {status.get('message', '')}; run {approve}"
+        return (EXIT_PAUSED if exit_on_pause else None), waiting
     return None, str(status.get("message", phase or "waiting for the controller"))
 
 
@@ -202,35 +364,66 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
     return lines
 
 
+class PlainView:
+    """Output without a terminal (CI): timestamped lines for what changed since the last
+    poll. Each Event of the Rollout is printed once, stamped with its own time; status
+    lines (phase, step and weight, one per analysis with its verdict and tallies) are
+    printed when they change, so every verdict change is a line."""
+
+    RECENT = 5
+    """Events that existed before the first poll and are still printed."""
+
+    def __init__(self, now: Callable[[], dt.datetime] | None = None) -> None:
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._previous: list[str] = []
+        self._seen: set[str] | None = None
+
+    def update(self, lines: list[str], events: list[Any]) -> list[str]:
+        """The lines to print for this poll: new events (oldest first), changed lines."""
+        stamp = self._now().astimezone(dt.UTC).strftime("%H:%M:%S")
+        if self._seen is None:  # older events are history, not news
+            self._seen = {_event_key(e) for e in events[: -self.RECENT]}
+        out: list[str] = []
+        for event in events:
+            key = _event_key(event)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            when = _event_time(event)
+            at = when.astimezone(dt.UTC).strftime("%H:%M:%S") if when else stamp
+            kind = "warning " if event.type == "Warning" else ""
+            out.append(f"{at} {kind}event {event.reason}: {event.message}")
+        out.extend(f"{stamp} {line.strip()}" for line in lines if line not in self._previous)
+        self._previous = lines
+        return out
+
+
+def _event_key(event: Any) -> str:
+    return str(event.metadata.uid or event.metadata.name)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show a rollout; with --watch, follow it until it settles and exit with its verdict."""
     api = Api(args.kubeconfig, args.context)
     namespace = _namespace(args)
     deadline = time.monotonic() + parse_duration(args.timeout) if args.timeout else None
     tty = sys.stdout.isatty() and not args.plain
-    previous: list[str] = []
+    plain = PlainView()
     drawn = 0
     while True:
         rollout = api.get(namespace, args.name)
-        code, reason = verdict(rollout)
-        status = rollout.get("status") or {}
-        if args.exit_on_pause and status.get("phase") == "Paused":
-            code, reason = EXIT_PAUSED, f"paused, waiting for approval: {status.get('message', '')}"
-        lines = describe(
-            rollout, api.events(namespace, args.name) if (tty or not args.watch) else []
-        )
+        code, reason = verdict(rollout, exit_on_pause=args.exit_on_pause)
         if tty:
+            lines = describe(rollout, api.events(namespace, args.name))
             if drawn:
                 sys.stdout.write(f"\x1b[{drawn}F\x1b[J")
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
             drawn = len(lines)
-        elif lines != previous:
-            stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
-            changed = lines if not previous else [ln for ln in lines if ln not in previous]
-            for line in changed:
-                print(f"{stamp} {line.strip()}", flush=True)
-        previous = lines
+        else:
+            events = api.events(namespace, args.name, limit=None)
+            for line in plain.update(describe(rollout, []), events):
+                print(line, flush=True)
         if not args.watch:
             return code if code is not None else EXIT_HEALTHY
         if code is not None:
@@ -400,7 +593,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     status.add_argument("name")
     status.add_argument("-w", "--watch", action="store_true", help="follow until it settles")
     status.add_argument("--timeout", default=None, help="give up after this long (10m, 90s)")
-    status.add_argument("--exit-on-pause", action="store_true", help="exit 2 when paused")
+    status.add_argument(
+        "--exit-on-pause",
+        action="store_true",
+        help="exit 2 at a pause that waits for approval (pause: {} or an inconclusive "
+        "analysis); timed pauses and spec.paused are waited through",
+    )
     status.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
     status.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
