@@ -2,8 +2,8 @@
 kustomize base are accepted by server-side apply, pods and all; the controller, running
 with nothing but a token of the chart's ServiceAccount, completes a rollout with each
 traffic router and with analysis; and its RBAC is least privilege: with any one rule, or
-any one verb of a rule, taken away, the same rollout is refused (a 403 naming that
-resource and verb) or never completes.
+any one verb of a rule, taken away, the same rollout is refused: a 403 naming that
+resource and verb, which the controller logs.
 
 The owner-reference permission check of OpenShift-like clusters, which needs the
 ``rollouts/finalizers`` rule, is stood in for by a ValidatingAdmissionPolicy (the test
@@ -1200,8 +1200,10 @@ def run_without(
     shop: str,
     log_dir: Path,
 ) -> None:
-    """The scenario with ``case`` taken away from the RBAC: it must be refused (a 403
-    naming the resource and a verb taken away) or never complete."""
+    """The scenario with ``case`` taken away from the RBAC must be refused: a 403 naming
+    the resource and a verb taken away. A rollout that merely fails to finish proves
+    nothing (a slow machine does that too), so it is given as long as the full-rights
+    run and must still show the refusal."""
     world = World(api_client, shop, case.router)
     coordination = client.CoordinationV1Api(api_client)
     try:  # a fresh install has no Lease yet (creating it is one of the rules)
@@ -1237,7 +1239,7 @@ def run_without(
                 timeout=30,
             )
             world.setup()
-            outcome = drive(world, timeout=45, give_up=lambda: bool(refused_now()))
+            outcome = drive(world, timeout=90, give_up=lambda: bool(refused_now()))
             if outcome == "completed":  # a verb used only later, e.g. renewing the Lease
                 with contextlib.suppress(AssertionError):
                     wait_for("a refusal", refused_now, timeout=SETTLE)
@@ -1251,7 +1253,7 @@ def run_without(
         wait_for("the rule restored", lambda: allowed(api_client, install, case, shop))
         world.cleanup()
     print(f"{case.id}: {outcome}; {refused[0][:400] if refused else 'no 403 logged'}")
-    assert refused or outcome != "completed", f"completed without {case.id}:\n{proc.tail()}"
+    assert refused, f"{outcome} without {case.id}, but no 403 was logged:\n{proc.tail()}"
 
 
 @pytest.mark.parametrize("case", RULE_CASES, ids=[c.id for c in RULE_CASES])
@@ -1264,8 +1266,8 @@ def test_without_any_one_rule_the_rollout_is_refused(
     tmp_path: Path,
     case: RuleCase,
 ) -> None:
-    """The same scenario, with one rule taken away from the chart's RBAC, is refused (a
-    403 naming the rule's resource) or never completes."""
+    """The same scenario, with one rule taken away from the chart's RBAC, is refused with
+    a 403 naming the rule's resource."""
     run_without(case, shared_install, api_client, fresh_namespace("shop"), tmp_path)
 
 
