@@ -1,4 +1,5 @@
-"""Kubernetes writes for a Rollout: ReplicaSets, Service selectors, status, events.
+"""Kubernetes writes for a Rollout: ReplicaSets, Service selectors, status, events; and
+the one hook through which every API request of the controller is counted.
 
 Thin on purpose: every method does one API call (under the shared retry policy) and
 raises only :mod:`controller.errors`. What to write was decided by ``core.plan``; the
@@ -7,19 +8,30 @@ one decision made here is the ReplicaSet's shape, which follows from the Rollout
 Labels: every ReplicaSet and pod of a Rollout carries ``stepwise.dev/rollout`` (the
 Rollout's name) and ``stepwise.dev/revision`` (the pod-template hash). A Service is
 pinned to a revision by adding ``stepwise.dev/revision`` to its selector.
+
+Request accounting: :func:`count_requests` wraps an ``ApiClient``'s ``call_api``, the
+single method every generated API call goes through (lists, watches, gets, writes,
+Lease calls), and reports each request's verb (``get``, ``list``, ``watch``, ``create``,
+``update``, ``patch``, ``delete``, ``deletecollection``: from the method and the URL, as
+the API server names them) and the HTTP status it was answered with (0: no answer).
+Clients derived with :func:`dedicated` keep the hook. A watch counts once, with the
+status of its HTTP response (200), when it is opened; an ERROR event inside the stream
+(such as 410 Gone) is not an HTTP answer and is not counted again.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.retry import call_api
+from controller.adapters.retry import call_api, dedicated_client
 from controller.api.rollout import GROUP, VERSION, RolloutStatus
 from controller.core.model import Event, ReplicaSetState
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
@@ -33,6 +45,98 @@ PLURAL = "rollouts"
 log = structlog.get_logger()
 T = TypeVar("T")
 Fence = Callable[[], None]
+
+#: ``hook(verb, code)``: one API request, answered with HTTP status ``code`` (0: none).
+RequestHook = Callable[[str, int], None]
+
+_WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+# -- request accounting -------------------------------------------------------------
+
+
+def request_verb(method: str, url: str) -> str:
+    """The Kubernetes verb of a request: ``GET .../pods`` is ``list`` (``watch`` with
+    ``watch=true``), ``GET .../pods/web`` and its subresources ``get``, ``POST`` is
+    ``create``, ``PUT`` ``update``, ``PATCH`` ``patch``, ``DELETE`` of a named object
+    ``delete`` and of a collection ``deletecollection``."""
+    parts = urllib.parse.urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:1] == ["api"]:
+        rest = segments[2:]  # /api/v1/...
+    elif segments[:1] == ["apis"]:
+        rest = segments[3:]  # /apis/group/version/...
+    else:
+        rest = segments
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # namespaces/{ns}/{resource}/...; "namespaces/{ns}" is a namespace
+    named = len(rest) >= 2
+    method = method.upper()
+    if method == "GET":
+        if named:
+            return "get"
+        watch = urllib.parse.parse_qs(parts.query).get("watch", [""])[-1].lower()
+        return "watch" if watch in ("true", "1") else "list"
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return _WRITE_VERBS.get(method, method.lower())
+
+
+class _CountedCall:
+    """Stands in for ``ApiClient.call_api``: the request, then ``hook(verb, status)``."""
+
+    def __init__(self, call: Callable[..., Any], hook: RequestHook) -> None:
+        self.call = call
+        self.hook = hook
+
+    def __call__(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        verb = request_verb(method, url)
+        try:
+            response = self.call(method, url, *args, **kwargs)
+        except ApiException as exc:
+            self._report(verb, int(exc.status or 0))
+            raise
+        except Exception:
+            self._report(verb, 0)
+            raise
+        self._report(verb, int(getattr(response, "status", 0) or 0))
+        return response
+
+    def _report(self, verb: str, code: int) -> None:
+        try:
+            self.hook(verb, code)
+        except Exception:  # accounting must never fail a request
+            log.exception("api request hook failed", verb=verb, code=code)
+
+
+def count_requests(api_client: client.ApiClient, hook: RequestHook) -> None:
+    """Report every request made through ``api_client`` (and clients derived from it
+    with :func:`dedicated` from now on) to ``hook(verb, code)``. Calling it again
+    replaces the hook; a request is never counted twice."""
+    current = api_client.__dict__.get("call_api")
+    if isinstance(current, _CountedCall):
+        current.hook = hook
+        return
+    setattr(api_client, "call_api", _CountedCall(api_client.call_api, hook))  # noqa: B010
+
+
+def request_hook(api_client: client.ApiClient) -> RequestHook | None:
+    """The hook :func:`count_requests` installed on ``api_client``, if any."""
+    current = api_client.__dict__.get("call_api")
+    return current.hook if isinstance(current, _CountedCall) else None
+
+
+def dedicated(api_client: client.ApiClient) -> client.ApiClient:
+    """:func:`controller.adapters.retry.dedicated_client` (own pool, no urllib3 retries)
+    that keeps ``api_client``'s request hook. Watches and leader election use it."""
+    own = dedicated_client(api_client)
+    hook = request_hook(api_client)
+    if hook is not None:
+        count_requests(own, hook)
+    return own
+
+
+# -- ReplicaSets ----------------------------------------------------------------------
 
 
 def _no_fence() -> None:
@@ -103,38 +207,51 @@ def owned_by(obj_meta: client.V1ObjectMeta | None, uid: str) -> bool:
     return any(ref.uid == uid and ref.controller for ref in refs or [])
 
 
+def _stale_rollout_ref(ref: client.V1OwnerReference, rollout: dict[str, Any]) -> bool:
+    """A controller reference to an earlier Rollout of this name: same kind, group and
+    name, another uid. Two Rollouts of one name cannot exist in a namespace at once, so
+    that one is gone (the garbage collector has not caught up yet)."""
+    meta = rollout["metadata"]
+    return bool(
+        ref.controller
+        and ref.kind == "Rollout"
+        and (ref.api_version or "").split("/")[0] == GROUP
+        and ref.name == meta["name"]
+        and ref.uid != meta["uid"]
+    )
+
+
+def adoptable(obj_meta: client.V1ObjectMeta | None, rollout: dict[str, Any]) -> bool:
+    """Whether a ReplicaSet may be adopted by ``rollout``: it carries the Rollout's
+    label and a revision, it is not being deleted, it is not owned by this Rollout
+    already, and its controller reference is missing or stale (an earlier Rollout of
+    the same name). A ReplicaSet another live controller owns is never taken."""
+    if obj_meta is None or obj_meta.deletion_timestamp is not None:
+        return False
+    labels = obj_meta.labels or {}
+    if labels.get(ROLLOUT_LABEL) != rollout["metadata"]["name"] or REVISION_LABEL not in labels:
+        return False
+    if owned_by(obj_meta, rollout["metadata"]["uid"]):
+        return False
+    controllers = [ref for ref in obj_meta.owner_references or [] if ref.controller]
+    return all(_stale_rollout_ref(ref, rollout) for ref in controllers)
+
+
 class KubeAdapter:
     """The Kubernetes writes of one controller process. ``fence`` is called before every
     write and raises :class:`controller.errors.LeadershipLostError` on a lost lease."""
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        *,
-        fence: Fence = _no_fence,
-        on_request: Callable[[str, int], None] | None = None,
-    ) -> None:
+    def __init__(self, api_client: client.ApiClient, *, fence: Fence = _no_fence) -> None:
+        """Requests are counted by the hook on ``api_client`` (:func:`count_requests`)."""
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self._fence = fence
-        self._on_request = on_request
 
-    def _call(self, verb: str, fn: Callable[[], T]) -> T:
-        """One API call under the retry policy, translated errors, request metrics."""
-        try:
-            result = call_api(fn)
-        except ApiError as err:
-            if self._on_request:
-                self._on_request(verb, err.status)
-            raise
-        if self._on_request:
-            self._on_request(verb, 200)
-        return result
-
-    def _write(self, verb: str, fn: Callable[[], T]) -> T:
+    def _write(self, fn: Callable[[], T]) -> T:
+        """One write: the fence, then the call under the retry policy, errors translated."""
         self._fence()
-        return self._call(verb, fn)
+        return call_api(fn)
 
     # -- ReplicaSets ----------------------------------------------------------------
 
@@ -145,7 +262,6 @@ class KubeAdapter:
         body = {"spec": {"replicas": replicas}}
         try:
             self._write(
-                "patch",
                 lambda: self.apps.patch_namespaced_replica_set(
                     name, ns, body, field_manager=FIELD_MANAGER
                 ),
@@ -156,7 +272,6 @@ class KubeAdapter:
         rs = build_replica_set(rollout, revision, replicas)
         try:
             self._write(
-                "create",
                 lambda: self.apps.create_namespaced_replica_set(
                     ns,
                     rs,  # type: ignore[arg-type]  # the client sends a plain dict as it is
@@ -167,32 +282,62 @@ class KubeAdapter:
         except ConflictError:
             # Created meanwhile (another pass, or an old controller): scale that one.
             self._write(
-                "patch",
                 lambda: self.apps.patch_namespaced_replica_set(
                     name, ns, body, field_manager=FIELD_MANAGER
                 ),
             )
 
-    def adopt_replica_set(self, rollout: dict[str, Any], rs: client.V1ReplicaSet) -> None:
-        """Take ownership of a ReplicaSet that carries this Rollout's labels but no owner."""
+    def adopt_replica_set(self, rollout: dict[str, Any], rs: client.V1ReplicaSet) -> bool:
+        """Make ``rollout`` the controller owner of a ReplicaSet that is
+        :func:`adoptable`: an owner reference that was missing is added, a stale one (an
+        earlier Rollout of the same name) replaced; other owners' references are kept.
+        Returns False, writing nothing, for a ReplicaSet that is not adoptable. Guarded by
+        the ReplicaSet's resourceVersion: if it changed since it was read,
+        :class:`ConflictError` (the next pass reads it again)."""
         meta = rs.metadata
-        assert meta is not None
+        if meta is None or not adoptable(meta, rollout):
+            log.info(
+                "replicaset not adoptable; left alone",
+                replicaset=meta.name if meta is not None else None,
+            )
+            return False
         assert meta.name
         assert meta.namespace
         name, namespace = meta.name, meta.namespace
-        patch = {"metadata": {"ownerReferences": [owner_reference(rollout)]}}
-        self._write(
-            "patch",
-            lambda: self.apps.patch_namespaced_replica_set(
-                name, namespace, patch, field_manager=FIELD_MANAGER
-            ),
-        )
+        kept = [
+            {k: v for k, v in ref.to_dict(serialize=True).items() if v is not None}
+            for ref in meta.owner_references or []
+            if not _stale_rollout_ref(ref, rollout)
+        ]
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version},
+            {
+                "op": "add",  # replaces the member when it exists
+                "path": "/metadata/ownerReferences",
+                "value": [*kept, owner_reference(rollout)],
+            },
+        ]
+        try:
+            self._write(
+                lambda: self.apps.patch_namespaced_replica_set(
+                    name,
+                    namespace,
+                    ops,
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/json-patch+json",
+                ),
+            )
+        except InvalidError as err:
+            # A failed JSON-patch test is a stale view, like a 409.
+            raise ConflictError(str(err)) from err
+        stale = [ref.uid for ref in meta.owner_references or [] if ref.controller]
+        log.info("replicaset adopted", replicaset=name, replaced_owner=stale or None)
+        return True
 
     def delete_replica_set(self, namespace: str, name: str) -> None:
         """Delete an old ReplicaSet (its pods go with it)."""
         try:
             self._write(
-                "delete",
                 lambda: self.apps.delete_namespaced_replica_set(
                     name, namespace, propagation_policy="Background"
                 ),
@@ -206,7 +351,6 @@ class KubeAdapter:
         """Add (or change) the revision label in a Service's selector."""
         patch = {"spec": {"selector": {REVISION_LABEL: revision}}}
         self._write(
-            "patch",
             lambda: self.core.patch_namespaced_service(
                 service, namespace, patch, field_manager=FIELD_MANAGER
             ),
@@ -225,7 +369,6 @@ class KubeAdapter:
             "status": status.model_dump(mode="json", by_alias=True),
         }
         result = self._write(
-            "patch",
             lambda: self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
             ),
@@ -250,7 +393,6 @@ class KubeAdapter:
         ]
         try:
             self._write(
-                "patch",
                 lambda: self.custom.patch_namespaced_custom_object(
                     GROUP,
                     VERSION,
@@ -291,8 +433,6 @@ class KubeAdapter:
             reporting_instance="stepwise-controller",
         )
         try:
-            self._write(
-                "create", lambda: self.core.create_namespaced_event(meta["namespace"], body)
-            )
+            self._write(lambda: self.core.create_namespaced_event(meta["namespace"], body))
         except ApiError as err:
             log.warning("event not recorded", reason=event.reason, error=str(err))

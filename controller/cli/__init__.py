@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from controller import __version__, logs
 from controller.api.validation import is_stepwise, validate_document
 from controller.cli import rollouts
 from controller.errors import ConfigError
+from controller.runtime.informer import READ_GRACE
 from controller.runtime.manager import Manager
 from controller.runtime.measure import PrometheusMeasurer, kube_secret_reader
 from controller.runtime.reconciler import Measurer
@@ -61,26 +62,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the controller until SIGTERM or SIGINT."""
     try:
-        settings = Settings(
-            kubeconfig=args.kubeconfig,
-            namespaces=tuple(args.namespace or ()),
-            workers=args.workers,
-            leader_election=args.leader_election,
-            lease_name=args.lease_name,
-            lease_namespace=args.lease_namespace,
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            identity=args.identity,
-            health_port=args.health_port,
-            bind_address=args.bind_address,
-            log_format=args.log_format,
-            log_level=args.log_level,
-            prometheus_address=args.prometheus_address,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"stepwise run: invalid settings: {problems}", file=sys.stderr)
+        settings = run_settings(args, os.environ)
+    except ConfigError as exc:
+        print(f"stepwise run: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
     try:
@@ -94,6 +78,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     manager.run(stop)
     return 0
+
+
+def run_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The settings of ``stepwise run``: each flag, else its ``STEPWISE_<FLAG>``
+    environment variable, else the default (``--identity`` falls back to ``POD_NAME``;
+    ``STEPWISE_NAMESPACE`` is a comma-separated list). Raises :class:`ConfigError`
+    naming the flag or variable a bad value came from."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for flag, field in _RUN_FLAGS.items():
+        dest = flag.replace("-", "_")
+        given = getattr(args, dest, None)
+        name = _env_name(flag)
+        if given is not None and given != []:
+            values[field], sources[field] = given, f"--{flag}"
+        elif environ.get(name, "").strip():
+            values[field], sources[field] = environ[name].strip(), f"{name}={environ[name]!r}"
+    if "namespaces" in values:
+        raw = values["namespaces"]
+        items = raw.split(",") if isinstance(raw, str) else raw
+        values["namespaces"] = tuple(n.strip() for n in items if n.strip())
+    if "identity" not in values and environ.get("POD_NAME"):
+        values["identity"], sources["identity"] = environ["POD_NAME"], "POD_NAME"
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{sources.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else ''}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
 
 
 def _api_client(kubeconfig: str | None) -> Any:
@@ -117,8 +132,31 @@ def _measurer(settings: Settings, api_client: client.ApiClient) -> Measurer:
     )
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"STEPWISE_{name.upper().replace('-', '_')}", default)
+#: ``stepwise run`` flag -> Settings field. Each flag's variable is STEPWISE_<FLAG>.
+_RUN_FLAGS: dict[str, str] = {
+    "kubeconfig": "kubeconfig",
+    "namespace": "namespaces",
+    "workers": "workers",
+    "leader-election": "leader_election",
+    "lease-name": "lease_name",
+    "lease-namespace": "lease_namespace",
+    "lease-duration": "lease_duration",
+    "renew-deadline": "renew_deadline",
+    "retry-period": "retry_period",
+    "identity": "identity",
+    "health-port": "health_port",
+    "bind-address": "bind_address",
+    "log-format": "log_format",
+    "log-level": "log_level",
+    "prometheus-address": "prometheus_address",
+    "watch-timeout": "watch_timeout",
+    "heartbeat-timeout": "heartbeat_timeout",
+}
+
+
+def _env_name(flag: str) -> str:
+    """``--lease-name`` is also ``STEPWISE_LEASE_NAME``."""
+    return "STEPWISE_" + flag.upper().replace("-", "_")
 
 
 def _add_run(sub: Any) -> None:
@@ -126,42 +164,72 @@ def _add_run(sub: Any) -> None:
         "run",
         help="run the controller",
         description="Run the controller. Every flag can also be set as STEPWISE_<FLAG> "
-        "(for example STEPWISE_LOG_FORMAT=json).",
+        "(for example STEPWISE_LOG_FORMAT=json, STEPWISE_NAMESPACE=shop,payments); a flag "
+        "wins over its variable.",
     )
-    run.add_argument("--kubeconfig", default=_env("kubeconfig"))
-    run.add_argument(
-        "--namespace",
+    fields = Settings.model_fields
+
+    def add(flag: str, what: str, **kwargs: Any) -> None:
+        default = fields[_RUN_FLAGS[flag]].default
+        shown = "none" if default in (None, ()) else default
+        if isinstance(shown, bool):
+            shown = "on" if shown else "off"
+        extra = kwargs.pop("default_help", f"default: {shown}")
+        run.add_argument(
+            f"--{flag}", default=None, help=f"{what} (env {_env_name(flag)}; {extra})", **kwargs
+        )
+
+    add(
+        "kubeconfig",
+        "path of a kubeconfig",
+        default_help="default: in-cluster, else ~/.kube/config",
+    )
+    add(
+        "namespace",
+        "watch this namespace; repeat for several (the variable takes a comma-separated list)",
         action="append",
-        default=[n for n in (_env("namespaces") or "").split(",") if n],
-        help="watch this namespace (repeat for several; default: all)",
+        default_help="default: all",
     )
-    run.add_argument("--workers", type=int, default=int(_env("workers", "4") or 4))
-    run.add_argument(
-        "--leader-election",
+    add("workers", "reconciles run in parallel", type=int)
+    add(
+        "leader-election",
+        "only the holder of the Lease writes",
         action=argparse.BooleanOptionalAction,
-        default=(_env("leader_election", "true") or "true").lower() == "true",
     )
-    run.add_argument("--lease-name", default=_env("lease_name", "stepwise-controller"))
-    run.add_argument("--lease-namespace", default=_env("lease_namespace", "default"))
-    run.add_argument(
-        "--lease-duration", type=float, default=float(_env("lease_duration", "15") or 15)
+    add("lease-name", "name of the Lease")
+    add("lease-namespace", "namespace of the Lease")
+    add("lease-duration", "seconds a lease is valid without renewal", type=float)
+    add("renew-deadline", "seconds the leader tries to renew before it stops writing", type=float)
+    add("retry-period", "seconds between lease attempts", type=float)
+    add(
+        "identity",
+        "this replica's identity in the Lease",
+        default_help="default: $POD_NAME, else the hostname and a random suffix",
     )
-    run.add_argument(
-        "--renew-deadline", type=float, default=float(_env("renew_deadline", "10") or 10)
+    add("health-port", "port of /healthz, /readyz and /metrics (0: any free port)", type=int)
+    add("bind-address", "address the health and metrics server listens on")
+    add(
+        "log-format",
+        "json lines, or console (auto: console on a terminal)",
+        choices=["json", "console", "auto"],
     )
-    run.add_argument("--retry-period", type=float, default=float(_env("retry_period", "2") or 2))
-    run.add_argument("--identity", default=_env("identity") or os.environ.get("POD_NAME"))
-    run.add_argument("--health-port", type=int, default=int(_env("health_port", "8081") or 8081))
-    run.add_argument("--bind-address", default=_env("bind_address", "0.0.0.0"))  # noqa: S104
-    run.add_argument(
-        "--log-format", choices=["json", "console", "auto"], default=_env("log_format", "auto")
+    add("log-level", "lowest level logged", choices=["debug", "info", "warning", "error"])
+    add(
+        "prometheus-address",
+        "Prometheus for analysis templates that name no address",
     )
-    run.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=_env("log_level", "info"),
+    add(
+        "watch-timeout",
+        "seconds after which the server ends a watch and it is renewed; a watch read "
+        f"silent for this plus {READ_GRACE:g}s is abandoned client-side and reconnected",
+        type=float,
     )
-    run.add_argument("--prometheus-address", default=_env("prometheus_address"))
+    add(
+        "heartbeat-timeout",
+        "/healthz fails when a watch has shown no sign of life for this many seconds "
+        f"(must exceed the watch timeout plus {READ_GRACE:g}s)",
+        type=float,
+    )
     run.set_defaults(func=cmd_run)
 
 

@@ -20,10 +20,16 @@ its own event handlers, and by a read-only view of its cache:
   after ``watch_timeout`` seconds and gives up reading after ``watch_timeout +
   read_grace`` seconds of silence; lists get ``(connect_timeout, list_timeout)``.
 * **``allowWatchBookmarks``** when the list function accepts it, so a quiet watch still
-  carries resourceVersion progress (and heartbeats).
+  carries resourceVersion progress (and heartbeats). The API server sends a bookmark
+  about once a minute and about 2 s before the watch's ``timeoutSeconds`` runs out. A
+  bookmark moves :attr:`Informer.resource_version` and the heartbeat and is counted in
+  :attr:`Informer.bookmarks`; it never touches the cache or reaches the key handlers.
+  (SharedInformer itself resumes from the bookmark's resourceVersion on reconnect.)
 * **A heartbeat** (:attr:`Informer.last_heartbeat`), refreshed by every successful list,
   every watch (re)connection, every event and every bookmark. A liveness probe fails
   when it stops moving: that is how a watch that died silently is noticed.
+* **The resourceVersion seen last** (:attr:`Informer.resource_version`): of the last
+  list, event or bookmark, for probes, logs and tests.
 * **:meth:`Informer.has_synced`**: true once the first list has been put in the cache
   and its handlers have run (SharedInformer starts the first watch only after that).
 * **Backoff between failed watch attempts.** SharedInformer reconnects a failed watch
@@ -75,7 +81,8 @@ from kubernetes.informer import (
     _meta_namespace_key,
 )
 
-from controller.adapters.retry import RetryPolicy, dedicated_client
+from controller.adapters.kube import dedicated
+from controller.adapters.retry import RetryPolicy
 from controller.errors import ApiError
 from controller.runtime.queue import SYSTEM_CLOCK, Clock
 
@@ -129,6 +136,10 @@ _EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError,
     OSError,
 )
+
+#: Seconds a watch read may stay silent beyond the watch's own ``timeoutSeconds`` before
+#: the client gives up on it (the inactivity timeout is ``watch_timeout + READ_GRACE``).
+READ_GRACE = 15.0
 
 _LIST_RETRY = RetryPolicy(max_attempts=4, max_total=10.0, initial_wait=0.2, max_wait=2.0)
 
@@ -198,7 +209,7 @@ class Informer(Generic[T]):
         label_selector: str | None = None,
         field_selector: str | None = None,
         watch_timeout: int = 60,
-        read_grace: float = 15.0,
+        read_grace: float = READ_GRACE,
         connect_timeout: float = 5.0,
         list_timeout: float = 30.0,
         max_backoff: float = 5.0,
@@ -207,7 +218,7 @@ class Informer(Generic[T]):
     ) -> None:
         """``owned_client``, if given, is the API client behind ``list_func``; it is
         closed by :meth:`stop`. The constructors pass a dedicated one (see
-        :func:`controller.adapters.retry.dedicated_client`)."""
+        :func:`controller.adapters.kube.dedicated`, which keeps the request hook)."""
         if watch_timeout < 1:
             raise ValueError("watch_timeout must be at least 1 second")
         self.name = name
@@ -228,6 +239,8 @@ class Informer(Generic[T]):
         self._synced = threading.Event()
         self._stopping = threading.Event()
         self._heartbeat: float | None = None
+        self._resource_version: str | None = None
+        self._bookmarks_seen = 0
         self._watch_failures = 0
         self._lists = 0
         self._current_watch: Any = None
@@ -269,7 +282,7 @@ class Informer(Generic[T]):
         **options: Any,
     ) -> Informer[dict[str, Any]]:
         """Objects of a custom resource (as dicts), in one namespace or all of them."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         custom = client.CustomObjectsApi(own)
 
         def list_custom(**kwargs: Any) -> Any:
@@ -293,7 +306,7 @@ class Informer(Generic[T]):
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1ReplicaSet]:
         """ReplicaSets (``apps/v1``)."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         apps = client.AppsV1Api(own)
         return Informer[client.V1ReplicaSet](
             _scoped(apps.list_namespaced_replica_set, apps.list_replica_set_for_all_namespaces),
@@ -308,7 +321,7 @@ class Informer(Generic[T]):
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1Service]:
         """Services."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         core = client.CoreV1Api(own)
         return Informer[client.V1Service](
             _scoped(core.list_namespaced_service, core.list_service_for_all_namespaces),
@@ -323,7 +336,7 @@ class Informer(Generic[T]):
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1Pod]:
         """Pods."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         core = client.CoreV1Api(own)
         return Informer[client.V1Pod](
             _scoped(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
@@ -339,7 +352,7 @@ class Informer(Generic[T]):
     ) -> Informer[client.V1Lease]:
         """One Lease (``coordination.k8s.io/v1``), by a ``metadata.name`` field selector,
         which RBAC can narrow to that name (``resourceNames`` with list and watch)."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         coordination = client.CoordinationV1Api(own)
         return Informer[client.V1Lease](
             coordination.list_namespaced_lease,
@@ -355,7 +368,7 @@ class Informer(Generic[T]):
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1ConfigMap]:
         """ConfigMaps."""
-        own = dedicated_client(api_client)
+        own = dedicated(api_client)
         core = client.CoreV1Api(own)
         return Informer[client.V1ConfigMap](
             _scoped(core.list_namespaced_config_map, core.list_config_map_for_all_namespaces),
@@ -427,6 +440,19 @@ class Informer(Generic[T]):
             return self._heartbeat
 
     @property
+    def resource_version(self) -> str | None:
+        """The resourceVersion of the last list, event or bookmark (None before the
+        first list): how far this informer has followed the server."""
+        with self._lock:
+            return self._resource_version
+
+    @property
+    def bookmarks(self) -> int:
+        """BOOKMARK events received so far."""
+        with self._lock:
+            return self._bookmarks_seen
+
+    @property
     def relists(self) -> int:
         """Full lists after the first one (410 Gone, or a failed watch resume)."""
         with self._lock:
@@ -474,7 +500,10 @@ class Informer(Generic[T]):
                 items=list(resp.get("items") or []),
                 metadata=_ListMeta(meta.get("resourceVersion")),
             )
+        listed_version = getattr(getattr(resp, "metadata", None), "resource_version", None)
         with self._lock:
+            if listed_version:
+                self._resource_version = str(listed_version)
             self._lists += 1
             self._watch_failures = 0
             relist = self._lists > 1
@@ -510,7 +539,10 @@ class Informer(Generic[T]):
 
     def _on_object(self, obj: Any) -> None:
         key = key_of(obj)
+        version = _resource_version_of(obj)
         with self._lock:
+            if version:
+                self._resource_version = version
             self._watch_failures = 0
             handlers = list(self._handlers)
         self._beat()
@@ -520,10 +552,17 @@ class Informer(Generic[T]):
             except Exception:
                 self._log.exception("informer handler failed", key=key)
 
-    def _on_bookmark(self, _obj: Any) -> None:
+    def _on_bookmark(self, raw: Any) -> None:
+        """A BOOKMARK (SharedInformer passes its raw object: a dict with only
+        ``metadata.resourceVersion`` worth reading): progress, no change to the cache."""
+        version = _resource_version_of(raw)
         with self._lock:
+            if version:
+                self._resource_version = version
+            self._bookmarks_seen += 1
             self._watch_failures = 0
         self._beat()
+        self._log.debug("bookmark", resource_version=version)
 
     def _on_error(self, err: Any) -> None:
         if self._stopping.is_set():
@@ -560,6 +599,16 @@ def _scoped(namespaced: ListFunc, all_namespaces: ListFunc) -> ListFunc:
 
     functools.update_wrapper(list_either, namespaced)
     return list_either
+
+
+def _resource_version_of(obj: Any) -> str | None:
+    """``metadata.resourceVersion`` of a model or a dict, if it has one."""
+    if isinstance(obj, dict):
+        meta = obj.get("metadata")
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    else:
+        version = getattr(getattr(obj, "metadata", None), "resource_version", None)
+    return str(version) if version else None
 
 
 def _parameters(func: ListFunc) -> set[str]:

@@ -58,7 +58,8 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.retry import dedicated_client, is_translatable, translate
+from controller.adapters.kube import dedicated
+from controller.adapters.retry import is_translatable, translate
 from controller.errors import ApiError, ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.informer import Informer
 from controller.runtime.queue import SYSTEM_CLOCK, Clock
@@ -150,7 +151,7 @@ class LeaderElector:
         self._on_new_leader = on_new_leader
         timeout = request_timeout if request_timeout is not None else max(retry_period, 0.5)
         self._request_timeout = (timeout, timeout)
-        self._api_client = dedicated_client(api_client)
+        self._api_client = dedicated(api_client)
         self._watch = watch
         self._source_client = api_client
         self._informer: Informer[client.V1Lease] | None = None

@@ -13,6 +13,11 @@ decides who may write, and an HTTP server tells Kubernetes whether all of it is 
 Only the leader reconciles; a follower keeps its caches warm so it can take over at
 once. When leadership starts, every Rollout is queued; when it is lost, writes stop
 at the fence and the workers drop what they hold.
+
+Every request made through the API client the manager is given (informers' lists and
+watches, the adapters' reads and writes, routers, Lease calls, and the caller's own,
+such as the measurer's Secret reads) is counted in ``stepwise_api_requests_total``
+by the one hook :func:`controller.adapters.kube.count_requests` installs on it.
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ from typing import Any, Generic, TypeVar
 import structlog
 from kubernetes import client
 
-from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter
+from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter, count_requests
 from controller.adapters.traffic import registry as traffic_registry
 from controller.api.rollout import GROUP, VERSION, Rollout, RolloutStatus
-from controller.errors import ConflictError, LeadershipLostError
+from controller.errors import ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.health import HealthServer
-from controller.runtime.informer import Informer, KeyHandler
+from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
 from controller.runtime.metrics import Metrics
 from controller.runtime.queue import WorkQueue
@@ -149,9 +154,20 @@ class Manager:
         measurer: Measurer | None = None,
         routers: RouterFactory | None = None,
     ) -> None:
+        """Raises :class:`ConfigError` for settings that cannot work together."""
+        if settings.watch_timeout < 1:
+            raise ConfigError(f"watch timeout must be at least 1s; got {settings.watch_timeout:g}s")
+        if settings.heartbeat_timeout <= settings.watch_timeout + READ_GRACE:
+            raise ConfigError(
+                f"heartbeat timeout ({settings.heartbeat_timeout:g}s) must exceed the watch "
+                f"timeout plus its {READ_GRACE:g}s read grace "
+                f"({settings.watch_timeout + READ_GRACE:g}s): a quiet, healthy watch may "
+                "show no sign of life for that long"
+            )
         self.settings = settings
         self.api_client = api_client
         self.metrics = Metrics()
+        count_requests(api_client, self.metrics.count_api_request)
         self.queue = WorkQueue()
         self.metrics.track_queue_depth(lambda: len(self.queue))
         identity = settings.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -168,9 +184,7 @@ class Manager:
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
             )
-        self.kube = KubeAdapter(
-            api_client, fence=self._fence, on_request=self.metrics.count_api_request
-        )
+        self.kube = KubeAdapter(api_client, fence=self._fence)
         self.informers = self._build_informers()
         self.reconciler = Reconciler(
             self.informers,

@@ -32,6 +32,7 @@ from controller.adapters.kube import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
     KubeAdapter,
+    adoptable,
     owned_by,
     replica_set_state,
 )
@@ -222,7 +223,7 @@ class Reconciler:
             if meta is None or meta.namespace != namespace:
                 continue
             if not owned_by(meta, uid):
-                if meta.owner_references:
+                if not adoptable(meta, raw):
                     continue  # someone else's
                 self.kube.adopt_replica_set(raw, rs)
             state = replica_set_state(rs)

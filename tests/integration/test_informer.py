@@ -447,3 +447,44 @@ def test_stop_is_prompt_even_with_a_long_watch(
     assert time.monotonic() - start < 1.5
     with pytest.raises(RuntimeError, match="create a new one"):
         informer.start()
+
+
+def test_a_bookmark_advances_resource_version_and_heartbeat_but_not_the_cache(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """A BOOKMARK from the API server (asked for with allowWatchBookmarks; sent about 2 s
+    before the watch's timeout) moves resource_version past a change outside the informer's
+    selector and beats the heartbeat, without a relist, a cache change or a handler call."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(namespace, config_map("seen", labels={"watched": "yes"}))
+    keys = Keys()
+    informer = Informer.config_maps(
+        api_client, namespace=namespace, label_selector="watched=yes", watch_timeout=4
+    )
+    informer.add_handler(keys)
+    with running(informer):
+        time.sleep(0.3)  # the watch is open: its connection beat is behind us
+        listed = informer.resource_version
+        assert listed is not None
+        assert informer.bookmarks == 0
+        beat = informer.last_heartbeat
+        assert beat is not None
+        unseen = core.create_namespaced_config_map(namespace, config_map("unseen"))
+        unseen_version = int(unseen.metadata.resource_version)
+        assert int(listed) < unseen_version
+        wait_for(
+            "a bookmark",
+            lambda: informer.bookmarks >= 1,
+            timeout=10,
+            interval=0.02,
+        )
+        bookmarked = informer.last_heartbeat
+        version = informer.resource_version
+        assert bookmarked is not None
+        assert bookmarked > beat, "the bookmark beat the heartbeat"
+        assert version is not None
+        assert int(version) >= unseen_version, (listed, version, unseen_version)
+        assert informer.keys() == [f"{namespace}/seen"]
+        assert informer.get(f"{namespace}/unseen") is None
+        assert keys.seen == [f"{namespace}/seen"], "only the initial list reached handlers"
+        assert informer.relists == 0
