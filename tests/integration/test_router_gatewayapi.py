@@ -5,8 +5,6 @@ unrelated rule that survive every write of ours."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from localcluster.controller import ControllerProcess
 from tests.support.cluster import Cluster
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.routing import Editor
 
 pytestmark = pytest.mark.integration
 
@@ -195,42 +194,35 @@ def at_step(kube: Cluster, index: int) -> None:
     wait_for(f"step {index}", lambda: kube.status("app").get("currentStepIndex") == index)
 
 
-class Editor:
+def _other(route: dict[str, Any]) -> int:
+    """Index of the ``other`` rule."""
+    return next(i for i, r in enumerate(route["spec"]["rules"]) if r.get("name") == "other")
+
+
+def other_version(route: dict[str, Any]) -> int:
+    """The edit version the ``other`` rule shows."""
+    rule = route["spec"]["rules"][_other(route)]
+    return int(rule["filters"][0]["requestHeaderModifier"]["set"][0]["value"])
+
+
+def editor(routes: Routes) -> Editor:
     """Another actor: read-modify-write (PUT with the resourceVersion read) of the
-    ``other`` rule, over and over, until stopped; remembers its last successful edit."""
+    ``other`` rule, over and over, checking each read still shows its last edit."""
 
-    def __init__(self, routes: Routes) -> None:
-        self.routes = routes
-        self.last = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+    def read() -> dict[str, Any]:
+        route = routes.get()
+        assert route is not None
+        return route
 
-    def run(self) -> None:
-        version = 0
-        while not self.stop.is_set():
-            version += 1
-            route = self.routes.get()
-            assert route is not None
-            rules = route["spec"]["rules"]
-            index = next(i for i, r in enumerate(rules) if r.get("name") == "other")
-            rules[index] = other_rule(version)
-            try:
-                self.routes.custom.replace_namespaced_custom_object(
-                    GROUP, VERSION, self.routes.ns, PLURAL, "app", route
-                )
-                self.last = version
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-            time.sleep(0.001)
+    def edit(route: dict[str, Any], version: int) -> None:
+        route["spec"]["rules"][_other(route)] = other_rule(version)
 
-    def __enter__(self) -> Editor:
-        self.thread.start()
-        return self
+    def replace(route: dict[str, Any]) -> object:
+        return routes.custom.replace_namespaced_custom_object(
+            GROUP, VERSION, routes.ns, PLURAL, "app", route
+        )
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
+    return Editor(read, replace, edit, other_version, interval=0.001)
 
 
 def test_header_route_and_abort_keep_another_actors_edits(
@@ -238,24 +230,27 @@ def test_header_route_and_abort_keep_another_actors_edits(
 ) -> None:
     """setWeight 20 adds the canary backend at 80/20 and setHeaderRoute a canary-only rule
     before it; abort restores 100/0 and removes the header rule; an unrelated rule edited
-    throughout by another actor keeps every edit."""
+    throughout by another actor keeps every edit (none is ever undone by our writes)."""
     kube, routes = env
     _, canary = start(kube, routes, HEADER_STEPS)
-    with Editor(routes) as editor:
+    with editor(routes) as other:
         at_step(kube, 2)
-        rules = routes.rules()
-        assert rules[:2] == [BETA_RULE, main_rule(80, 20)]
-        assert rules[2] == other_rule(
-            int(rules[2]["filters"][0]["requestHeaderModifier"]["set"][0]["value"])
-        )
+        route = routes.get()
+        assert route is not None
+        assert route["spec"]["rules"] == [
+            BETA_RULE,
+            main_rule(80, 20),
+            other_rule(other_version(route)),
+        ]
         assert kube.status("app")["canaryWeight"] == 20
         kube.annotate("app", **{intents.ABORT: canary})
         wait_for(
             "aborted, traffic on stable",
             lambda: (s := kube.status("app")).get("abort") is not None and s["canaryWeight"] == 0,
         )
-    assert editor.last > 0
-    assert routes.rules() == [main_rule(100, 0), other_rule(editor.last)]
+        done = other.last
+        wait_for("an edit after our last write", lambda: other.last > done)
+    assert routes.rules() == [main_rule(100, 0), other_rule(other.last)]
     status = kube.status("app")
     assert status["phase"] == "Degraded"
     assert "all traffic is on stable" in status["message"]
@@ -273,6 +268,23 @@ def test_weights_and_promotion(env: tuple[Cluster, Routes], controller: Controll
     assert kube.status("app")["canaryWeight"] == 60
     kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
     wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
+    assert routes.rules() == [main_rule(100, 0), other_rule()]
+    assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
+    assert kube.status("app")["canaryWeight"] == 0
+
+
+def test_promotion_removes_the_header_rule(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """Promotion at the pause after setHeaderRoute removes the header rule and sends
+    100/0, the unrelated rule untouched."""
+    kube, routes = env
+    _, canary = start(kube, routes, HEADER_STEPS)
+    at_step(kube, 2)
+    assert routes.rules() == [BETA_RULE, main_rule(80, 20), other_rule()]
+    kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 2)})
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
+    wait_for("header rule gone", lambda: len(routes.rules()) == 2)
     assert routes.rules() == [main_rule(100, 0), other_rule()]
     assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
     assert kube.status("app")["canaryWeight"] == 0
@@ -319,8 +331,9 @@ MISFITS = {
 def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
     env: tuple[Cluster, Routes], controller: ControllerProcess, case: str
 ) -> None:
-    """A route the router cannot use makes the Rollout Degraded with the reason (status and
-    Progressing condition), through a new revision too, and the route is never written."""
+    """A route the router cannot use makes the Rollout Degraded with the reason (status,
+    Progressing condition and a Warning event), through a new revision too, and the route
+    is never written."""
     kube, routes = env
     routes.service("app-stable")
     if case != "canary-service-absent":
@@ -342,6 +355,7 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
         return status.get("phase") == "Degraded" and expected in status.get("message", "")
 
     wait_for("blocked", blocked)
+    wait_for("a Warning event with the reason", lambda: _warned(kube, expected), timeout=5)
     canary = kube.set_image("app", "registry.local/app:v2")
     wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
     wait_for(  # the canary gets its pods: the next pass would route to it, were it not blocked
@@ -358,27 +372,65 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
     assert _version(routes.get()) == _version(before)  # never written
 
 
+def _warned(kube: Cluster, text: str) -> bool:
+    """Whether a Warning event on the Rollout says ``text``."""
+    items = kube.core.list_namespaced_event(
+        kube.ns, field_selector="involvedObject.name=app,type=Warning"
+    ).items
+    return any(text in (e.message or "") for e in items)
+
+
 def _version(route: dict[str, Any] | None) -> str | None:
     return None if route is None else str(route["metadata"]["resourceVersion"])
 
 
-def test_misconfiguration_records_a_warning_event(
-    env: tuple[Cluster, Routes], controller: ControllerProcess
-) -> None:
-    """A missing HTTPRoute is also announced by a Warning event on the Rollout."""
-    kube, routes = env
-    routes.service("app-stable")
-    routes.service("app-canary")
-    kube.create(routed_rollout(HEADER_STEPS))
-    wait_for("blocked", lambda: kube.status("app").get("phase") == "Degraded")
+def test_the_api_server_enforces_the_backend_weight_limits(env: tuple[Cluster, Routes]) -> None:
+    """The HTTPRoute CRD stores a backendRef weight of 1,000,000 and refuses 1,000,001
+    (and -1) with a 422 naming the field, on create and on a JSON Patch alike."""
+    _, routes = env
+    routes.create(
+        [{"name": "main", "backendRefs": [{"name": "app-stable", "port": 80, "weight": 1_000_000}]}]
+    )
+    assert routes.rules() == [{"name": "main", **_defaults(1_000_000)}]
+    before = _version(routes.get())
+    for bad, limit in (
+        (1_000_001, "less than or equal to 1000000"),
+        (-1, "greater than or equal to 0"),
+    ):
+        with pytest.raises(ApiException) as err:
+            routes.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                routes.ns,
+                PLURAL,
+                "app",
+                [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": bad}],
+                _content_type="application/json-patch+json",
+            )
+        assert err.value.status == 422
+        assert "spec.rules[0].backendRefs[0].weight" in str(err.value.body)
+        assert limit in str(err.value.body)
+    assert _version(routes.get()) == before
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "too-heavy"},
+        "spec": {
+            "rules": [{"backendRefs": [{"name": "app-stable", "port": 80, "weight": 1_000_001}]}]
+        },
+    }
+    with pytest.raises(ApiException) as err:
+        routes.custom.create_namespaced_custom_object(GROUP, VERSION, routes.ns, PLURAL, body)
+    assert err.value.status == 422
+    assert "less than or equal to 1000000" in str(err.value.body)
 
-    def warned() -> bool:
-        items = kube.core.list_namespaced_event(
-            kube.ns, field_selector="involvedObject.name=app"
-        ).items
-        return any(e.type == "Warning" and "HTTPRoute app" in (e.message or "") for e in items)
 
-    wait_for("a Warning event naming the HTTPRoute", warned, timeout=5)
+def _defaults(weight: int) -> dict[str, Any]:
+    """A rule with one stable backendRef of ``weight`` and upstream's defaults."""
+    return {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [backend("app-stable", weight)],
+    }
 
 
 # -- the router alone, with another actor's write injected at the fence -----------------

@@ -19,7 +19,7 @@ from controller.api.rollout import Rollout
 from localcluster.controller import ControllerProcess
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import RolloutNamespace
+from tests.support.routing import Editor, RolloutNamespace
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +215,97 @@ def test_promotion_keeps_routes_other_teams_edited_meanwhile(
     }
 
 
+EDIT_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 20},
+    {"pause": {}},
+    STEPS[1],
+    {"setWeight": 60},
+    {"pause": {}},
+]
+
+
+def static_edited(version: int) -> dict[str, Any]:
+    """The unrelated ``static`` route after another team's edits: a new destination, and
+    a header match whose value is the edit's ``version``."""
+    return {
+        "name": "static",
+        "match": [{"uri": {"prefix": "/static"}, "headers": {"x-edit": {"exact": str(version)}}}],
+        "route": [{"destination": {"host": "static-v2", "port": {"number": 8080}}}],
+    }
+
+
+def edit_static(vs: dict[str, Any], version: int) -> None:
+    """Another team's edit: the header match of the ``static`` route, wherever it is."""
+    route = next(r for r in vs["spec"]["http"] if r.get("name") == "static")
+    route["match"] = static_edited(version)["match"]
+
+
+def static_version(vs: dict[str, Any]) -> int:
+    """The edit version the ``static`` route shows (0: not edited yet)."""
+    route = next(r for r in vs["spec"]["http"] if r.get("name") == "static")
+    headers = route["match"][0].get("headers") or {}
+    return int(headers.get("x-edit", {}).get("exact", 0))
+
+
+def test_another_teams_route_edits_survive_every_write_up_to_promotion(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """An unrelated route edited between our steps (its destination) and all along while
+    we write (its header match) keeps every edit through our weight, header route and
+    promotion writes: no write of ours ever undoes one."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    mesh.create(istio_rollout(EDIT_STEPS))
+    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
+    second = mesh.set_image("registry.local/app:v2")
+    wait_for("paused at step 1", lambda: mesh.status().get("currentStepIndex") == 1)
+    assert mesh.vs()["http"] == [STATIC, {**PRIMARY, "route": [stable(80), canary(20)]}]
+    mesh.patch_vs(  # between two steps: the other route's destination
+        "app",
+        [
+            {"op": "test", "path": "/spec/http/0/name", "value": "static"},
+            {
+                "op": "replace",
+                "path": "/spec/http/0/route/0/destination",
+                "value": static_edited(0)["route"][0]["destination"],
+            },
+        ],
+        "application/json-patch+json",
+    )
+
+    def replace(vs: dict[str, Any]) -> object:
+        return mesh.custom.replace_namespaced_custom_object(
+            *ISTIO, mesh.ns, "virtualservices", "app", vs
+        )
+
+    def read() -> dict[str, Any]:
+        return mesh.istio("virtualservices", "app")
+
+    with Editor(read, replace, edit_static, static_version) as editor:
+        mesh.annotate(**{intents.PROMOTE: intents.promote_value(second, 1)})
+        wait_for("paused at step 4", lambda: mesh.status().get("currentStepIndex") == 4)
+        http = mesh.vs()["http"]
+        seen = int(http[0]["match"][0]["headers"]["x-edit"]["exact"])
+        assert seen > 0
+        assert http == [
+            static_edited(seen),
+            beta(),
+            {**PRIMARY, "route": [stable(40), canary(60)]},
+        ]
+        mesh.annotate(**{intents.PROMOTE: intents.promote_value(second, 4)})
+        wait_for("promoted", lambda: mesh.status().get("stableRevision") == second)
+        wait_for("header route gone", lambda: len(mesh.vs()["http"]) == 2)
+        done = editor.last
+        wait_for("an edit after our last write", lambda: editor.last > done)
+    assert mesh.vs() == {
+        "hosts": ["app.example.com"],
+        "http": [static_edited(editor.last), {**PRIMARY, "route": [stable(100), canary(0)]}],
+    }
+    written = [e.get("weight") for e in controller.logs() if e.get("event") == "traffic weight set"]
+    assert written == [20, 60, 0]  # 60 and 0 were written while the edits went on
+
+
 POLICY = {"loadBalancer": {"simple": "ROUND_ROBIN"}}
 SUBSET_ROUTING = {"name": "app", "stableSubsetName": "stable", "canarySubsetName": "canary"}
 
@@ -337,6 +428,73 @@ def test_misconfiguration_is_reported_and_nothing_is_split(
         {**api, "route": [stable(80), canary(20)]},
     ]
     assert mesh.status()["phase"] == "Paused"
+
+
+def test_a_missing_canary_service_blocks_with_a_warning_and_no_split(
+    api_client: client.ApiClient,
+    namespace: str,
+    stepwise_crds: None,
+    istio_crds: None,
+    controller: ControllerProcess,
+) -> None:
+    """No canary Service: Degraded naming it, a Warning event, and the VirtualService never
+    written (100% stable) through a new revision; once it exists the canary proceeds."""
+    mesh = Mesh(api_client, namespace)
+    mesh.service("app-stable")
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    version = mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"]
+    mesh.create(istio_rollout())
+    named = "Service app-canary"
+
+    def blocked() -> bool:
+        status = mesh.status()
+        return status.get("phase") == "Degraded" and named in status.get("message", "")
+
+    wait_for("degraded", blocked)
+    wait_for("warning", lambda: any(named in w for w in mesh.warnings()))
+    second = mesh.set_image("registry.local/app:v2")
+    wait_for("canary seen", lambda: mesh.status().get("canaryRevision") == second)
+    assert blocked()
+    status = mesh.status()
+    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
+    assert named in progressing["message"]
+    assert mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"] == version
+    assert mesh.vs()["http"] == [STATIC, PRIMARY]
+
+    mesh.service("app-canary")
+    mesh.poke("1")
+    wait_for("paused at step 2", lambda: mesh.status().get("currentStepIndex") == 2)
+    assert mesh.vs()["http"] == [STATIC, beta(), {**PRIMARY, "route": [stable(80), canary(20)]}]
+
+
+def test_the_api_server_enforces_the_destination_weight_limits(mesh: Mesh) -> None:
+    """The VirtualService CRD stores a destination weight of 100 and refuses 101 (and -1)
+    with a 422 naming the field, on create and on a JSON Patch alike."""
+    split = {**PRIMARY, "route": [stable(100), canary(0)]}
+    mesh.create_istio("virtualservices", "app", {"hosts": ["app.example.com"], "http": [split]})
+    assert mesh.vs()["http"] == [split]
+    version = mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"]
+    for bad, limit in ((101, "less than or equal to 100"), (-1, "greater than or equal to 0")):
+        with pytest.raises(client.exceptions.ApiException) as err:
+            mesh.patch_vs(
+                "app",
+                [{"op": "replace", "path": "/spec/http/0/route/0/weight", "value": bad}],
+                "application/json-patch+json",
+            )
+        assert err.value.status == 422
+        assert "spec.http[0].route[0].weight" in str(err.value.body)
+        assert limit in str(err.value.body)
+    assert mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"] == version
+    with pytest.raises(client.exceptions.ApiException) as err:
+        mesh.create_istio(
+            "virtualservices", "too-heavy", {"http": [{"route": [stable(101), canary(0)]}]}
+        )
+    assert err.value.status == 422
+    assert "less than or equal to 100" in str(err.value.body)
 
 
 def test_an_edit_between_our_read_and_our_write_is_kept(

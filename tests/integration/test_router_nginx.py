@@ -171,8 +171,31 @@ def start(edge: Edge) -> str:
     return second
 
 
+HOLD = "tests.stepwise.dev/hold"
+
+
+def assert_deleted_at_zero(edge: Edge, wanted: dict[str, Any]) -> None:
+    """Delete the Rollout; its canary Ingress must be deleted by garbage collection (the
+    ownerReference), and at that moment be exactly ``wanted``. A test finalizer keeps it
+    readable once it is marked deleted."""
+    edge.patch_ingress(CANARY, {"metadata": {"finalizers": [HOLD]}})
+    edge.delete()
+    wait_for("rollout gone", lambda: edge.get() is None)
+
+    def collected() -> bool:
+        found = edge.ingress(CANARY)
+        return found is not None and "deletionTimestamp" in found["metadata"]
+
+    # The garbage collector sees the deletion after its discovery of the Rollout kind.
+    wait_for("canary Ingress garbage-collected with the Rollout", collected, timeout=90)
+    assert edge.shape(CANARY) == wanted
+    edge.patch_ingress(CANARY, {"metadata": {"finalizers": None}})
+    wait_for("canary Ingress gone", lambda: edge.ingress(CANARY) is None)
+
+
 def test_steps_abort_and_deletion(edge: Edge, controller: ControllerProcess) -> None:
-    """The canary Ingress: 20 at the pause, 0 after abort and deletion; stable unwritten."""
+    """The canary Ingress: 20 at the pause, 0 after abort; deleting the Rollout leaves
+    only the stable Ingress, never written (the canary one is collected at 0)."""
     edge.create_ingress(stable_ingress())
     version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
     second = start(edge)
@@ -184,11 +207,7 @@ def test_steps_abort_and_deletion(edge: Edge, controller: ControllerProcess) -> 
         lambda: edge.status().get("phase") == "Degraded" and edge.status().get("canaryWeight") == 0,
     )
     assert edge.shape(CANARY) == expected_canary(edge, 0)
-    wanted = expected_canary(edge, 0)
-    edge.delete()
-    wait_for("rollout gone", lambda: edge.get() is None)
-    # Gone already, or at 0 and owned by the deleted Rollout: garbage collection removes it.
-    assert edge.shape(CANARY) in (None, wanted)
+    assert_deleted_at_zero(edge, expected_canary(edge, 0))
     stable = edge.ingress("web") or {}
     assert stable["metadata"]["resourceVersion"] == version  # never written
     assert stable["metadata"]["annotations"] == TEAM
@@ -198,14 +217,14 @@ def test_steps_abort_and_deletion(edge: Edge, controller: ControllerProcess) -> 
 def test_deletion_mid_canary_moves_traffic_back_first(
     edge: Edge, controller: ControllerProcess
 ) -> None:
-    """Deleting the Rollout at 20: the finalizer sets the canary Ingress to 0 first."""
+    """Deleting the Rollout at 20: the finalizer sets the canary Ingress to 0, then garbage
+    collection deletes it; the stable Ingress is left, never written."""
     edge.create_ingress(stable_ingress())
+    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
     start(edge)
-    wanted = expected_canary(edge, 0)
-    edge.delete()
-    wait_for("rollout gone", lambda: edge.get() is None)
-    # Gone already, or at 0 and owned by the deleted Rollout: garbage collection removes it.
-    assert edge.shape(CANARY) in (None, wanted)
+    assert edge.shape(CANARY) == expected_canary(edge, 20)
+    assert_deleted_at_zero(edge, expected_canary(edge, 0))
+    assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
     written = [e["weight"] for e in controller.logs() if e.get("event") == "traffic weight set"]
     assert written == [20, 0]
     assert any(
@@ -263,6 +282,44 @@ def test_misconfiguration_is_reported_and_no_canary_is_created(
 
     edge.patch_ingress("web", {"spec": {"rules": RULES}})
     edge.poke("2")
+    wait_for("paused at step 1", lambda: edge.status().get("currentStepIndex") == 1)
+    assert edge.shape(CANARY) == expected_canary(edge, 20)
+
+
+def test_a_missing_canary_service_blocks_with_a_warning_and_no_canary_ingress(
+    api_client: client.ApiClient,
+    namespace: str,
+    stepwise_crds: None,
+    controller: ControllerProcess,
+) -> None:
+    """No canary Service: Degraded naming it, a Warning event, and no canary Ingress (all
+    traffic on the stable one) through a new revision; once it exists the canary proceeds."""
+    edge = Edge(api_client, namespace)
+    edge.service("app-stable")
+    edge.create_ingress(stable_ingress())
+    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
+    edge.create(nginx_rollout())
+    named = "Service app-canary"
+
+    def blocked() -> bool:
+        status = edge.status()
+        return status.get("phase") == "Degraded" and named in status.get("message", "")
+
+    wait_for("degraded", blocked)
+    wait_for("warning", lambda: any(named in w for w in edge.warnings()))
+    second = edge.set_image("registry.local/app:v2")
+    wait_for("canary seen", lambda: edge.status().get("canaryRevision") == second)
+    assert blocked()
+    status = edge.status()
+    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
+    assert named in progressing["message"]
+    assert edge.ingress(CANARY) is None  # nothing split
+    assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
+
+    edge.service("app-canary")
+    edge.poke("1")
     wait_for("paused at step 1", lambda: edge.status().get("currentStepIndex") == 1)
     assert edge.shape(CANARY) == expected_canary(edge, 20)
 

@@ -218,7 +218,8 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
     env: tuple[Cluster, Splits], controller: ControllerProcess, case: str
 ) -> None:
     """A split the Rollout does not own, or a missing Service, makes the Rollout Degraded
-    with the reason, through a new revision too, and no split is written."""
+    with the reason (status, Progressing condition and a Warning event), through a new
+    revision too, and no split is written."""
     kube, splits = env
     splits.service("app-stable")
     if case != "canary-service-absent":
@@ -235,6 +236,7 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
         return status.get("phase") == "Degraded" and expected in status.get("message", "")
 
     wait_for("blocked", blocked)
+    wait_for("a Warning event with the reason", lambda: _warned(kube, expected), timeout=5)
     canary = kube.set_image("app", "registry.local/app:v2")
     wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
     wait_for(
@@ -250,6 +252,14 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
     assert (after is None) == (before is None)
     if after is not None and before is not None:
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def _warned(kube: Cluster, text: str) -> bool:
+    """Whether a Warning event on the Rollout says ``text``."""
+    items = kube.core.list_namespaced_event(
+        kube.ns, field_selector="involvedObject.name=app,type=Warning"
+    ).items
+    return any(text in (e.message or "") for e in items)
 
 
 # -- the router alone, with another actor's write injected at the fence -----------------

@@ -1,8 +1,11 @@
 """The admin API for one namespace, as the router integration tests use it: Rollouts
-(named ``app`` by default), Services and Warning events."""
+(named ``app`` by default), Services and Warning events; and another actor that keeps
+editing an object while the controller writes it."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -85,3 +88,63 @@ class RolloutNamespace:
             self.ns, field_selector=f"involvedObject.name={name},type=Warning"
         ).items
         return [f"{e.reason}: {e.message}" for e in items]
+
+
+class Editor:
+    """Another actor editing an object over and over until stopped: read, change with
+    ``edit(obj, version)``, write back whole (PUT with the resourceVersion read; a 409
+    means someone wrote meanwhile, and the next round reads again). ``last`` is the
+    version of its last successful write (0: none yet). With ``version_of`` (the edit
+    version an object shows), every read must show ``last``: anything else is an edit of
+    ours that someone else's write lost, and ``__exit__`` fails naming it."""
+
+    def __init__(
+        self,
+        read: Callable[[], dict[str, Any]],
+        replace: Callable[[dict[str, Any]], object],
+        edit: Callable[[dict[str, Any], int], None],
+        version_of: Callable[[dict[str, Any]], int] | None = None,
+        interval: float = 0.02,
+    ) -> None:
+        self.read, self.replace, self.edit = read, replace, edit
+        self.version_of = version_of
+        self.interval = interval
+        self.last = 0
+        self.conflicts = 0
+        self.lost: list[tuple[int, int]] = []
+        """(version written, version read next) for each edit found undone."""
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        version = self.last
+        try:
+            while not self._stop.is_set():
+                version += 1
+                obj = self.read()
+                if self.version_of is not None and (seen := self.version_of(obj)) != self.last:
+                    self.lost.append((self.last, seen))
+                self.edit(obj, version)
+                try:
+                    self.replace(obj)
+                    self.last = version
+                except client.exceptions.ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    self.conflicts += 1
+                self._stop.wait(self.interval)
+        except BaseException as exc:  # reported by __exit__, in the test's thread
+            self.error = exc
+
+    def __enter__(self) -> Editor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the editor did not stop"
+        if self.error is not None:
+            raise AssertionError(f"the editor failed: {self.error!r}") from self.error
+        assert not self.lost, f"edits undone by another write (written, then read): {self.lost}"
