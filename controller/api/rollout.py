@@ -494,7 +494,12 @@ class RolloutSpec(ApiModel):
     progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
     """Abort when a step makes no progress (pods not Ready) for this long."""
     paused: bool = False
-    """Hold the rollout where it is (no step advances, no scaling)."""
+    """Hold the canary where it is: no step advances, no scaling, no traffic or Service
+    change, no promotion (promote intents act on resume); paused time does not count
+    toward progressDeadlineSeconds. Moves that take traffic away from a canary still
+    happen: an abort (manual, or a failed analysis), a newer revision superseding it (a
+    routed weight returns to stable; the new revision waits for resume) and re-applying
+    the stable template."""
     strategy: Strategy
     """How a new revision is brought in."""
 

@@ -28,6 +28,26 @@ The order of decisions:
    was asked for explicitly), the canary is scaled to full size, the stable Service is
    pointed at it, traffic returns to the stable Service (now the new pods) and the old
    ReplicaSet is scaled down after ``scaleDownDelaySeconds``.
+
+``spec.paused`` holds a canary exactly where it is: no ReplicaSet is scaled, no weight,
+header route or Service selector changes, no step advances and nothing is promoted
+(a ``promote`` or ``promote-full`` intent waits and acts on resume, if it still names
+the state), and paused time does not count toward ``progressDeadlineSeconds``. A running
+analysis goes on measuring. What takes traffic *away* from a canary is never held,
+because pausing must not keep a bad release in front of users:
+
+- an abort (a manual abort intent, or an analysis that fails while paused) runs to
+  the end: stable at full size, all traffic to stable, the canary scaled down;
+- a newer template supersedes the canary: with a traffic router its weight returns to
+  stable at once (by replica ratio traffic follows pods, so the old canary keeps its pods
+  and share until resume); the new revision gets no pods until resume (it waits at
+  step 0);
+- re-applying the stable template rolls the canary back (a Rollout with no canary is not
+  held at all: there is nothing in flight);
+- scale-downs already scheduled (old pods kept for a delay after traffic left them)
+  still happen.
+
+A retry intent while paused clears the abort and waits at step 0.
 """
 
 from __future__ import annotations
@@ -229,7 +249,7 @@ def _steady(p: _Pass, stable: str) -> None:
         p.wait(
             "Healthy" if later else "Progressing",
             f"revision {stable} is stable; old revisions scale down"
-            + (f" at {min(later).isoformat()}" if later else ""),
+            + (f" at {min(later).isoformat(timespec='seconds')}" if later else ""),
         )
     else:
         p.wait("Healthy", f"revision {stable} is stable with {stable_ready} Ready pods")
@@ -240,11 +260,9 @@ def _steady(p: _Pass, stable: str) -> None:
 
 def _canary(p: _Pass, desired: str, stable: str) -> None:
     intents = intents_mod.parse(p.rollout.metadata.annotations)
+    paused = p.rollout.spec.paused
     if p.status.canary_revision != desired:
         _start_canary(p, desired)
-    if p.routed and p.weight == 0:
-        # Only the canary Service reaches a canary, and it selects the current one.
-        _drain_others(p, keep={stable, desired})
 
     abort = p.status.abort
     if abort is not None and abort.revision == desired and intents.retries(desired, abort.attempt):
@@ -258,11 +276,17 @@ def _canary(p: _Pass, desired: str, stable: str) -> None:
         )
     if not p.aborted() and intents.abort == desired:
         _abort(p, "Manual", f"aborted by request ({intents_mod.ABORT}={desired})")
+    if p.routed and p.weight == 0 and not (paused and not p.aborted()):
+        # Only the canary Service reaches a canary, and it selects the current one.
+        _drain_others(p, keep={stable, desired})
 
     if not p.aborted():
         _advance(p, desired, stable, intents)
     if p.aborted():
         _aborted(p, desired, stable)
+        if p.routed and p.weight == 0:
+            # Aborted in this pass while paused (a failed analysis): drain what was held.
+            _drain_others(p, keep={stable, desired})
 
 
 def _start_canary(p: _Pass, desired: str) -> None:
@@ -348,7 +372,9 @@ def _aborted(p: _Pass, canary: str, stable: str) -> None:
 def _advance(p: _Pass, canary: str, stable: str, intents: intents_mod.Intents) -> None:
     steps = p.canary.steps
     index = p.status.current_step_index or 0
-    full = intents.promote_full == canary
+    paused = p.rollout.spec.paused
+    # promote-full is a step advance too: while paused it waits (the intent stays).
+    full = intents.promote_full == canary and not paused
     if full and index < len(steps):
         p.event(
             "PromotedFully",
@@ -360,6 +386,12 @@ def _advance(p: _Pass, canary: str, stable: str, intents: intents_mod.Intents) -
     background = _background(p, canary, index, skip=full)
     if p.aborted():
         return
+    if paused:
+        _hold(p, index, canary)
+        return
+    if p.status.step_start_time is None and index < len(steps):
+        # Resumed: the progress deadline counts from here, not from before the pause.
+        p.set(step_start_time=p.now)
 
     while index < len(steps):
         done = _run_step(p, index, steps[index], canary, stable, intents)
@@ -400,6 +432,27 @@ def _advance(p: _Pass, canary: str, stable: str, intents: intents_mod.Intents) -
     _promote(p, canary, stable)
 
 
+def _hold(p: _Pass, index: int, canary: str) -> None:
+    """spec.paused during a canary: nothing is scaled, routed or pinned, and no step
+    advances (a promote or promote-full intent waits for resume). An analysis already
+    running goes on measuring, and its failure still aborts."""
+    steps = p.canary.steps
+    if index < len(steps) and steps[index].analysis is not None:
+        _measure_step(p, index, steps[index], canary, start=False)
+        if p.aborted():
+            return
+    _pause_clock(p)
+    where = f"at step {index}" if index < len(steps) else "after the last step, before promotion"
+    p.wait("Paused", f"paused (spec.paused) {where}")
+
+
+def _pause_clock(p: _Pass) -> None:
+    """Paused time does not count toward the progress deadline: the step's clock stops
+    (and restarts on resume)."""
+    if p.status.step_start_time is not None:
+        p.set(step_start_time=None)
+
+
 def _background(p: _Pass, canary: str, index: int, *, skip: bool) -> AnalysisRunStatus | None:
     """Start, measure and judge the background analysis; abort on failure."""
     spec = p.canary.analysis
@@ -407,25 +460,33 @@ def _background(p: _Pass, canary: str, index: int, *, skip: bool) -> AnalysisRun
         return None
     resolved = an.resolve(spec, p.observed.templates)
     run = _find_run(p, an.BACKGROUND)
-    if run is None:
+    if run is None or an.stale(run, resolved):
         run = an.start(an.BACKGROUND, canary, resolved, p.now)
         p.event("AnalysisStarted", f"background analysis of canary {canary} started")
-    run = an.apply_measurements(run, resolved, p.observed.measurements, p.now)
-    _store_run(p, run)
+    run = _measure(p, run, resolved, f"background analysis of canary {canary}")
     p.wake_at(an.next_due(run, background=True))
     if run.phase == "Failed":
         _abort(p, "AnalysisFailed", f"background analysis failed: {run.message}")
     return run
 
 
+def _measure(
+    p: _Pass, run: AnalysisRunStatus, resolved: an.ResolvedAnalysis, label: str
+) -> AnalysisRunStatus:
+    """Record this pass's measurements into ``run`` and store it; a metric that went
+    blind (held) or Inconclusive in this pass gets one Warning event. The transition is
+    read from the stored tally, so the same world planned again emits nothing."""
+    after = an.apply_measurements(run, resolved, p.observed.measurements, p.now)
+    for notice in an.notices(run, after, resolved):
+        p.event(notice.reason, f"{label}, metric {notice.metric}: {notice.message}", warning=True)
+    _store_run(p, after)
+    return after
+
+
 def _run_step(
     p: _Pass, index: int, step: Step, canary: str, stable: str, intents: intents_mod.Intents
 ) -> bool:
     """Carry out step ``index``; True when it is complete."""
-    if p.rollout.spec.paused:
-        _apply_targets(p, canary, stable, index)
-        p.wait("Paused", f"paused (spec.paused) at step {index}")
-        return False
     if step.set_weight is not None:
         return _set_weight_step(p, index, step.set_weight, canary, stable)
     if step.pause is not None:
@@ -445,7 +506,7 @@ def _run_step(
         p.wake_at(ends)
         # The end time, not a countdown: a message that changes with ``now`` alone would
         # make every pass write the status (and its Paused condition) again.
-        p.wait("Paused", f"paused at step {index} until {ends.isoformat()}")
+        p.wait("Paused", f"paused at step {index} until {ends.isoformat(timespec='seconds')}")
         return False
     if step.analysis is not None:
         _apply_targets(p, canary, stable, index)
@@ -457,24 +518,36 @@ def _run_step(
     return _apply_targets(p, canary, stable, index + 1)
 
 
-def _analysis_step(
-    p: _Pass, index: int, step: Step, canary: str, intents: intents_mod.Intents
-) -> bool:
+def _measure_step(
+    p: _Pass, index: int, step: Step, canary: str, *, start: bool
+) -> AnalysisRunStatus | None:
+    """Start (if ``start``), measure and judge the analysis of step ``index``; abort on
+    failure. None when the run has not started and ``start`` is False."""
     assert step.analysis is not None
     name = an.step_run_name(index)
     resolved = an.resolve(step.analysis, p.observed.templates)
     run = _find_run(p, name)
-    if run is None:
+    if run is None or an.stale(run, resolved):
+        if not start:
+            return run
         run = an.start(name, canary, resolved, p.now)
         p.event("AnalysisStarted", f"analysis of step {index} for canary {canary} started")
-    run = an.apply_measurements(run, resolved, p.observed.measurements, p.now)
-    _store_run(p, run)
+    run = _measure(p, run, resolved, f"analysis of step {index} for canary {canary}")
     p.wake_at(an.next_due(run, background=False))
+    if run.phase == "Failed":
+        _abort(p, "AnalysisFailed", f"analysis of step {index} failed: {run.message}")
+    return run
+
+
+def _analysis_step(
+    p: _Pass, index: int, step: Step, canary: str, intents: intents_mod.Intents
+) -> bool:
+    run = _measure_step(p, index, step, canary, start=True)
+    assert run is not None
     if run.phase == "Successful":
         p.event("AnalysisSucceeded", f"analysis of step {index} succeeded")
         return True
     if run.phase == "Failed":
-        _abort(p, "AnalysisFailed", f"analysis of step {index} failed: {run.message}")
         return False
     if run.phase == "Inconclusive":
         if intents.promotes(canary, index):

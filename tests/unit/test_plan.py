@@ -406,6 +406,30 @@ def test_missing_template_holds_with_a_reason() -> None:
     assert ro.status.abort is None
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["step", "background"])
+def test_a_template_that_appears_later_starts_the_analysis(background: bool) -> None:
+    """A run that started while its template was missing starts afresh, with its metrics,
+    once the template can be read (it does not stay blind for ever)."""
+    analysis = {"templates": [{"templateName": "errors"}]}
+    if background:
+        ro = make([{"setWeight": 20}, {"pause": {}}], analysis=analysis)
+    else:
+        ro = make([{"setWeight": 20}, {"analysis": analysis}, {"setWeight": 60}])
+    ro, world = stable_world(ro)
+    ro = new_image(ro)
+    world.templates[TemplateKey("errors")] = "not found"
+    ro, _ = settle(ro, world, at(0))
+    assert [(r.phase, r.metrics) for r in ro.status.analysis_runs] == [("Error", [])]
+    world.templates[TemplateKey("errors")] = TEMPLATE
+    ro, _ = settle(ro, world, at(10))
+    (run,) = ro.status.analysis_runs
+    assert (run.phase, [mr.name for mr in run.metrics], run.started_at) == (
+        "Running",
+        ["errors"],
+        at(10),
+    )
+
+
 def test_background_analysis_failure_aborts_at_any_step() -> None:
     """Background analysis from startingStep aborts the canary when it fails."""
     steps = [{"setWeight": 10}, {"pause": {}}]
