@@ -30,7 +30,15 @@ the template asks for it.
 
 A run's phase: Failed if any metric failed; else Error if any is held blind; else
 Inconclusive if any is; else Successful if all are; else Running. A missing template
-makes the run Error from the start, with the reason.
+makes the run Error from the start, with the reason; once the template can be read the
+run starts afresh (:func:`stale`).
+
+A metric is *blind* (held) while it is Error under ``onProviderError: Hold``, or while
+it is still Running and its latest answer was NoData under ``onNoData: Hold``.
+:func:`notices` compares a run before and after a pass and names each metric that has
+just gone blind (or from one blind cause to the other) or just become Inconclusive;
+:mod:`controller.core.plan` turns those into one Warning event per transition, never
+one per pass.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from controller.api.analysis import AnalysisTemplateSpec, Metric, TemplateArg
 from controller.api.base import parse_duration
@@ -123,6 +132,12 @@ def start(
             for m in resolved.metrics
         ],
     )
+
+
+def stale(run: AnalysisRunStatus, resolved: ResolvedAnalysis) -> bool:
+    """Whether a run that started without its templates (Error, no metrics) should start
+    afresh because they can be read now."""
+    return run.phase == "Error" and not run.metrics and resolved.problem is None
 
 
 @dataclass(frozen=True)
@@ -288,3 +303,62 @@ def background_succeeded(run: AnalysisRunStatus) -> bool:
     return run.phase in ("Running", "Successful") and all(
         m.phase == "Successful" for m in run.metrics
     )
+
+
+Blindness = Literal["NoData", "Error"]
+
+
+def blindness(result: MetricResult, metric: Metric) -> Blindness | None:
+    """Why a metric is held blind (see the module docstring), or None when it is not."""
+    if result.phase == "Error" and metric.on_provider_error == "Hold":
+        return "Error"
+    latest = result.measurements[-1] if result.measurements else None
+    if (
+        result.phase == "Running"
+        and latest is not None
+        and latest.phase == "NoData"
+        and metric.on_no_data == "Hold"
+    ):
+        return "NoData"
+    return None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A metric that changed into a state a person should hear about."""
+
+    reason: Literal["AnalysisHeld", "AnalysisInconclusive"]
+    metric: str
+    message: str
+
+
+def notices(
+    before: AnalysisRunStatus, after: AnalysisRunStatus, resolved: ResolvedAnalysis
+) -> list[Notice]:
+    """The metrics of a run that went blind or became Inconclusive between ``before``
+    and ``after`` (the same run, one pass apart); a metric already in that state in
+    ``before`` is not named again."""
+    by_name = {m.name: m for m in resolved.metrics}
+    old = {r.name: r for r in before.metrics}
+    out: list[Notice] = []
+    for result in after.metrics:
+        metric = by_name.get(result.name)
+        if metric is None:
+            continue
+        previous = old.get(result.name)
+        was = blindness(previous, metric) if previous is not None else None
+        now = blindness(result, metric)
+        if now is not None and now != was:
+            out.append(Notice("AnalysisHeld", result.name, _blind_message(result, now)))
+        if result.phase == "Inconclusive" and (previous is None or previous.phase != result.phase):
+            out.append(Notice("AnalysisInconclusive", result.name, result.message))
+    return out
+
+
+def _blind_message(result: MetricResult, why: Blindness) -> str:
+    if why == "Error":
+        # "N consecutive provider errors (limit L): <provider message>; holding (...)"
+        return f"blind, holding: {result.message}"
+    latest = result.measurements[-1]
+    detail = f": {latest.message}" if latest.message else ""
+    return f"blind, holding: no data{detail} (onNoData: Hold)"

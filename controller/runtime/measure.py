@@ -7,13 +7,20 @@ values included), the query is rendered with escaping (:mod:`controller.core.pro
 sent by :class:`controller.adapters.prometheus.PrometheusClient`, and the answer judged
 by :mod:`controller.core.measurement` (or :mod:`controller.core.judge` for a
 comparative judge). Nothing here raises: every failure becomes an Error measurement that
-names the metric, and core's policies decide what it means.
+names the metric, and core's policies decide what it means. A Secret that cannot be read
+(missing, no such key, forbidden, not text) is such an Error, and its message names the
+Secret and the key; Secret values themselves are never logged nor put in a message (they
+are passed to the adapter as values to scrub).
+
+The Secret reader and the Prometheus client are injected through the constructor (tests
+pass fakes: a dict of Secrets, a client over a fake HTTP transport).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,26 +34,60 @@ from controller.api.analysis import Metric, PrometheusConnection, TemplateArg
 from controller.api.rollout import AnalysisArg, Measurement, Rollout, SecretKeyRef
 from controller.core import analysis as an
 from controller.core import judge, measurement, promql
-from controller.errors import StepwiseError
+from controller.errors import ApiError, NotFoundError, StepwiseError
 
 log = structlog.get_logger()
 
 SecretReader = Callable[[str, SecretKeyRef], str]
-"""Reads one key of a Secret in a namespace (raises StepwiseError when it cannot)."""
+"""Reads one key of a Secret in a namespace (raises StepwiseError when it cannot, with a
+message that names the Secret and the key but never the value)."""
+
+ClientFactory = Callable[[PrometheusSettings], PrometheusClient]
+"""Builds the Prometheus client for one measurement's settings."""
 
 
 def kube_secret_reader(api_client: client.ApiClient) -> SecretReader:
     """A SecretReader over the Kubernetes API."""
     core = client.CoreV1Api(api_client)
+    return secret_reader(core.read_namespaced_secret)
 
-    def read(namespace: str, ref: SecretKeyRef) -> str:
-        secret = call_api(lambda: core.read_namespaced_secret(ref.name, namespace))
+
+def secret_reader(read: Callable[[str, str], client.V1Secret]) -> SecretReader:
+    """A SecretReader over ``read(name, namespace)`` (``read_namespaced_secret``), under
+    the API retry policy, with every failure a StepwiseError naming the Secret and key."""
+
+    def reader(namespace: str, ref: SecretKeyRef) -> str:
+        where = f"Secret {namespace}/{ref.name}"
+        try:
+            secret = call_api(lambda: read(ref.name, namespace))
+        except NotFoundError:
+            raise StepwiseError(f"{where} not found (wanted its key {ref.key!r})") from None
+        except ApiError as exc:
+            raise StepwiseError(f"cannot read {where} (key {ref.key!r}): {exc}") from None
         data = secret.data or {}
         if ref.key not in data:
-            raise StepwiseError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        return base64.b64decode(data[ref.key]).decode()
+            keys = ", ".join(sorted(data)) or "none"
+            raise StepwiseError(f"{where} has no key {ref.key!r} (its keys: {keys})")
+        try:
+            return base64.b64decode(data[ref.key]).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError; the value is not shown
+            raise StepwiseError(f"{where} key {ref.key!r} is not UTF-8 text") from None
 
-    return read
+    return reader
+
+
+def redactions(values: list[str]) -> tuple[str, ...]:
+    """Every Secret value with the forms it may take in an error text: trimmed, and
+    escaped as Python's repr and Go's %q print it (an error quoting a header or the
+    query shows ``tok\\n``, not the newline). The adapter scrubs them all."""
+    out: list[str] = []
+    for value in values:
+        if not value:
+            continue
+        out.append(value)
+        variants = (value.strip(), repr(value)[1:-1], json.dumps(value)[1:-1])
+        out.extend(v for v in variants if len(v) >= 4 and v != value)
+    return tuple(dict.fromkeys(out))
 
 
 def promql_duration(value: str | int) -> str:
@@ -65,10 +106,12 @@ class PrometheusMeasurer:
         *,
         default_address: str | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        client_factory: ClientFactory = PrometheusClient,
     ) -> None:
         self.secrets = secrets
         self.default_address = default_address
         self.clock = clock
+        self.client_factory = client_factory
 
     def measure(
         self, rollout: Rollout, due: list[an.Due], now: dt.datetime
@@ -77,7 +120,13 @@ class PrometheusMeasurer:
         out: dict[tuple[str, str], Measurement] = {}
         for item in due:
             started = self.clock()
-            outcome = self._one(rollout, item)
+            try:
+                outcome = self._one(rollout, item)
+            except Exception as exc:  # never into the decision logic; the text may hold a value
+                log.error("measurement failed unexpectedly", error=type(exc).__name__)
+                outcome = measurement.Outcome(
+                    "Error", None, f"{item.metric.name}: unexpected {type(exc).__name__}"
+                )
             out[(item.run, item.metric.name)] = outcome.measurement(started, self.clock())
             log.info(
                 "measured",
@@ -99,6 +148,18 @@ class PrometheusMeasurer:
         provider = metric.provider
         connection: PrometheusConnection | None = provider.prometheus or provider.judge
         assert connection is not None
+        token_ref = connection.auth.bearer_token if connection.auth else None
+        credentials: list[str] = []
+
+        def credential(ref: SecretKeyRef) -> str:
+            value = self.secrets(namespace, ref)
+            # A token file written by ``echo`` ends in a newline, which no HTTP header
+            # may hold; Prometheus trims its credentials files the same way.
+            if ref is token_ref:
+                value = value.strip()
+            credentials.append(value)
+            return value
+
         ca_dir: tempfile.TemporaryDirectory[str] | None = None
         try:
             ca_file = None
@@ -109,7 +170,7 @@ class PrometheusMeasurer:
                 ca_file = str(ca_path)
             settings = PrometheusSettings.from_connection(
                 connection,
-                secret=lambda ref: self.secrets(namespace, ref),
+                secret=credential,
                 default_url=self.default_address,
                 ca_file=ca_file,
             )
@@ -117,7 +178,8 @@ class PrometheusMeasurer:
             if ca_dir is not None:
                 ca_dir.cleanup()
             return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
-        prom = PrometheusClient(settings)
+        prom = self.client_factory(settings)
+        redact = redactions([*redact, *credentials])
         try:
             return self._query(prom, metric, variables, redact, rollout, item)
         except promql.TemplateError as exc:

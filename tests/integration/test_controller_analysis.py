@@ -1,10 +1,13 @@
 """Analysis through the whole controller: a Rollout's analysis step measured against the
 real Prometheus scraping demo-app processes. A healthy canary is promoted; an erroring
-canary is aborted; Prometheus down holds the rollout blind instead of judging it; a
-broken query says so, naming the metric, with Prometheus's own message."""
+canary is aborted; Prometheus down holds the rollout blind instead of judging it (one
+AnalysisHeld event), or aborts it with ``onProviderError: Fail``; a broken query says so,
+naming the metric, with Prometheus's own message; a hostile argument value (from a
+Secret) stays a label value and never passes a canary."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,9 @@ SUCCESS_RATE = (
 
 
 def template(name: str, query: str, **metric: Any) -> dict[str, Any]:
+    """An AnalysisTemplate ``name`` with one metric (named ``name`` unless ``metricName``
+    says otherwise) measuring ``query``."""
+    metric_name = metric.pop("metricName", name)
     return {
         "apiVersion": "stepwise.dev/v1alpha1",
         "kind": "AnalysisTemplate",
@@ -37,7 +43,7 @@ def template(name: str, query: str, **metric: Any) -> dict[str, Any]:
             "args": [{"name": "service"}, {"name": "version"}],
             "metrics": [
                 {
-                    "name": name,
+                    "name": metric_name,
                     "interval": "2s",
                     "count": 3,
                     "thresholdRange": {"min": 0.95},
@@ -77,8 +83,16 @@ def setup(
             prometheus.resume()
 
 
-def analysed_rollout(kube: Cluster, demo: Demo, tmpl: str, **metric: Any) -> str:
-    """A healthy Rollout whose canary step 1 runs analysis ``tmpl``; returns the canary."""
+def analysed_rollout(
+    kube: Cluster,
+    demo: Demo,
+    tmpl: str,
+    *,
+    service: dict[str, Any] | None = None,
+    **metric: Any,
+) -> str:
+    """A healthy Rollout whose canary step 1 runs analysis ``tmpl``; returns the canary.
+    ``service`` replaces the service argument (``{"value": ...}`` or ``{"valueFrom": ...}``)."""
     kube.custom.create_namespaced_custom_object(
         "stepwise.dev", "v1alpha1", kube.ns, "analysistemplates",
         template(tmpl, metric.pop("query", SUCCESS_RATE), **metric),
@@ -89,7 +103,7 @@ def analysed_rollout(kube: Cluster, demo: Demo, tmpl: str, **metric: Any) -> str
             "analysis": {
                 "templates": [{"templateName": tmpl}],
                 "args": [
-                    {"name": "service", "value": demo.service},
+                    {"name": "service", **(service or {"value": demo.service})},
                     {"name": "version", "value": demo.canary.version},
                 ],
             }
@@ -150,10 +164,50 @@ def test_prometheus_down_holds_instead_of_judging(
         assert "abort" not in status
         assert status["stableRevision"] != canary
         assert "holding" in status["message"]
+        wait_for("held event", lambda: kube.event_messages("app", "AnalysisHeld"), 10)
+        time.sleep(4)  # two more blind measurements: still one event
+        (held,) = kube.event_messages("app", "AnalysisHeld")
+        assert held.startswith(f"analysis of step 1 for canary {canary}, metric success-rate: ")
+        assert "consecutive provider errors" in held
     finally:
         prometheus.resume()
     wait_for("measuring again", lambda: run_of(kube).get("phase") == "Running", 30)
     assert "abort" not in kube.status("app")
+
+
+def test_prometheus_down_with_on_provider_error_fail_aborts(
+    setup: tuple[Cluster, Demo], prometheus: LocalPrometheus
+) -> None:
+    """Prometheus stopped mid-analysis with onProviderError Fail: past the error limit the
+    metric fails and the canary is aborted (Degraded), the reason naming the analysis and
+    the metric; the canary's pods go."""
+    kube, demo = setup
+    canary = analysed_rollout(
+        kube, demo, "success-rate", count=20, consecutiveErrorLimit=1, onProviderError="Fail"
+    )
+    wait_for(
+        "measuring", lambda: (run_of(kube).get("metrics") or [{}])[0].get("successful", 0) >= 1, 40
+    )
+    prometheus.pause()
+    try:
+        wait_for(
+            "aborted",
+            lambda: (kube.status("app").get("abort") or {}).get("reason") == "AnalysisFailed",
+            30,
+        )
+    finally:
+        prometheus.resume()
+    status = kube.status("app")
+    assert status["stableRevision"] != canary
+    message = status["abort"]["message"]
+    assert message.startswith("analysis of step 1 failed: success-rate: ")
+    assert "consecutive provider errors (limit 1)" in message
+    assert "onProviderError is Fail" in message
+    assert run_of(kube)["metrics"][0]["phase"] == "Failed"
+    wait_for("degraded", lambda: kube.status("app").get("phase") == "Degraded", 30)
+    aborted = next(c for c in kube.status("app")["conditions"] if c["type"] == "Aborted")
+    assert (aborted["status"], aborted["reason"]) == ("True", "AnalysisFailed")
+    wait_for("canary gone", lambda: kube.ready("app", canary)[0] == 0, 60)
 
 
 def test_broken_query_names_the_metric_and_carries_prometheus_message(
@@ -163,11 +217,79 @@ def test_broken_query_names_the_metric_and_carries_prometheus_message(
     Prometheus; the rollout holds and says so in its status."""
     kube, demo = setup
     analysed_rollout(
-        kube, demo, "bad-query", query="sum(rate(http_requests_total[1m]", consecutiveErrorLimit=0
+        kube,
+        demo,
+        "bad-query",
+        metricName="broken-rate",  # distinct from the template's name
+        query="sum(rate(http_requests_total[1m]",
+        consecutiveErrorLimit=0,
     )
     wait_for("held", lambda: run_of(kube).get("phase") == "Error", 40)
     message = kube.status("app")["message"]
-    assert "bad-query" in message
+    assert "broken-rate: query failed (bad_data)" in message
     assert "parse error" in message
     progressing = next(c for c in kube.status("app")["conditions"] if c["type"] == "Progressing")
+    assert "broken-rate: query failed (bad_data)" in progressing["message"]
     assert "parse error" in progressing["message"]
+    assert "broken-rate" in run_of(kube)["metrics"][0]["message"]
+    wait_for("held event", lambda: kube.event_messages("app", "AnalysisHeld"), 10)
+    (held,) = kube.event_messages("app", "AnalysisHeld")
+    assert "metric broken-rate" in held
+    assert "parse error" in held
+
+
+INJECTION = 'demo"} or vector(1) #'
+
+
+@pytest.mark.parametrize("source", ["value", "secret"])
+def test_an_injected_argument_never_passes_the_canary(
+    setup: tuple[Cluster, Demo], source: str
+) -> None:
+    """An argument carrying ``"} or vector(1) #`` (literally, or from a Secret) is escaped
+    into the label value: it matches no series, so the analysis is blind (NoData, held)
+    instead of measuring the injected 1.0, and the canary is not promoted. (Rollout and
+    Service names cannot carry it: the API server accepts only DNS names for them.)"""
+    kube, demo = setup
+    arg: dict[str, Any] = {"value": INJECTION}
+    if source == "secret":
+        kube.core.create_namespaced_secret(
+            kube.ns,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="svc"), string_data={"name": INJECTION}
+            ),
+        )
+        arg = {"valueFrom": {"secretKeyRef": {"name": "svc", "key": "name"}}}
+    canary = analysed_rollout(kube, demo, "success-rate", service=arg)
+    wait_for("blind", lambda: (run_of(kube).get("metrics") or [{}])[0].get("noData", 0) >= 3, 40)
+    status = kube.status("app")
+    assert status["stableRevision"] != canary
+    metric = run_of(kube)["metrics"][0]
+    assert (metric["phase"], metric["successful"], metric["failed"]) == ("Running", 0, 0)
+    assert "no data" in status["message"]
+    (held,) = kube.event_messages("app", "AnalysisHeld")
+    assert "metric success-rate: blind, holding: no data" in held
+    assert INJECTION not in held
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param({"metadata": {"name": 'app"} or vector(1) #'}}, id="rollout-name"),
+        pytest.param({"stableService": 'svc"} or vector(1) #'}, id="stable-service"),
+        pytest.param({"canaryService": 'svc"} or vector(1) #'}, id="canary-service"),
+    ],
+)
+def test_names_cannot_carry_an_injection(
+    setup: tuple[Cluster, Demo], field: dict[str, Any]
+) -> None:
+    """The {{rollout}}, {{stableService}} and {{canaryService}} variables come from names
+    the API server accepts only as DNS labels: a quote never reaches a query."""
+    kube, _ = setup
+    doc = rollout_doc("app", steps=[{"setWeight": 20}])
+    if "metadata" in field:
+        doc["metadata"] = field["metadata"]
+    else:
+        doc["spec"]["strategy"]["canary"].update(field)
+    with pytest.raises(client.exceptions.ApiException) as exc:
+        kube.create(doc)
+    assert exc.value.status == 422

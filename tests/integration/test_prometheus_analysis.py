@@ -4,6 +4,7 @@ judged by core."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import ssl
@@ -15,15 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
+from structlog.testing import capture_logs
 
 from controller.adapters.prometheus import PrometheusClient, PrometheusSettings
-from controller.api.analysis import ComparativeJudge, Metric
-from controller.api.rollout import Measurement
+from controller.api.analysis import ComparativeJudge, Metric, TemplateArg
+from controller.api.rollout import Measurement, Rollout
+from controller.core import analysis as an
 from controller.core.judge import JudgeAnswers, judge_measurement
 from controller.core.measurement import Outcome, QueryResponse
 from controller.core.promql import TemplateError, render
+from controller.runtime.measure import PrometheusMeasurer, secret_reader
 from localcluster import pki
 from tests.support.demo import WINDOW, Demo
+from tests.support.manifests import rollout as rollout_doc
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +164,72 @@ def test_promql_syntax_error_carries_prometheus_message(demo: Demo) -> None:
     assert outcome.phase == "Error"
     assert outcome.message.startswith("success-rate: query failed (bad_data): ")
     assert "parse error: unclosed left parenthesis" in outcome.message
+
+
+class _Secrets:
+    """``read_namespaced_secret`` over a dict of Secret name -> {key: value}."""
+
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
+
+    def read(self, name: str, namespace: str) -> client.V1Secret:
+        data = self.secrets[name]
+        return client.V1Secret(
+            data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        )
+
+
+def _measure_through_the_runtime(
+    demo: Demo, query: str, secrets: dict[str, dict[str, str]], *, metric: str
+) -> Measurement:
+    """One measurement as the controller takes it (runtime.measure), with template
+    argument ``v`` read from key ``v`` of Secret ``args``."""
+    measurer = PrometheusMeasurer(
+        secret_reader(_Secrets(secrets).read), default_address=demo.prometheus.url
+    )
+    m = Metric.model_validate(
+        {
+            "name": metric,
+            "thresholdRange": {"min": 0.5},
+            "provider": {"prometheus": {"query": query}},
+        }
+    )
+    arg = TemplateArg.model_validate(
+        {"name": "v", "valueFrom": {"secretKeyRef": {"name": "args", "key": "v"}}}
+    )
+    doc = rollout_doc("app")
+    doc["metadata"]["namespace"] = "shop"
+    due = [an.Due("step-1", m, (arg,), ())]
+    return measurer.measure(Rollout.model_validate(doc), due, dt.datetime.now(dt.UTC))[
+        ("step-1", metric)
+    ]
+
+
+def test_the_runtime_names_the_metric_and_scrubs_a_secret_prometheus_echoes(demo: Demo) -> None:
+    """Through the runtime's measurer, a query Prometheus rejects is an Error whose message
+    starts with the metric's name and carries Prometheus's text; a Secret-valued argument
+    that Prometheus quotes back (an invalid regex) is scrubbed from it and from the logs."""
+    secret = "(unclosed-s3cr3t-7f"
+    query = 'label_replace(vector(1), "v", "x", "", "{{args.v}}")'
+    with capture_logs() as logs:
+        result = _measure_through_the_runtime(
+            demo, query, {"args": {"v": secret}}, metric="regex-check"
+        )
+    assert result.phase == "Error", result
+    assert result.message.startswith("regex-check: query failed ("), result.message
+    assert "invalid regular expression in label_replace(): ***" in result.message
+    assert secret not in result.message
+    assert secret not in repr(logs)
+
+
+def test_the_runtime_keeps_an_injected_secret_argument_a_label_value(demo: Demo) -> None:
+    """An argument from a Secret carrying ``"} or vector(1) #`` matches no series through
+    the runtime's measurer: NoData, never the injected 1."""
+    query = 'sum(up{job="{{args.v}}"})'
+    result = _measure_through_the_runtime(
+        demo, query, {"args": {"v": '"} or vector(1) #'}}, metric="up-check"
+    )
+    assert (result.phase, result.value) == ("NoData", None), result
 
 
 INJECTIONS = [

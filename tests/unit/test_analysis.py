@@ -479,6 +479,95 @@ def test_measurements_of_other_runs_are_ignored() -> None:
     assert an.apply_measurements(run, r, other, T0) is run
 
 
+# -- notices: blind and Inconclusive transitions -------------------------------------------
+
+
+def passes(m: Metric, phases: Sequence[MeasurementPhase]) -> list[list[an.Notice]]:
+    """The notices of each pass of a one-metric run fed one measurement per pass, and of
+    a second pass on the same state after each (which must be empty)."""
+    r = resolved(m)
+    run = an.start("step-1", "rev", r, T0)
+    out = []
+    for i, phase in enumerate(phases):
+        after = an.apply_measurements(run, r, {("step-1", m.name): meas(phase)}, at(i * 30))
+        out.append(an.notices(run, after, r))
+        again = an.apply_measurements(after, r, {}, at(i * 30))
+        assert an.notices(after, again, r) == []
+        run = after
+    return out
+
+
+HELD, INCONCLUSIVE = "AnalysisHeld", "AnalysisInconclusive"
+
+
+@pytest.mark.parametrize(
+    ("fields", "phases", "reasons"),
+    [
+        pytest.param({"count": 9}, ["NoData"] * 3, [[HELD], [], []], id="no-data-held-once"),
+        pytest.param(
+            {"count": 9}, ["NoData", "Successful", "NoData"], [[HELD], [], [HELD]],
+            id="no-data-again-after-a-good-answer-is-a-new-transition",
+        ),
+        pytest.param(
+            {"count": 9, "onNoData": "Fail", "failureLimit": 5}, ["NoData"] * 2, [[], []],
+            id="no-data-fail-is-not-blind",
+        ),
+        pytest.param(
+            {"count": 9, "onNoData": "Pass"}, ["NoData"] * 2, [[], []],
+            id="no-data-pass-is-not-blind",
+        ),
+        pytest.param(
+            {"count": 9, "consecutiveErrorLimit": 1}, ["Error"] * 4, [[], [HELD], [], []],
+            id="errors-held-once-past-the-limit",
+        ),
+        pytest.param(
+            {"count": 9, "consecutiveErrorLimit": 0, "onProviderError": "Fail"}, ["Error"],
+            [[]], id="errors-that-fail-are-not-blind",
+        ),
+        pytest.param(
+            {"count": 9, "consecutiveErrorLimit": 0, "onProviderError": "Pass"}, ["Error"] * 2,
+            [[], []], id="errors-that-pass-are-not-blind",
+        ),
+        pytest.param(
+            {"count": 9, "consecutiveErrorLimit": 0}, ["NoData", "Error", "Error"],
+            [[HELD], [HELD], []], id="from-no-data-to-errors-is-a-new-cause",
+        ),
+        pytest.param(
+            {"count": 9, "inconclusiveLimit": 1}, ["Inconclusive"] * 3, [[], [INCONCLUSIVE], []],
+            id="inconclusive-once-past-the-limit",
+        ),
+        pytest.param(
+            {"count": 2}, ["Successful", "Successful"], [[], []], id="a-good-run-says-nothing"
+        ),
+    ],
+)  # fmt: skip
+def test_notices_name_each_transition_once(
+    fields: dict[str, Any], phases: list[MeasurementPhase], reasons: list[list[str]]
+) -> None:
+    """A metric going blind (NoData or errors under Hold) or Inconclusive is named in the
+    pass it happens; staying there, or re-planning the same state, names it no more."""
+    got = passes(metric("errors", **fields), phases)
+    assert [[n.reason for n in pass_] for pass_ in got] == reasons
+    assert all(n.metric == "errors" for pass_ in got for n in pass_)
+
+
+def test_notices_say_why_the_metric_is_blind() -> None:
+    """The held notice says no data or quotes the provider error; Inconclusive says what
+    a person can do."""
+    m = metric(count=9, consecutiveErrorLimit=0)
+    r = resolved(m)
+    run = an.start("step-1", "rev", r, T0)
+    blind = an.apply_measurements(run, r, {("step-1", "m"): meas("NoData", "empty vector")}, T0)
+    (nodata,) = an.notices(run, blind, r)
+    assert "no data: empty vector (onNoData: Hold)" in nodata.message
+    failing = meas("Error", "m: query failed (timeout)")
+    erring = an.apply_measurements(blind, r, {("step-1", "m"): failing}, at(30))
+    (error,) = an.notices(blind, erring, r)
+    assert "1 consecutive provider errors (limit 0): m: query failed (timeout)" in error.message
+    (inconclusive,) = passes(metric(count=9), ["Inconclusive"])
+    assert "promote or abort" in inconclusive[0].message
+
+
 @pytest.mark.parametrize(
     ("templates", "says"),
     [
