@@ -117,6 +117,13 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         # cordoning the nodes (new pods stay Pending) for as long as the kill takes.
         kube.cordon(True)
         canary = kube.set_image("app", "registry.local/app:v2")
+
+        def completed(index: int, kind: str) -> bool:
+            # The Event follows the status write by milliseconds; a kill in between loses
+            # the Event (never the step), so each kill waits for the previous one.
+            wanted = f"step {index} ({kind}) of canary {canary} completed"
+            return wanted in kube.event_messages("app", "StepCompleted")
+
         # step 0: killed while the canary's pods cannot start
         wait_for("at step 0", lambda: kube.status("app").get("canaryRevision") == canary)
         wait_for("canary scaled", lambda: kube.ready("app", canary)[0] == 2)
@@ -133,13 +140,14 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         kube.cordon(True)  # ready for step 2
         pause_start = kube.status("app")["pauseStartTime"]
         started = dt.datetime.fromisoformat(pause_start).timestamp()
-        time.sleep(1)
+        wait_for("step 0 event", lambda: completed(0, "setWeight"))
+        time.sleep(max(0.0, started + 1 - time.time()))
         proc.sigkill()
         time.sleep(2)
         proc.start()
         assert time.time() - started < pause, "restarted too late to tell a kept pause"
-        while kube.status("app").get("currentStepIndex") == 1:
-            assert kube.status("app")["pauseStartTime"] == pause_start
+        while (now := kube.status("app")).get("currentStepIndex") == 1:
+            assert now["pauseStartTime"] == pause_start
             assert time.time() - started < pause + 10, "the pause never ended"
             time.sleep(0.05)
         ended = time.time() - started
@@ -148,6 +156,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         # step 2: killed while the canary cannot grow to 5
         wait_for("canary scaled to 5", lambda: kube.ready("app", canary) == (5, 2))
         assert kube.status("app")["currentStepIndex"] == 2
+        wait_for("step 1 event", lambda: completed(1, "pause"))
         proc.sigkill()
         proc.start()
         time.sleep(2)
@@ -156,6 +165,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         kube.cordon(False)
         # step 3: killed while waiting at the empty pause; it still waits afterwards
         wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 30)
+        wait_for("step 2 event", lambda: completed(2, "setWeight"))
         proc.sigkill()
         proc.start()
         time.sleep(3)
