@@ -118,7 +118,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         kube.cordon(True)
         canary = kube.set_image("app", "registry.local/app:v2")
 
-        def completed(index: int, kind: str) -> bool:
+        def step_event(index: int, kind: str) -> bool:
             # The Event follows the status write by milliseconds; a kill in between loses
             # the Event (never the step), so each kill waits for the previous one.
             wanted = f"step {index} ({kind}) of canary {canary} completed"
@@ -140,7 +140,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         kube.cordon(True)  # ready for step 2
         pause_start = kube.status("app")["pauseStartTime"]
         started = dt.datetime.fromisoformat(pause_start).timestamp()
-        wait_for("step 0 event", lambda: completed(0, "setWeight"))
+        wait_for("step 0 event", lambda: step_event(0, "setWeight"))
         time.sleep(max(0.0, started + 1 - time.time()))
         proc.sigkill()
         time.sleep(2)
@@ -156,7 +156,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         # step 2: killed while the canary cannot grow to 5
         wait_for("canary scaled to 5", lambda: kube.ready("app", canary) == (5, 2))
         assert kube.status("app")["currentStepIndex"] == 2
-        wait_for("step 1 event", lambda: completed(1, "pause"))
+        wait_for("step 1 event", lambda: step_event(1, "pause"))
         proc.sigkill()
         proc.start()
         time.sleep(2)
@@ -165,7 +165,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         kube.cordon(False)
         # step 3: killed while waiting at the empty pause; it still waits afterwards
         wait_for("paused at 3", lambda: kube.status("app").get("currentStepIndex") == 3, 30)
-        wait_for("step 2 event", lambda: completed(2, "setWeight"))
+        wait_for("step 2 event", lambda: step_event(2, "setWeight"))
         proc.sigkill()
         proc.start()
         time.sleep(3)
