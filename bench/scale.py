@@ -15,9 +15,9 @@ progress, the others have 1. For each size, cumulatively (the 1,000 case adds 90
    every one is Healthy, then until the controller has run no reconcile for 10 s (the
    ReplicaSet controller catches up on status updates, each of which queues a Rollout);
 2. **idle window**: nothing changes for ``--idle-window`` seconds; the controller's CPU
-   time (``/proc/<pid>/stat``), ``stepwise_api_requests_total`` (the Kubernetes
-   adapter's calls: ReplicaSets, Services, status, Events; not the informers' lists and
-   watches, nor traffic routers, which this mode has none of) and
+   time (``/proc/<pid>/stat``), ``stepwise_api_requests_total`` (every request the
+   controller makes: ReplicaSets, Services, status, Events, and the informers' lists and
+   watch renewals, which an idle fleet shares; this mode has no traffic routers) and
    ``stepwise_reconcile_total`` are read before and after;
 3. **progressing window**: the 10% get a new image and go through ``setWeight 50``,
    three 5 s pauses and ``setWeight 100`` to promotion; the same counters are read from
