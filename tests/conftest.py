@@ -18,6 +18,7 @@ from kubernetes import client, config
 
 from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
 from localcluster.controller import ControllerProcess
+from tests.support.cluster import Cluster
 from tests.support.demo import Demo, demo_environment
 from tests.support.kube import CRD_DIR, install_crds
 
@@ -83,6 +84,12 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def kube(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Cluster:
+    """The test's namespace, with the Stepwise CRDs installed, seen through Cluster."""
+    return Cluster(api_client, namespace)
 
 
 @pytest.fixture(scope="session")

@@ -26,21 +26,12 @@ GROUP, VERSION, PLURAL = "stepwise.dev", "v1alpha1", "rollouts"
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {}}]
 
 
-@pytest.fixture
-def kube(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Cluster:
-    return Cluster(api_client, namespace)
-
-
-def healthy(kube: Cluster, name: str) -> bool:
-    return kube.status(name).get("phase") == "Healthy"
-
-
 def start_canary(
     kube: Cluster, name: str = "app", steps: list[dict[str, Any]] | None = None, replicas: int = 10
 ) -> tuple[str, str]:
     """Create the Rollout, wait for its first revision to be Healthy, roll out v2."""
     kube.create(rollout_doc(name, replicas=replicas, steps=steps if steps is not None else STEPS))
-    wait_for(f"{name} healthy", lambda: healthy(kube, name))
+    wait_for(f"{name} healthy", lambda: kube.healthy(name))
     stable = kube.status(name)["stableRevision"]
     canary = kube.set_image(name, "registry.local/app:v2")
     return stable, canary
@@ -64,7 +55,7 @@ def test_steps_pause_and_promotion(kube: Cluster, controller: ControllerProcess)
     assert len(before) == 5
     kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
     wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
-    wait_for("healthy", lambda: healthy(kube, "app"))
+    wait_for("healthy", lambda: kube.healthy("app"))
     assert before <= kube.pod_uids(canary)  # the canary's pods were kept, not replaced
     assert kube.ready("app", canary) == (10, 10)
     wait_for("old scaled down", lambda: kube.ready("app", stable)[0] == 0)
@@ -112,7 +103,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
     proc.start()
     try:
         kube.create(rollout_doc("app", replicas=10, steps=steps))
-        wait_for("app healthy", lambda: healthy(kube, "app"))
+        wait_for("app healthy", lambda: kube.healthy("app"))
         # Fake pods are Ready within milliseconds, so a scaling step is held open by
         # cordoning the nodes (new pods stay Pending) for as long as the kill takes.
         kube.cordon(True)
@@ -260,7 +251,7 @@ def test_api_server_restart_mid_rollout(
     wait_for("step 1", lambda: kube.status("app").get("currentStepIndex") == 1)
     owned_cluster.restart_apiserver(down_for=3)
     wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary, timeout=60)
-    wait_for("healthy", lambda: healthy(kube, "app"), timeout=30)
+    wait_for("healthy", lambda: kube.healthy("app"), timeout=30)
     assert controller.alive()
     assert controller.probe("/healthz") == 200
 
@@ -329,11 +320,11 @@ def test_invalid_rollout_gets_a_condition_while_others_progress(
     ]
     assert "spec.strategy.canary.steps[0].setWeight" in message
     assert "spec.strategy.canary.steps[1].pause.duration" in message
-    wait_for("good healthy", lambda: healthy(kube, "good"))
+    wait_for("good healthy", lambda: kube.healthy("good"))
     kube.set_image("good", "registry.local/app:v2")
     wait_for(
         "good promoted",
-        lambda: kube.status("good").get("currentStepIndex") == 2 and healthy(kube, "good"),
+        lambda: kube.status("good").get("currentStepIndex") == 2 and kube.healthy("good"),
         30,
     )
 

@@ -19,7 +19,7 @@ from controller.api.rollout import Rollout
 from localcluster.controller import ControllerProcess
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import Editor, RolloutNamespace
+from tests.support.routing import Editor, RolloutNamespace, blocked_on_missing_service
 
 pytestmark = pytest.mark.integration
 
@@ -446,22 +446,7 @@ def test_a_missing_canary_service_blocks_with_a_warning_and_no_split(
     )
     version = mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"]
     mesh.create(istio_rollout())
-    named = "Service app-canary"
-
-    def blocked() -> bool:
-        status = mesh.status()
-        return status.get("phase") == "Degraded" and named in status.get("message", "")
-
-    wait_for("degraded", blocked)
-    wait_for("warning", lambda: any(named in w for w in mesh.warnings()))
-    second = mesh.set_image("registry.local/app:v2")
-    wait_for("canary seen", lambda: mesh.status().get("canaryRevision") == second)
-    assert blocked()
-    status = mesh.status()
-    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
-    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
-    assert named in progressing["message"]
+    blocked_on_missing_service(mesh, "app-canary")
     assert mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"] == version
     assert mesh.vs()["http"] == [STATIC, PRIMARY]
 

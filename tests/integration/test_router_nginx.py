@@ -15,7 +15,7 @@ from controller.api import intents
 from localcluster.controller import ControllerProcess
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import RolloutNamespace
+from tests.support.routing import RolloutNamespace, blocked_on_missing_service
 
 pytestmark = pytest.mark.integration
 
@@ -299,22 +299,7 @@ def test_a_missing_canary_service_blocks_with_a_warning_and_no_canary_ingress(
     edge.create_ingress(stable_ingress())
     version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
     edge.create(nginx_rollout())
-    named = "Service app-canary"
-
-    def blocked() -> bool:
-        status = edge.status()
-        return status.get("phase") == "Degraded" and named in status.get("message", "")
-
-    wait_for("degraded", blocked)
-    wait_for("warning", lambda: any(named in w for w in edge.warnings()))
-    second = edge.set_image("registry.local/app:v2")
-    wait_for("canary seen", lambda: edge.status().get("canaryRevision") == second)
-    assert blocked()
-    status = edge.status()
-    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
-    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
-    assert named in progressing["message"]
+    blocked_on_missing_service(edge, "app-canary")
     assert edge.ingress(CANARY) is None  # nothing split
     assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
 

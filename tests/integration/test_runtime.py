@@ -31,15 +31,6 @@ pytestmark = pytest.mark.integration
 STEPS = [{"setWeight": 50}, {"pause": {}}]
 
 
-@pytest.fixture
-def kube(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> Cluster:
-    return Cluster(api_client, namespace)
-
-
-def healthy(kube: Cluster, name: str) -> bool:
-    return kube.status(name).get("phase") == "Healthy"
-
-
 def revision_replica_set(
     kube: Cluster, doc: dict[str, Any], owner_uid: str, replicas: int
 ) -> tuple[str, dict[str, Any]]:
@@ -80,13 +71,7 @@ def test_an_unowned_replica_set_of_the_revision_is_adopted_not_duplicated(
     pods = kube.pod_uids(revision)
 
     uid = kube.create(doc)["metadata"]["uid"]
-    wait_for(
-        "adopted",
-        lambda: [owner_uids(rs) for rs in replica_sets(kube, "app")] == [[uid]],
-        timeout=10,
-    )
-    wait_for("healthy", lambda: healthy(kube, "app"))
-    (rs,) = replica_sets(kube, "app")
+    rs = adopted_and_healthy(kube, uid)
     assert rs.metadata.uid == existing.metadata.uid, "the same ReplicaSet, not a new one"
     assert kube.pod_uids(revision) == pods, "its pods were kept"
     assert kube.status("app")["stableRevision"] == revision
@@ -143,13 +128,8 @@ def test_the_controller_adopts_a_replica_set_with_a_stale_owner(
     with frozen(owned_cluster, "kube-controller-manager"):
         existing = kube.apps.create_namespaced_replica_set(kube.ns, body)
         uid = kube.create(doc)["metadata"]["uid"]
-        wait_for(
-            "adopted",
-            lambda: [owner_uids(rs) for rs in replica_sets(kube, "app")] == [[uid]],
-            timeout=10,
-        )
-    wait_for("healthy", lambda: healthy(kube, "app"))
-    (rs,) = replica_sets(kube, "app")
+        wait_for("adopted", lambda: owners(kube) == [[uid]], timeout=10)
+    rs = adopted_and_healthy(kube, uid)
     assert rs.metadata.uid == existing.metadata.uid
     assert rs.metadata.labels[REVISION_LABEL] == revision
     assert rs.metadata.name == replica_set_name("app", revision)
@@ -170,7 +150,7 @@ def test_an_idle_healthy_rollout_is_reconciled_without_status_writes(
     PATCH is sent, no "status written" is logged, and its resourceVersion stays the one the
     label edit gave it."""
     kube.create(rollout_doc("app", replicas=2, steps=STEPS))
-    wait_for("healthy", lambda: healthy(kube, "app"))
+    wait_for("healthy", lambda: kube.healthy("app"))
     time.sleep(1)  # let the passes that follow the last status write finish
     page = controller.metrics()
     patches = metric(page, "stepwise_api_requests_total", verb="patch")
@@ -217,7 +197,7 @@ def test_api_requests_are_counted_by_verb_and_real_status_code(
     try:
         wait_for("leading", lambda: metric(proc.metrics(), "stepwise_leader") == 1.0)
         kube.create(rollout_doc("app", replicas=2, steps=STEPS))
-        wait_for("healthy", lambda: healthy(kube, "app"))
+        wait_for("healthy", lambda: kube.healthy("app"))
         wait_for(
             "lease renewed",
             lambda: requests(proc.metrics()).get(("update", "200"), 0) >= 1,
@@ -239,3 +219,16 @@ def test_api_requests_are_counted_by_verb_and_real_status_code(
     assert counted.get(("list", "200"), 0) >= 6
     assert counted.get(("watch", "200"), 0) >= 6
     assert ("create", "200") not in counted, "a create is answered 201, never recorded 200"
+
+
+def owners(kube: Cluster) -> list[list[str]]:
+    """The owner uids of each of the Rollout's ReplicaSets."""
+    return [owner_uids(rs) for rs in replica_sets(kube, "app")]
+
+
+def adopted_and_healthy(kube: Cluster, uid: str) -> client.V1ReplicaSet:
+    """Wait until the Rollout ``uid`` alone owns its one ReplicaSet and is Healthy."""
+    wait_for("adopted", lambda: owners(kube) == [[uid]], timeout=10)
+    wait_for("healthy", lambda: kube.healthy("app"))
+    (rs,) = replica_sets(kube, "app")
+    return rs

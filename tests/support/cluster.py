@@ -35,6 +35,10 @@ class Cluster:
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status") or {}
 
+    def healthy(self, name: str) -> bool:
+        """Whether the Rollout's phase is Healthy."""
+        return self.status(name).get("phase") == "Healthy"
+
     def patch(self, name: str, body: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, body)
 

@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.core.hashing import template_hash
+from tests.support.kube import wait_for
 
 STEPWISE = ("stepwise.dev", "v1alpha1", "rollouts")
 
@@ -88,6 +89,29 @@ class RolloutNamespace:
             self.ns, field_selector=f"involvedObject.name={name},type=Warning"
         ).items
         return [f"{e.reason}: {e.message}" for e in items]
+
+
+def blocked_on_missing_service(world: RolloutNamespace, service: str) -> dict[str, Any]:
+    """Wait until the Rollout is Degraded naming ``service`` with a Warning event, then
+    start a new revision and show it held at step 0 with weight 0 and a Progressing
+    condition naming the Service; returns that status."""
+    named = f"Service {service}"
+
+    def blocked() -> bool:
+        status = world.status()
+        return status.get("phase") == "Degraded" and named in status.get("message", "")
+
+    wait_for("degraded", blocked)
+    wait_for("warning", lambda: any(named in w for w in world.warnings()))
+    second = world.set_image("registry.local/app:v2")
+    wait_for("canary seen", lambda: world.status().get("canaryRevision") == second)
+    assert blocked()
+    status = world.status()
+    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
+    assert named in progressing["message"]
+    return status
 
 
 class Editor:
