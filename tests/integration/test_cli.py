@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -315,3 +317,87 @@ def test_forbidden_names_the_verb_and_resource(
         " kubeconfig / RBAC: needs list on rollouts.stepwise.dev cluster-wide (or pass -n)"
     )
     assert kube.get("app")["spec"].get("paused") in (None, False)
+
+
+def test_watch_on_a_terminal_redraws_one_live_view(env: tuple[Cluster, Cli]) -> None:
+    """On a terminal (a real pseudo-terminal), --watch redraws one block in place, moving
+    the cursor back over it, and ends on the promoted state with exit 0."""
+    kube, cli = env
+    kube.create(rollout_doc("app", replicas=4, steps=[{"setWeight": 50}, {"pause": {}}]))
+    assert cli("status", "app", "--watch", "--timeout", "60s").returncode == 0
+    assert cli("set", "image", "app", "app=registry.local/app:v2").returncode == 0
+    wait_for("paused", lambda: kube.status("app").get("phase") == "Paused", 60)
+    primary, secondary = pty.openpty()
+    env_vars = {**os.environ, "PYTHONPATH": str(REPO), "KUBECONFIG": str(cli.kubeconfig)}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "controller", "status", "app", "--watch", "-n", kube.ns],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=env_vars,
+    )
+    os.close(secondary)
+    screen = bytearray()
+
+    def drawn(what: bytes) -> bool:
+        screen.extend(_read(primary))
+        return what in screen
+
+    try:
+        wait_for("first view drawn", lambda: drawn(b"Paused"))
+        assert cli("promote", "app").returncode == 0
+        wait_for("promoted view drawn", lambda: drawn(b"is stable and healthy"), 60)
+        assert watcher.wait(timeout=30) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        os.close(primary)
+    text = screen.decode(errors="replace")
+    assert "\x1b[J" in text  # earlier views erased, not scrolled
+    assert re.search(r"\x1b\[\d+F", text), text  # the cursor moved back over the view
+    assert "is stable and healthy" in text.rsplit("\x1b[J", 1)[-1]
+
+
+def _read(fd: int) -> bytes:
+    """What the pseudo-terminal has for us now (nothing after a short wait)."""
+    data = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed its side
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_kubectl_wait_follows_the_conditions(
+    env: tuple[Cluster, Cli], local_cluster: LocalCluster
+) -> None:
+    """`kubectl wait --for=condition=Paused` returns at the empty pause and
+    `--for=condition=Healthy` once the promoted canary is stable."""
+    kube, cli = env
+    kube.create(rollout_doc("app", replicas=2, steps=[{"setWeight": 50}, {"pause": {}}]))
+    kubectl = [str(local_cluster.bin_dir / "kubectl"), f"--kubeconfig={cli.kubeconfig}"]
+    target = ["rollout/app", "-n", kube.ns, "--timeout=60s"]
+
+    def wait(condition: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*kubectl, "wait", f"--for=condition={condition}", *target],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=90,
+        )
+
+    assert wait("Healthy").returncode == 0
+    assert cli("set", "image", "app", "app=registry.local/app:v2").returncode == 0
+    paused = wait("Paused")
+    assert paused.returncode == 0, paused.stderr
+    assert kube.status("app")["currentStepIndex"] == 1
+    assert cli("promote", "app").returncode == 0
+    healthy = wait("Healthy")
+    assert healthy.returncode == 0, healthy.stderr
+    assert "condition met" in healthy.stdout
+    assert kube.status("app")["stableRevision"] == kube.status("app")["canaryRevision"]

@@ -361,6 +361,29 @@ def test_chart_and_kustomize_grant_the_same_rules(helm: Path) -> None:
     assert split == rules_of(base, "ClusterRole")
 
 
+def test_the_chart_lints_and_its_notes_tell_what_was_installed(
+    helm: Path, kubeconfig: Path
+) -> None:
+    """`helm lint --strict` passes, and the NOTES an install prints name the mode, the
+    Lease and, only when none is set, the missing default Prometheus."""
+    run([helm, "lint", "--strict", CHART])
+
+    def notes(*sets: str) -> str:
+        argv: list[str | Path] = [helm, "install", "x", CHART, "-n", "ops", "--dry-run=client"]
+        for value in sets:
+            argv += ["--set", value]
+        out = run([*argv, f"--kubeconfig={kubeconfig}"])
+        return out[out.index("NOTES:") :]
+
+    cluster_wide = notes()
+    assert "the whole cluster (ClusterRole x-stepwise)" in cluster_wide
+    assert "Lease ops/stepwise-controller; 2 replica(s), one writes." in cluster_wide
+    assert "No default Prometheus" in cluster_wide
+    namespaced = notes("watchNamespaces={shop,payments}", "prometheus.address=http://p:9090")
+    assert "namespaces shop, payments (namespaced mode: a Role in each)" in namespaced
+    assert "No default Prometheus" not in namespaced
+
+
 def test_chart_options(helm: Path) -> None:
     """The ServiceMonitor renders when enabled; router and Secret access can be turned off;
     several replicas without leader election are refused."""
