@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import math
 import re
 import threading
@@ -592,8 +593,16 @@ def _snippet(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
+def _forms(secret: str) -> set[str]:
+    """A secret as an error text may show it: as it is, trimmed, and escaped the way
+    Python's repr and Go's %q (JSON) print it (a quoted header shows ``tok\\n``, not the
+    newline). Short fragments are left alone so that scrubbing cannot eat ordinary text."""
+    variants = {secret.strip(), repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+    return {secret} | {v for v in variants if len(v) >= 4}
+
+
 def _scrub(text: str, secrets: Collection[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, REDACTED)
+    forms = {form for secret in secrets if secret for form in _forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
     return text

@@ -9,8 +9,9 @@ by :mod:`controller.core.measurement` (or :mod:`controller.core.judge` for a
 comparative judge). Nothing here raises: every failure becomes an Error measurement that
 names the metric, and core's policies decide what it means. A Secret that cannot be read
 (missing, no such key, forbidden, not text) is such an Error, and its message names the
-Secret and the key; Secret values themselves are never logged nor put in a message (they
-are passed to the adapter as values to scrub).
+Secret and the key; Secret values themselves are never logged nor put in a message (the
+adapter scrubs credentials, and the Secret-valued arguments passed to it, in every form
+an error text may show them).
 
 The Secret reader and the Prometheus client are injected through the constructor (tests
 pass fakes: a dict of Secrets, a client over a fake HTTP transport).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -74,20 +74,6 @@ def secret_reader(read: Callable[[str, str], client.V1Secret]) -> SecretReader:
             raise StepwiseError(f"{where} key {ref.key!r} is not UTF-8 text") from None
 
     return reader
-
-
-def redactions(values: list[str]) -> tuple[str, ...]:
-    """Every Secret value with the forms it may take in an error text: trimmed, and
-    escaped as Python's repr and Go's %q print it (an error quoting a header or the
-    query shows ``tok\\n``, not the newline). The adapter scrubs them all."""
-    out: list[str] = []
-    for value in values:
-        if not value:
-            continue
-        out.append(value)
-        variants = (value.strip(), repr(value)[1:-1], json.dumps(value)[1:-1])
-        out.extend(v for v in variants if len(v) >= 4 and v != value)
-    return tuple(dict.fromkeys(out))
 
 
 def promql_duration(value: str | int) -> str:
@@ -149,16 +135,12 @@ class PrometheusMeasurer:
         connection: PrometheusConnection | None = provider.prometheus or provider.judge
         assert connection is not None
         token_ref = connection.auth.bearer_token if connection.auth else None
-        credentials: list[str] = []
 
         def credential(ref: SecretKeyRef) -> str:
             value = self.secrets(namespace, ref)
             # A token file written by ``echo`` ends in a newline, which no HTTP header
             # may hold; Prometheus trims its credentials files the same way.
-            if ref is token_ref:
-                value = value.strip()
-            credentials.append(value)
-            return value
+            return value.strip() if ref is token_ref else value
 
         ca_dir: tempfile.TemporaryDirectory[str] | None = None
         try:
@@ -179,7 +161,6 @@ class PrometheusMeasurer:
                 ca_dir.cleanup()
             return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
         prom = self.client_factory(settings)
-        redact = redactions([*redact, *credentials])
         try:
             return self._query(prom, metric, variables, redact, rollout, item)
         except promql.TemplateError as exc:
