@@ -65,6 +65,7 @@ from controller.api.rollout import (
     HeaderMatch,
     Phase,
     Rollout,
+    RolloutAnalysis,
     RolloutStatus,
     ScheduledScaleDown,
     SetCanaryScale,
@@ -458,15 +459,43 @@ def _background(p: _Pass, canary: str, index: int, *, skip: bool) -> AnalysisRun
     spec = p.canary.analysis
     if spec is None or skip or index < spec.starting_step:
         return None
+    return _judge_run(
+        p,
+        an.BACKGROUND,
+        spec,
+        canary,
+        label=f"background analysis of canary {canary}",
+        failed="background analysis",
+        background=True,
+    )
+
+
+def _judge_run(
+    p: _Pass,
+    name: str,
+    spec: RolloutAnalysis,
+    canary: str,
+    *,
+    label: str,
+    failed: str,
+    background: bool,
+    start: bool = True,
+) -> AnalysisRunStatus | None:
+    """Start the run ``name`` (if ``start``; afresh when it began without its templates),
+    measure and judge it, and abort the canary when it failed. ``label`` names the run in
+    events, ``failed`` in the abort reason. None when the run has not started and
+    ``start`` is False."""
     resolved = an.resolve(spec, p.observed.templates)
-    run = _find_run(p, an.BACKGROUND)
+    run = _find_run(p, name)
     if run is None or an.stale(run, resolved):
-        run = an.start(an.BACKGROUND, canary, resolved, p.now)
-        p.event("AnalysisStarted", f"background analysis of canary {canary} started")
-    run = _measure(p, run, resolved, f"background analysis of canary {canary}")
-    p.wake_at(an.next_due(run, background=True))
+        if not start:
+            return None
+        run = an.start(name, canary, resolved, p.now)
+        p.event("AnalysisStarted", f"{label} started")
+    run = _measure(p, run, resolved, label)
+    p.wake_at(an.next_due(run, background=background))
     if run.phase == "Failed":
-        _abort(p, "AnalysisFailed", f"background analysis failed: {run.message}")
+        _abort(p, "AnalysisFailed", f"{failed} failed: {run.message}")
     return run
 
 
@@ -521,22 +550,18 @@ def _run_step(
 def _measure_step(
     p: _Pass, index: int, step: Step, canary: str, *, start: bool
 ) -> AnalysisRunStatus | None:
-    """Start (if ``start``), measure and judge the analysis of step ``index``; abort on
-    failure. None when the run has not started and ``start`` is False."""
+    """The analysis of step ``index``, through :func:`_judge_run`."""
     assert step.analysis is not None
-    name = an.step_run_name(index)
-    resolved = an.resolve(step.analysis, p.observed.templates)
-    run = _find_run(p, name)
-    if run is None or an.stale(run, resolved):
-        if not start:
-            return run
-        run = an.start(name, canary, resolved, p.now)
-        p.event("AnalysisStarted", f"analysis of step {index} for canary {canary} started")
-    run = _measure(p, run, resolved, f"analysis of step {index} for canary {canary}")
-    p.wake_at(an.next_due(run, background=False))
-    if run.phase == "Failed":
-        _abort(p, "AnalysisFailed", f"analysis of step {index} failed: {run.message}")
-    return run
+    return _judge_run(
+        p,
+        an.step_run_name(index),
+        step.analysis,
+        canary,
+        label=f"analysis of step {index} for canary {canary}",
+        failed=f"analysis of step {index}",
+        background=False,
+        start=start,
+    )
 
 
 def _analysis_step(
