@@ -110,10 +110,17 @@ def prometheus() -> Iterator[LocalPrometheus]:
 
 
 @pytest.fixture(scope="session")
-def demo(prometheus: LocalPrometheus) -> Iterator[Demo]:
-    """Demo-app processes: stable v1 and canary v2 under load, scraped every second."""
+def demo_session(prometheus: LocalPrometheus) -> Iterator[Demo]:
+    """Demo-app processes: stable v1 and canary v2 under supervised load for the session."""
     with demo_environment(prometheus) as environment:
         yield environment
+
+
+@pytest.fixture
+def demo(demo_session: Demo) -> Demo:
+    """The session's demo, checked to be serving traffic still (counters rising) first."""
+    demo_session.ensure_serving()
+    return demo_session
 
 
 @pytest.fixture
