@@ -8,9 +8,10 @@ by default the analysis holds (it neither promotes nor rolls back while it canno
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from controller.api.base import ApiModel, Rule
 from controller.api.rollout import API_VERSION, MAX_LIST, ObjectMeta, SecretKeyRef
@@ -118,52 +119,123 @@ class PrometheusProvider(PrometheusConnection):
     ``{{canaryService}}``, ``{{interval}}`` are filled in (escaped)."""
 
 
+WINDOWED_COUNT = re.compile(r"(increase|rate|delta)\s*\(|\{\{\s*interval")
+"""A windowed count: ``increase()``/``rate()``/``delta()`` or the ``{{interval}}``
+variable, which a judge count query must not use (see :class:`CountQueries`)."""
+_WINDOWED_CEL = "(increase|rate|delta)[[:space:]]*[(]|[{][{][[:space:]]*interval"
+_CUMULATIVE = (
+    "a judge query reads a cumulative counter (for example sum by (pod) "
+    "(http_requests_total{...})), never increase(), rate() or {{interval}}: the judge "
+    "differences the counters itself, because increase() is extrapolated to its window"
+)
+
+
+def _cumulative(field: str) -> Rule:
+    def check(queries: Any) -> bool:
+        return WINDOWED_COUNT.search(getattr(queries, field)) is None
+
+    return Rule(
+        cel=f"!self.{field}.matches('{_WINDOWED_CEL}')",
+        message=_CUMULATIVE,
+        check=check,
+        field=f".{field}",
+    )
+
+
 class CountQueries(ApiModel):
-    """Two PromQL queries for one revision, each a count over the last interval."""
+    """Two PromQL queries for one revision, each the **cumulative** value of a counter.
+
+    Return one series per process (``sum by (pod) (...)``, or by ``instance``): at every
+    measurement the judge reads each series, takes its increase since the previous
+    measurement itself (a value that went down is a restarted process, counted from 0), and
+    so judges exact request counts however the scrape and measurement intervals relate.
+    """
 
     requests: Query
-    """Requests served in the last interval, for example
-    ``sum(increase(http_requests_total{version="{{canaryRevision}}"}[{{interval}}]))``."""
+    """Requests served so far, for example
+    ``sum by (pod) (http_requests_total{version="{{canaryRevision}}"})``."""
     errors: Query
-    """Failed requests in the same interval; an empty answer counts as zero errors."""
+    """Failed requests so far, from the same counter (an empty answer is zero errors)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (_cumulative("requests"), _cumulative("errors"))
+
+
+class LatencyCounts(ApiModel):
+    """Two cumulative counts for one revision from its latency histogram."""
+
+    requests: Query
+    """Requests observed so far, for example
+    ``sum by (pod) (http_request_duration_seconds_count{version="{{canaryRevision}}"})``."""
+    slow: Query
+    """Requests slower than your threshold so far: the histogram's count minus its bucket
+    at the threshold, for example ``sum by (pod) (..._count{...}) - sum by (pod)
+    (..._bucket{...,le="0.25"})``."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (_cumulative("requests"), _cumulative("slow"))
 
 
 class LatencyComparison(ApiModel):
-    """The canary's latency may exceed the stable's only by a tolerance."""
+    """Is the canary slower? The share of requests slower than a threshold, canary against
+    stable, judged by the same sequential test as the errors (with half of ``alpha``)."""
 
-    canary: Query
-    """The canary's latency in seconds as one value, for example
-    ``histogram_quantile(0.99, sum by (le) (rate(..._bucket{...}[{{interval}}])))``."""
-    stable: Query
-    """The stable's latency, measured the same way."""
-    tolerance: Annotated[float, Field(ge=0)] = 0.1
-    """Relative slack: the canary fails above ``stable * (1 + tolerance) + slack``."""
-    slack: Duration = 0
-    """Absolute slack (for example ``20ms``), so tiny latencies do not fail on noise."""
+    canary: LatencyCounts
+    """The canary's requests and slow requests."""
+    stable: LatencyCounts
+    """The stable's, from the same histogram and threshold."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    """Relative increase of the slow share still counted as not worse (0.1: 10%)."""
+    worse_ratio: Annotated[float, Field(ge=1)] = 2.0
+    """The ratio of slow shares (canary over stable) the test is tuned to detect."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.worseRatio) || self.worseRatio > 1.0 + "
+            "(has(self.tolerance) ? self.tolerance : 0.0)",
+            message="worseRatio must exceed 1 + tolerance",
+            check=lambda j: j.worse_ratio > 1.0 + j.tolerance,
+            field=".worseRatio",
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_quantile_queries(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(
+            isinstance(data.get(side), str) for side in ("canary", "stable")
+        ):
+            raise ValueError(
+                "latency.canary and latency.stable are now {requests, slow} cumulative "
+                "counts, not a quantile query: count the requests slower than a threshold "
+                "from the histogram (_count minus _bucket{le=...}); see the README's judge "
+                "section"
+            )
+        return data
 
 
 class ComparativeJudge(PrometheusConnection):
-    """Compare the canary with the stable over the same windows: a sequential test on
-    their error counts that may decide after every interval and fails a canary that is
-    not worse with probability at most ``alpha``."""
+    """Compare the canary with the stable: sequential tests on their exact error counts
+    (and, optionally, slow-request counts) between measurements, which fail a canary that
+    is not worse with probability at most ``alpha`` over the whole life of the analysis,
+    however long it keeps measuring."""
 
     canary: CountQueries
-    """The canary's request and error counts."""
+    """The canary's cumulative request and error counts."""
     stable: CountQueries
-    """The stable's request and error counts, over the same window."""
+    """The stable's cumulative request and error counts."""
     alpha: Annotated[float, Field(ge=0.0001, le=0.2)] = 0.05
-    """Highest probability of failing a canary that is not worse (a false alarm)."""
+    """Highest probability of ever failing a canary that is not worse (a false alarm),
+    over the whole analysis run."""
     beta: Annotated[float, Field(ge=0.0001, le=0.2)] = 0.05
-    """Highest probability of passing a canary ``worseRatio`` times worse."""
+    """Highest probability that one test passes a canary ``worseRatio`` times worse."""
     tolerance: Annotated[float, Field(ge=0)] = 0.0
     """Relative increase of the error rate still counted as not worse (0.1: 10%)."""
     worse_ratio: Annotated[float, Field(ge=1)] = 2.0
     """The ratio of error rates (canary over stable) the test is tuned to detect; above
     ``1 + tolerance``."""
     min_requests: Annotated[int, Field(ge=0)] = 100
-    """Canary requests needed in total before the judge may pass it."""
+    """Canary requests needed in a test before the judge may pass it."""
     latency: LatencyComparison | None = None
-    """Also compare latency (a deterministic check, without the error-rate guarantee)."""
+    """Also compare the share of slow requests (the same test and guarantee)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

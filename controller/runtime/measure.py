@@ -179,8 +179,10 @@ class PrometheusMeasurer:
         rollout: Rollout,
         item: an.Due,
     ) -> measurement.Outcome:
-        def ask(query: str) -> measurement.QueryResponse:
-            return prom.query(promql.render(query, variables), metric=metric.name, redact=redact)
+        def ask(query: str, at: dt.datetime | None = None) -> measurement.QueryResponse:
+            return prom.query(
+                promql.render(query, variables), metric=metric.name, redact=redact, at=at
+            )
 
         provider = metric.provider
         if provider.prometheus is not None:
@@ -188,13 +190,23 @@ class PrometheusMeasurer:
             return measurement.measure(ask(provider.prometheus.query), metric, samples)
         spec = provider.judge
         assert spec is not None
+        # Every counter of one judge measurement is read at the same instant, so that
+        # the readings belong together (core.judge differences them).
+        at = self.clock()
+
+        def read(query: str) -> measurement.QueryResponse:
+            return ask(query, at)
+
+        latency = spec.latency
         answers = judge.JudgeAnswers(
-            canary_requests=ask(spec.canary.requests),
-            canary_errors=ask(spec.canary.errors),
-            stable_requests=ask(spec.stable.requests),
-            stable_errors=ask(spec.stable.errors),
-            canary_latency=ask(spec.latency.canary) if spec.latency else None,
-            stable_latency=ask(spec.latency.stable) if spec.latency else None,
+            canary_requests=read(spec.canary.requests),
+            canary_errors=read(spec.canary.errors),
+            stable_requests=read(spec.stable.requests),
+            stable_errors=read(spec.stable.errors),
+            canary_latency_requests=read(latency.canary.requests) if latency else None,
+            canary_slow=read(latency.canary.slow) if latency else None,
+            stable_latency_requests=read(latency.stable.requests) if latency else None,
+            stable_slow=read(latency.stable.slow) if latency else None,
         )
         return judge.judge_measurement(metric.name, spec, answers, _latest(rollout, item))
 

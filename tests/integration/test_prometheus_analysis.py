@@ -94,34 +94,38 @@ def test_erroring_canary_fails(healthy: Demo) -> None:
 
 
 def test_comparative_judge_fails_an_erroring_canary(healthy: Demo) -> None:
-    """The judge, fed real counts over the same windows, fails a 20%-error canary."""
+    """The judge, fed the real cumulative counters every 2 s, fails a 20%-error canary
+    after its baseline reading."""
+
+    def counts(revision: str, errors: bool) -> str:
+        code = ',code=~"5.."' if errors else ""
+        return (
+            f'sum by (instance) (http_requests_total{{service="{{{{args.service}}}}",'
+            f'version="{{{{{revision}}}}}"{code}}})'
+        )
+
     spec = ComparativeJudge.model_validate(
         {
             "address": healthy.prometheus.url,
             "canary": {
-                "requests": 'sum(increase(http_requests_total{service="{{args.service}}",'
-                'version="{{canaryRevision}}"}[{{interval}}]))',
-                "errors": 'sum(increase(http_requests_total{service="{{args.service}}",'
-                'version="{{canaryRevision}}",code=~"5.."}[{{interval}}]))',
+                "requests": counts("canaryRevision", False),
+                "errors": counts("canaryRevision", True),
             },
             "stable": {
-                "requests": 'sum(increase(http_requests_total{service="{{args.service}}",'
-                'version="{{stableRevision}}"}[{{interval}}]))',
-                "errors": 'sum(increase(http_requests_total{service="{{args.service}}",'
-                'version="{{stableRevision}}",code=~"5.."}[{{interval}}]))',
+                "requests": counts("stableRevision", False),
+                "errors": counts("stableRevision", True),
             },
         }
     )
     healthy.canary.configure(errorRate=0.2)
-    time.sleep(3)  # let the window fill with erroring requests
-    variables = healthy.variables(interval="3s")
+    variables = healthy.variables()
 
     def ask(query: str) -> QueryResponse:
         return healthy.client.query(render(query, variables), metric="errors-vs-stable")
 
     previous: Measurement | None = None
     outcome = Outcome("NoData")
-    for _ in range(5):  # at most five 3 s intervals
+    for look in range(8):  # the baseline, then at most seven 2 s intervals
         answers = JudgeAnswers(
             ask(spec.canary.requests),
             ask(spec.canary.errors),
@@ -129,12 +133,14 @@ def test_comparative_judge_fails_an_erroring_canary(healthy: Demo) -> None:
             ask(spec.stable.errors),
         )
         outcome = judge_measurement("errors-vs-stable", spec, answers, previous)
+        if look == 0:
+            assert "baseline" in outcome.message, outcome
         if outcome.phase != "NoData":
             break
         previous = outcome.measurement(started_at=dt.datetime.now(dt.UTC))
-        time.sleep(3)
+        time.sleep(2)
     assert outcome.phase == "Failed", outcome
-    assert "canary error rate worse than stable" in outcome.message
+    assert "error rate worse than stable" in outcome.message
 
 
 def test_paused_prometheus_is_an_error_quickly(demo: Demo) -> None:

@@ -187,8 +187,9 @@ def _env() -> dict[str, str]:
     }
 
 
-def start_app(service: str, version: str) -> App:
-    port = free_port()
+def start_app(service: str, version: str, port: int | None = None) -> App:
+    """A demo-app process of ``version`` on ``port`` (a free one by default), healthy."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "demoapp", "--port", str(port), "--version", version,
          "--service", service, "--latency-ms", "5", "--seed", "7"],

@@ -10,8 +10,12 @@ from tests.support.invalid_cases import Case
 from tests.support.manifests import analysis_template
 
 COUNTS = {
-    "canary": {"requests": "sum(a)", "errors": "sum(b)"},
-    "stable": {"requests": "sum(c)", "errors": "sum(d)"},
+    "canary": {"requests": "sum by (pod) (a)", "errors": "sum by (pod) (b)"},
+    "stable": {"requests": "sum by (pod) (c)", "errors": "sum by (pod) (d)"},
+}
+LATENCY = {
+    "canary": {"requests": "sum by (pod) (e)", "slow": "sum by (pod) (f)"},
+    "stable": {"requests": "sum by (pod) (g)", "slow": "sum by (pod) (h)"},
 }
 
 
@@ -58,11 +62,60 @@ JUDGE_CASES: list[Case] = [
     Case(
         "latency-tolerance-negative",
         judge_template(
-            "bad",
-            provider={
-                "judge": {**COUNTS, "latency": {"canary": "a", "stable": "b", "tolerance": -1}}
-            },
+            "bad", provider={"judge": {**COUNTS, "latency": {**LATENCY, "tolerance": -1}}}
         ),
         f"{M}.provider.judge.latency.tolerance",
+    ),
+    Case(
+        "latency-worse-ratio-below-tolerance",
+        judge_template(
+            "bad", provider={"judge": {**COUNTS, "latency": {**LATENCY, "tolerance": 1.5}}}
+        ),
+        f"{M}.provider.judge.latency.worseRatio",
+    ),
+    Case(
+        "increase-over-interval",
+        judge_template(
+            "bad",
+            provider={
+                "judge": {
+                    **COUNTS,
+                    "canary": {
+                        "requests": "sum(increase(http_requests_total[{{interval}}]))",
+                        "errors": "sum by (pod) (b)",
+                    },
+                }
+            },
+        ),
+        f"{M}.provider.judge.canary.requests",
+    ),
+    Case(
+        "rate-of-errors",
+        judge_template(
+            "bad",
+            provider={
+                "judge": {
+                    **COUNTS,
+                    "stable": {"requests": "sum by (pod) (c)", "errors": "sum(rate(x[5m]))"},
+                }
+            },
+        ),
+        f"{M}.provider.judge.stable.errors",
+    ),
+    Case(
+        "slow-over-a-window",
+        judge_template(
+            "bad",
+            provider={
+                "judge": {
+                    **COUNTS,
+                    "latency": {
+                        **LATENCY,
+                        "canary": {"requests": "sum by (pod) (e)", "slow": "f[{{ interval }}]"},
+                    },
+                }
+            },
+        ),
+        f"{M}.provider.judge.latency.canary.slow",
     ),
 ]
