@@ -44,7 +44,7 @@ one per pass.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -176,11 +176,28 @@ def _measuring(result: MetricResult, *, background: bool) -> bool:
     return background or result.phase != "Successful"
 
 
-def next_due(run: AnalysisRunStatus, *, background: bool) -> dt.datetime | None:
-    """When the run next needs a measurement (None when it needs none)."""
+BUSY_RECHECK = dt.timedelta(seconds=30)
+"""How long a metric whose measurement is being taken may go without a pass: its result
+wakes the Rollout, so this is only a safety net."""
+
+
+def next_due(
+    run: AnalysisRunStatus,
+    *,
+    background: bool,
+    busy: Collection[str] = (),
+    now: dt.datetime | None = None,
+) -> dt.datetime | None:
+    """When the run next needs a measurement (None when it needs none). A metric in
+    ``busy`` is being measured already: it is due again only :data:`BUSY_RECHECK` after
+    ``now`` (its result wakes the Rollout before that)."""
     if run.phase in ("Failed", "Successful") and not background:
         return None
-    times = [r.next_at for r in run.metrics if r.next_at and _measuring(r, background=background)]
+    times = [
+        r.next_at if r.name not in busy or now is None else max(r.next_at, now + BUSY_RECHECK)
+        for r in run.metrics
+        if r.next_at and _measuring(r, background=background)
+    ]
     return min(times) if times else None
 
 

@@ -67,6 +67,9 @@ class Observed:
     """Referenced analysis templates, or the reason one could not be read."""
     measurements: Mapping[tuple[str, str], Measurement] = field(default_factory=dict)
     """Measurements taken this pass, keyed by (analysis run name, metric name)."""
+    measuring: frozenset[tuple[str, str]] = frozenset()
+    """Measurements due but still being taken (run, metric): the runtime wakes the Rollout
+    when each finishes, so they need no timer of their own."""
 
     def replica_set(self, revision: str | None) -> ReplicaSetState | None:
         """The ReplicaSet of a revision, if it exists."""

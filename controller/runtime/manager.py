@@ -40,6 +40,7 @@ from controller.errors import ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.health import HealthServer
 from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
+from controller.runtime.measuring import MeasuringPool
 from controller.runtime.metrics import Metrics
 from controller.runtime.queue import WorkQueue
 from controller.runtime.reconciler import (
@@ -186,12 +187,14 @@ class Manager:
             )
         self.kube = KubeAdapter(api_client, fence=self._fence)
         self.informers = self._build_informers()
+        # Providers are called on the pool's threads, never on a reconcile worker.
+        self.pool = MeasuringPool(measurer, self.queue.add) if measurer is not None else None
         self.reconciler = Reconciler(
             self.informers,
             self.kube,
-            measurer=measurer,
+            measurer=self.pool,
             routers=routers or traffic_registry.factory(api_client, self._fence),
-            observer=_MetricsObserver(self.metrics),
+            observer=_MetricsObserver(self.metrics, self.pool),
         )
         self.health = HealthServer(
             host=settings.bind_address,
@@ -390,6 +393,8 @@ class Manager:
         for worker in self.workers:
             if worker.thread.ident is not None:  # never started when stopped during sync
                 worker.thread.join(timeout=10)
+        if self.pool is not None:
+            self.pool.close()
         for informer in self._all:
             informer.stop()
         self.health.stop()
@@ -405,8 +410,9 @@ class Manager:
 
 
 class _MetricsObserver:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, pool: MeasuringPool | None) -> None:
         self.metrics = metrics
+        self.pool = pool
 
     def reconciled(self, rollout: Rollout, status: RolloutStatus) -> None:
         ns, name = rollout.metadata.namespace or "", rollout.metadata.name
@@ -419,6 +425,8 @@ class _MetricsObserver:
 
     def deleted(self, namespace: str, name: str) -> None:
         self.metrics.forget_rollout(namespace, name)
+        if self.pool is not None:
+            self.pool.forget(f"{namespace}/{name}")
 
     def measured(self, rollout: Rollout, measurements: Any) -> None:
         ns, name = rollout.metadata.namespace or "", rollout.metadata.name

@@ -18,6 +18,7 @@ It returns how long until the Rollout must be looked at again (or None).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
@@ -200,7 +201,8 @@ class Reconciler:
             self.kube.emit_event(raw, event, now)
             log.info("event", reason=event.reason, message=event.message, type=event.type)
         if self.observer is not None:
-            seconds = _rollback_seconds(rollout.status, result.status, now)
+            # Read the clock after the router's write was verified: traffic is on stable.
+            seconds = _rollback_seconds(rollout.status, result.status, self.clock.now())
             if seconds is not None:
                 self.observer.rolled_back(rollout, seconds)
                 log.info("rolled back", seconds_since_first_failure=round(seconds, 3))
@@ -252,14 +254,11 @@ class Reconciler:
         )
         due = self._due(rollout, templates, now)
         if due and self.measurer is not None:
+            # A measuring pool answers only what has finished; the rest is being taken.
             measurements = self.measurer.measure(rollout, due, now)
-            observed = Observed(
-                replica_sets=observed.replica_sets,
-                traffic=observed.traffic,
-                service_revisions=observed.service_revisions,
-                missing_services=observed.missing_services,
-                templates=observed.templates,
-                measurements=measurements,
+            measuring = {(d.run, d.metric.name) for d in due} - set(measurements)
+            observed = dataclasses.replace(
+                observed, measurements=measurements, measuring=frozenset(measuring)
             )
         return observed
 
@@ -366,24 +365,32 @@ class Reconciler:
 
 
 def _rollback_seconds(
-    before: RolloutStatus, after: RolloutStatus, now: dt.datetime
+    before: RolloutStatus, after: RolloutStatus, restored: dt.datetime
 ) -> float | None:
-    """Seconds from the first failed measurement to this pass, when this pass took the
-    last traffic away from a canary that analysis failed."""
+    """Seconds from the start of the first failing measurement's window to ``restored``
+    (all traffic back on stable), when this pass took the last traffic away from a canary
+    that analysis failed. A measurement's window starts where the metric's previous
+    measurement started (the judge counts exactly that stretch; a query over
+    ``[{{interval}}]`` nearly so), or at the run's start for its first measurement."""
     abort = after.abort
     if abort is None or abort.reason != "AnalysisFailed":
         return None
     if not (before.canary_weight > 0 and after.canary_weight == 0):
         return None
-    failures = [
-        m.started_at
-        for run in after.analysis_runs
-        if run.revision == abort.revision
-        for metric in run.metrics
-        for m in metric.measurements
-        if m.phase == "Failed"
-    ]
-    return (now - min(failures)).total_seconds() if failures else None
+    starts: list[dt.datetime] = []
+    for run in after.analysis_runs:
+        if run.revision != abort.revision:
+            continue
+        for metric in run.metrics:
+            earlier = run.started_at
+            for m in metric.measurements:
+                if m.phase == "Failed":
+                    starts.append(min(earlier, m.started_at))
+                    break
+                earlier = m.started_at
+    if not starts:
+        return None
+    return max(0.0, (restored - min(starts)).total_seconds())
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:

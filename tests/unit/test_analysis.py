@@ -352,6 +352,18 @@ def test_next_measurement_is_due_one_interval_later(seconds: float, measured: bo
     assert [d.metric.name for d in due] == (["m"] if measured else [])
 
 
+def test_a_metric_being_measured_needs_no_timer() -> None:
+    """A metric whose measurement is already being taken (its result wakes the Rollout) is
+    due again only BUSY_RECHECK later, so a pass never spins waiting for it; the others
+    keep their own times."""
+    fast, slow = metric("fast", interval="10s"), metric("slow", interval="1m", initialDelay="5s")
+    run = an.start("step-0", "rev", resolved(fast, slow), T0)
+    now = at(1)
+    assert an.next_due(run, background=False, busy={"fast"}, now=now) == at(5)
+    both = an.next_due(run, background=False, busy={"fast", "slow"}, now=now)
+    assert both == now + an.BUSY_RECHECK
+
+
 def test_next_due_is_the_earliest_metric() -> None:
     """A run wakes for whichever metric is due first."""
     fast, slow = metric("fast", interval="10s"), metric("slow", interval="1m", initialDelay="5s")

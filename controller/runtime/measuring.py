@@ -1,0 +1,295 @@
+"""The measuring pool: providers are called here, never inside a reconcile.
+
+Where it sits: the reconciler hands :meth:`MeasuringPool.measure` the measurements that are
+due, exactly as it would hand them to a blocking measurer. The pool answers at once with
+the ones that have *finished* since the last pass, and starts the others on worker threads
+of their own provider. When one finishes, the pool queues the Rollout's key again
+(``wake``), and the next pass records it. A reconcile therefore never waits on a provider:
+an abort, a promote, a new revision or the end of a pause is decided on the next pass,
+whatever Prometheus does.
+
+Limits, per provider (one Prometheus address, or the default one):
+
+* at most ``per_provider`` measurements run at once; the rest wait their turn, so a
+  provider that hangs holds only its own workers, never another provider's or the
+  reconcile workers;
+* a measurement that has not finished ``deadline`` seconds after it started is given up:
+  its result is an Error naming the provider and the time, and whatever it returns later is
+  dropped;
+* ``breaker_after`` timeouts in a row open the provider's breaker for ``cooldown``
+  seconds: measurements due meanwhile are Errors at once ("not asked until ..."), so a dead
+  provider costs no threads and the analysis policies (``onProviderError``) decide; after
+  the cool-down one measurement is let through, and its success closes the breaker.
+
+A result is delivered only to the run it was taken for: the key includes the run's name,
+its revision and its start time, so a measurement of an aborted or superseded run is
+dropped, never recorded into its successor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import structlog
+
+from controller.api.analysis import Metric
+from controller.api.rollout import Measurement, Rollout
+from controller.core import analysis as an
+from controller.runtime.reconciler import Measurer
+
+log = structlog.get_logger()
+
+DEFAULT_PROVIDER = "default"
+
+
+@dataclass(frozen=True)
+class JobKey:
+    """One measurement of one metric of one run of one Rollout."""
+
+    rollout: str
+    run: str
+    revision: str
+    run_started: dt.datetime
+    metric: str
+
+
+@dataclass
+class _Job:
+    key: JobKey
+    provider: str
+    started: float
+    future: Future[Measurement] | None = None
+
+
+@dataclass
+class _Provider:
+    executor: ThreadPoolExecutor
+    timeouts: int = 0
+    """Timeouts in a row."""
+    open_until: float | None = None
+    """While set and in the future, the breaker is open."""
+    probing: bool = False
+    """A half-open trial measurement is running."""
+    running: set[JobKey] = field(default_factory=set)
+
+
+class _GivenUpError(Exception):
+    """A queued measurement whose deadline passed before a worker took it."""
+
+
+def provider_of(metric: Metric) -> str:
+    """The provider a metric's measurements go to (its address, or the default)."""
+    connection = metric.provider.prometheus or metric.provider.judge
+    address = connection.address if connection is not None else None
+    return address or DEFAULT_PROVIDER
+
+
+class MeasuringPool:
+    """A non-blocking :class:`~controller.runtime.reconciler.Measurer` in front of a
+    blocking one (see the module docstring)."""
+
+    def __init__(
+        self,
+        measurer: Measurer,
+        wake: Callable[[str], None],
+        *,
+        per_provider: int = 4,
+        deadline: float = 30.0,
+        breaker_after: int = 3,
+        cooldown: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.measurer = measurer
+        self.wake = wake
+        self.per_provider = per_provider
+        self.deadline = deadline
+        self.breaker_after = breaker_after
+        self.cooldown = cooldown
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._providers: dict[str, _Provider] = {}
+        self._jobs: dict[JobKey, _Job] = {}
+        self._done: dict[JobKey, Measurement] = {}
+        self._closed = False
+        self._watchdog = threading.Thread(target=self._watch, name="measure-deadline", daemon=True)
+        self._stop = threading.Event()
+        self._watchdog.start()
+
+    # -- the Measurer protocol ---------------------------------------------------------
+
+    def measure(
+        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
+    ) -> dict[tuple[str, str], Measurement]:
+        """The due measurements that have finished; the others are started (or keep
+        running) and wake the Rollout when they finish."""
+        rkey = f"{rollout.metadata.namespace or 'default'}/{rollout.metadata.name}"
+        runs = {r.name: r for r in rollout.status.analysis_runs}
+        out: dict[tuple[str, str], Measurement] = {}
+        wanted: set[JobKey] = set()
+        with self._lock:
+            for item in due:
+                run = runs.get(item.run)
+                if run is None:
+                    continue
+                key = JobKey(rkey, item.run, run.revision, run.started_at, item.metric.name)
+                wanted.add(key)
+                if key in self._done:
+                    out[(item.run, item.metric.name)] = self._done.pop(key)
+                elif key not in self._jobs:
+                    refused = self._refuse(item.metric)
+                    if refused is not None:
+                        out[(item.run, item.metric.name)] = refused
+                    else:
+                        self._start(key, rollout, item)
+            for key in [k for k in self._done if k.rollout == rkey and k not in wanted]:
+                del self._done[key]  # a run that moved on: its late answer is dropped
+        return out
+
+    def in_flight(self, rollout_key: str) -> int:
+        """How many measurements of the Rollout ``namespace/name`` are running."""
+        with self._lock:
+            return sum(1 for k in self._jobs if k.rollout == rollout_key)
+
+    def forget(self, rollout_key: str) -> None:
+        """The Rollout is gone: drop its finished measurements (running ones end alone)."""
+        with self._lock:
+            for key in [k for k in self._done if k.rollout == rollout_key]:
+                del self._done[key]
+
+    def close(self) -> None:
+        """Stop taking measurements; running ones are abandoned."""
+        with self._lock:
+            self._closed = True
+            providers = list(self._providers.values())
+        self._stop.set()
+        for provider in providers:
+            provider.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- inside the lock ---------------------------------------------------------------
+
+    def _provider(self, name: str) -> _Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            provider = _Provider(
+                ThreadPoolExecutor(
+                    max_workers=self.per_provider,
+                    thread_name_prefix=f"measure-{len(self._providers)}",
+                )
+            )
+            self._providers[name] = provider
+        return provider
+
+    def _refuse(self, metric: Metric) -> Measurement | None:
+        name = provider_of(metric)
+        provider = self._provider(name)
+        if self._closed:
+            return self._error(metric, "the controller is stopping")
+        if provider.open_until is None:
+            return None
+        if self.clock() < provider.open_until or provider.probing:
+            wait = max(0.0, provider.open_until - self.clock())
+            return self._error(
+                metric,
+                f"provider {name} timed out {provider.timeouts} time(s) in a row; not asked "
+                f"again for {wait:.0f}s (breaker open)",
+            )
+        provider.probing = True  # half-open: this one measurement is the trial
+        return None
+
+    def _error(self, metric: Metric, message: str) -> Measurement:
+        now = self.wall_clock()
+        return Measurement(
+            phase="Error", message=f"{metric.name}: {message}", started_at=now, finished_at=now
+        )
+
+    def _start(self, key: JobKey, rollout: Rollout, item: an.Due) -> None:
+        name = provider_of(item.metric)
+        provider = self._provider(name)
+        job = _Job(key, name, self.clock())
+        self._jobs[key] = job
+        provider.running.add(key)
+        started_at = self.wall_clock()
+
+        def run() -> Measurement:
+            with self._lock:
+                if self._jobs.get(key) is not job:
+                    raise _GivenUpError  # the deadline passed while it waited for a worker
+                if provider.open_until is not None and self.clock() < provider.open_until:
+                    return self._error(item.metric, f"provider {name} is not answering")
+            result = self.measurer.measure(rollout, [item], started_at)
+            return result[(item.run, item.metric.name)]
+
+        job.future = provider.executor.submit(run)
+        job.future.add_done_callback(lambda f: self._finished(job, f))
+
+    # -- completion --------------------------------------------------------------------
+
+    def _finished(self, job: _Job, future: Future[Measurement]) -> None:
+        if future.cancelled():
+            return
+        try:
+            measurement = future.result()
+        except _GivenUpError:
+            return
+        except Exception as exc:  # never into the decision logic
+            measurement = Measurement(
+                phase="Error",
+                message=f"{job.key.metric}: unexpected {type(exc).__name__}",
+                started_at=self.wall_clock(),
+            )
+        timed_out = "(timeout)" in measurement.message
+        self._settle(job, measurement, timed_out=timed_out)
+
+    def _settle(self, job: _Job, measurement: Measurement, *, timed_out: bool) -> None:
+        with self._lock:
+            if self._jobs.get(job.key) is not job:
+                return  # given up by the deadline already
+            del self._jobs[job.key]
+            provider = self._providers[job.provider]
+            provider.running.discard(job.key)
+            if timed_out:
+                provider.timeouts += 1
+                if provider.timeouts >= self.breaker_after:
+                    provider.open_until = self.clock() + self.cooldown
+                    log.warning(
+                        "measurement provider breaker open",
+                        provider=job.provider,
+                        timeouts=provider.timeouts,
+                        seconds=self.cooldown,
+                    )
+            else:
+                if provider.open_until is not None:
+                    log.info("measurement provider breaker closed", provider=job.provider)
+                provider.timeouts = 0
+                provider.open_until = None
+            provider.probing = False
+            self._done[job.key] = measurement
+        self.wake(job.key.rollout)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            now = self.clock()
+            with self._lock:
+                late = [j for j in self._jobs.values() if now - j.started > self.deadline]
+            for job in late:
+                started = self.wall_clock() - dt.timedelta(seconds=now - job.started)
+                self._settle(
+                    job,
+                    Measurement(
+                        phase="Error",
+                        message=(
+                            f"{job.key.metric}: query failed (timeout): provider {job.provider} "
+                            f"gave no answer within {self.deadline:g}s"
+                        ),
+                        started_at=started,
+                        finished_at=self.wall_clock(),
+                    ),
+                    timed_out=True,
+                )

@@ -1,0 +1,183 @@
+"""The measuring pool (:mod:`controller.runtime.measuring`): a reconcile never waits on a
+provider; finished measurements are handed over on the next pass and wake the Rollout;
+deadlines, the per-provider limit, the breaker, and results of runs that moved on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.api.analysis import Metric
+from controller.api.rollout import AnalysisRunStatus, Measurement, Rollout
+from controller.core import analysis as an
+from controller.runtime.measuring import MeasuringPool
+from tests.support.kube import wait_for
+from tests.support.manifests import rollout as rollout_doc
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+class FakeClock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Provider:
+    """A blocking measurer whose answers the test releases, per metric."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, threading.Event] = {}
+        self.calls: list[str] = []
+        self.messages: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def gate(self, metric: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(metric, threading.Event())
+
+    def measure(
+        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
+    ) -> dict[tuple[str, str], Measurement]:
+        (item,) = due
+        with self.lock:
+            self.calls.append(item.metric.name)
+        self.gate(item.metric.name).wait(timeout=30)
+        message = self.messages.get(item.metric.name, "")
+        phase: Any = "Error" if message else "Successful"
+        return {
+            (item.run, item.metric.name): Measurement(
+                phase=phase, value="1", message=message, started_at=now
+            )
+        }
+
+
+def metric(name: str, address: str = "http://prom-a:9090") -> Metric:
+    """A Prometheus metric sent to ``address``."""
+    return Metric.model_validate(
+        {
+            "name": name,
+            "thresholdRange": {"min": 0},
+            "provider": {"prometheus": {"query": "up", "address": address}},
+        }
+    )
+
+
+def rollout(run: str = "background", started: dt.datetime = T0) -> Rollout:
+    """A Rollout whose status has one analysis run for canary revision c1."""
+    ro = Rollout.model_validate(rollout_doc("app"))
+    runs = [AnalysisRunStatus(name=run, revision="c1", phase="Running", started_at=started)]
+    status = ro.status.model_copy(update={"canary_revision": "c1", "analysis_runs": runs})
+    return ro.model_copy(update={"status": status})
+
+
+def due(*metrics: Metric, run: str = "background") -> list[an.Due]:
+    """Those metrics due in ``run``."""
+    return [an.Due(run, m, (), ()) for m in metrics]
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[MeasuringPool, Provider, FakeClock, list[str]]]:
+    """A pool over a gated provider, a fake clock, and the keys it woke."""
+    provider, clock, woken = Provider(), FakeClock(), list[str]()
+    pool = MeasuringPool(
+        provider, woken.append, per_provider=2, deadline=30, breaker_after=2, cooldown=60,
+        clock=clock,
+    )  # fmt: skip
+    try:
+        yield pool, provider, clock, woken
+    finally:
+        for gate in provider.gates.values():
+            gate.set()
+        pool.close()
+
+
+def test_a_due_measurement_is_started_not_waited_for(world: Any) -> None:
+    """The first pass gets nothing back (the provider hangs) and returns; when the answer
+    comes the Rollout is woken, and the next pass gets the measurement once."""
+    pool, provider, _, woken = world
+    ro = rollout()
+    assert pool.measure(ro, due(metric("m")), T0) == {}
+    wait_for("the provider called", lambda: provider.calls == ["m"], 5)
+    assert pool.measure(ro, due(metric("m")), T0) == {}  # still running: not started twice
+    assert pool.in_flight("default/app") == 1
+    provider.gate("m").set()
+    wait_for("the wake", lambda: woken == ["default/app"], 5)
+    got = pool.measure(ro, due(metric("m")), T0)
+    assert got[("background", "m")].phase == "Successful"
+    assert provider.calls == ["m"]
+    assert pool.in_flight("default/app") == 0
+
+
+def test_a_hung_provider_holds_only_its_own_workers(world: Any) -> None:
+    """Provider A hangs on two measurements (its limit); a third of A waits its turn, and
+    provider B's measurement is taken and delivered meanwhile."""
+    pool, provider, _, woken = world
+    a = [metric(f"a{i}") for i in range(3)]
+    b = metric("b", address="http://prom-b:9090")
+    pool.measure(rollout(), due(*a, b), T0)
+    provider.gate("b").set()
+    wait_for("b answered", lambda: "default/app" in woken, 5)
+    assert sorted(provider.calls) == ["a0", "a1", "b"]
+    got = pool.measure(rollout(), due(*a, b), T0)
+    assert list(got) == [("background", "b")]
+
+
+def test_the_deadline_turns_a_hung_measurement_into_an_error(world: Any) -> None:
+    """Past the deadline the measurement is an Error naming the provider, the Rollout is
+    woken, and the late answer is dropped."""
+    pool, provider, clock, woken = world
+    pool.measure(rollout(), due(metric("m")), T0)
+    wait_for("the provider called", lambda: provider.calls == ["m"], 5)
+    clock.now += 31
+    wait_for("the wake", lambda: woken == ["default/app"], 5)
+    got = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+    assert got.phase == "Error"
+    assert "provider http://prom-a:9090 gave no answer within 30s" in got.message
+    assert "(timeout)" in got.message
+    provider.gate("m").set()
+    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # a new one, not the late one
+
+
+def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> None:
+    """Two timeouts in a row open the breaker: due measurements are Errors at once, with
+    no provider call; after the cool-down one trial goes through, and its answer closes
+    the breaker."""
+    pool, provider, clock, _ = world
+    provider.messages["m"] = "m: query failed (timeout): read timed out"
+    provider.gate("m").set()
+    for _ in range(2):
+        pool.measure(rollout(), due(metric("m")), T0)
+        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+        assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == "Error"
+    calls = len(provider.calls)
+    refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+    assert "breaker open" in refused.message
+    assert len(provider.calls) == calls
+    clock.now += 61
+    provider.messages.pop("m")
+    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # the trial
+    wait_for("trial answered", lambda: pool.in_flight("default/app") == 0, 5)
+    assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == (
+        "Successful"
+    )
+    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # asked again: closed
+
+
+def test_a_result_never_reaches_a_newer_run(world: Any) -> None:
+    """An answer for a run that restarted (new start time) is dropped, not recorded."""
+    pool, provider, _, woken = world
+    pool.measure(rollout(), due(metric("m")), T0)
+    provider.gate("m").set()
+    wait_for("the wake", lambda: woken, 5)
+    newer = rollout(started=T0 + dt.timedelta(minutes=1))
+    assert pool.measure(newer, due(metric("m")), T0) == {}
+    wait_for("the new run's own", lambda: len(provider.calls) == 2, 5)
