@@ -164,6 +164,7 @@ def rollout_crd() -> JsonDict:
             {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
             {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
             {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+            {"name": "Waiting", "type": "string", "jsonPath": ".status.waitReason"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )

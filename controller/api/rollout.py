@@ -525,6 +525,31 @@ class RolloutSpec(ApiModel):
 # -- status ----------------------------------------------------------------------------
 
 Phase = Literal["Progressing", "Paused", "Healthy", "Degraded"]
+WaitReason = Literal[
+    "PodsNotReady",
+    "TrafficShifting",
+    "PauseStep",
+    "AwaitingPromotion",
+    "AnalysisRunning",
+    "AnalysisBlind",
+    "AnalysisInconclusive",
+    "SpecPaused",
+    "Blocked",
+]
+"""Why a Rollout is not moving on (``status.waitReason``), for programs to read:
+
+* ``PodsNotReady``: pods of a revision are not Ready yet (counts toward
+  ``progressDeadlineSeconds``);
+* ``TrafficShifting``: traffic is being moved back to the stable revision;
+* ``PauseStep``: a timed pause step, which ends by itself;
+* ``AwaitingPromotion``: a ``pause: {}`` step: a person promotes (``stepwise promote``);
+* ``AnalysisRunning``: an analysis is measuring;
+* ``AnalysisBlind``: an analysis holds because a metric has no data or its provider
+  fails (see the ``AnalysisBlind`` condition);
+* ``AnalysisInconclusive``: a person promotes or aborts;
+* ``SpecPaused``: ``spec.paused`` holds everything until resumed;
+* ``Blocked``: something outside the Rollout (a missing Service, a router) must be fixed.
+"""
 AnalysisPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
 MeasurementPhase = Literal["Successful", "Failed", "Inconclusive", "Error", "NoData"]
 
@@ -626,6 +651,10 @@ class RolloutStatus(ApiModel):
     """Progressing, Paused, Healthy or Degraded."""
     message: str = ""
     """What the Rollout is doing or waiting for."""
+    wait_reason: WaitReason | None = None
+    """Why it is not moving on, as a word programs can rely on (unset when it is not
+    waiting): PodsNotReady, TrafficShifting, PauseStep, AwaitingPromotion,
+    AnalysisRunning, AnalysisBlind, AnalysisInconclusive, SpecPaused or Blocked."""
     observed_generation: int = 0
     """The spec generation this status describes."""
     current_step_index: int | None = None
@@ -658,7 +687,8 @@ class RolloutStatus(ApiModel):
     conditions: Annotated[list[Condition], Field(json_schema_extra=condition_list_schema())] = (
         Field(default_factory=list)
     )
-    """Standard conditions: Progressing, Healthy, Paused, Aborted, InvalidSpec."""
+    """Standard conditions: Progressing, Healthy, Paused, Aborted, InvalidSpec,
+    AnalysisBlind."""
 
 
 # -- the resource ----------------------------------------------------------------------

@@ -43,7 +43,6 @@ from kubernetes.client.exceptions import ApiException
 from controller.api import intents
 from controller.api.base import parse_duration
 from controller.api.rollout import GROUP, VERSION
-from controller.core.analysis import BACKGROUND, step_run_name
 
 PLURAL = "rollouts"
 RESOURCE = f"{PLURAL}.{GROUP}"
@@ -265,29 +264,14 @@ def _namespace(args: argparse.Namespace) -> str:
 def awaiting_approval(rollout: dict[str, Any]) -> str | None:
     """The command that approves a Rollout paused for a person; None when it is not.
 
-    The phase is ``Paused`` for five different waits (:mod:`controller.core.plan`), and
-    only the status tells them apart:
-
-    ================================  ======================================  ==============
-    wait                              how the status shows it                 approved by
-    ================================  ======================================  ==============
-    ``spec.paused``                   message ``paused (spec.paused) ...``    none (resume)
-    timed pause ``{duration: 30s}``   ``pauseStartTime`` set                  none (it ends)
-    indefinite pause ``pause: {}``    message ``... until promoted ...``      promote
-    inconclusive step analysis        run ``step-<currentStepIndex>``         promote
-                                      is Inconclusive
-    inconclusive background analysis  message ``all steps done; ...``, run    promote
-                                      ``background`` is Inconclusive
-    ================================  ======================================  ==============
-
-    A promote or abort already written for this state, not yet acted on by the
-    controller, means the decision was made: not waiting.
+    ``status.waitReason`` says why a Rollout waits; two of its values need a person:
+    ``AwaitingPromotion`` (a ``pause: {}`` step) and ``AnalysisInconclusive`` (a step or
+    background analysis that could not decide). Timed pauses, ``spec.paused`` and every
+    other wait end without approval. A promote or abort already written for this state,
+    not yet acted on by the controller, means the decision was made: not waiting.
     """
     status = rollout.get("status") or {}
-    if status.get("phase") != "Paused":
-        return None
-    message = str(status.get("message") or "")
-    if "(spec.paused)" in message or status.get("pauseStartTime"):
+    if status.get("waitReason") not in ("AwaitingPromotion", "AnalysisInconclusive"):
         return None
     meta = rollout["metadata"]
     canary = status.get("canaryRevision")
@@ -295,17 +279,7 @@ def awaiting_approval(rollout: dict[str, Any]) -> str | None:
     given = intents.parse(meta.get("annotations"))
     if canary is None or canary in (given.promote_full, given.abort):
         return None
-    runs = {
-        run.get("name"): run.get("phase")
-        for run in status.get("analysisRuns") or []
-        if run.get("revision") == canary
-    }
-    waits = (
-        runs.get(step_run_name(index)) == "Inconclusive"
-        or "until promoted" in message
-        or (runs.get(BACKGROUND) == "Inconclusive" and message.startswith("all steps done"))
-    )
-    if not waits or given.promotes(canary, index):
+    if given.promotes(canary, index):
         return None
     return f"stepwise promote {meta['name']} -n {meta.get('namespace', 'default')}"
 

@@ -12,6 +12,10 @@ Healthy           the stable revision is the desired one and all its pods are Re
 Paused            the rollout waits for a person or for ``spec.paused``
 Aborted           the current canary was aborted (reason: why)
 InvalidSpec       the spec cannot be acted on (only present once it has been True)
+AnalysisBlind     a metric of the canary's analysis is held blind: no data, or its
+                  provider failing (reason NoData or ProviderError; the message names
+                  each metric; set by :mod:`controller.core.plan`, only present once it
+                  has been True)
 ================  =============================================================
 
 ``kubectl wait --for=condition=Healthy rollout/NAME`` waits for a finished rollout;

@@ -70,9 +70,10 @@ from controller.api.rollout import (
     ScheduledScaleDown,
     SetCanaryScale,
     Step,
+    WaitReason,
 )
 from controller.core import analysis as an
-from controller.core.conditions import conditions_for
+from controller.core.conditions import conditions_for, set_condition
 from controller.core.hashing import template_hash
 from controller.core.model import (
     Action,
@@ -113,6 +114,9 @@ class _Pass:
     wakeups: list[dt.datetime] = field(default_factory=list)
     phase: Phase = "Progressing"
     message: str = ""
+    wait_reason: WaitReason | None = None
+    blind: list[tuple[str, str]] = field(default_factory=list)
+    """Metrics of this canary's analyses that are held blind: (reason, what)."""
     problem: str | None = None
     """Something outside the Rollout blocks it (a missing Service, a misconfigured
     router); it wins over any other message and makes the phase Degraded."""
@@ -175,9 +179,10 @@ class _Pass:
         if self.problem is None:
             self.problem = problem
 
-    def wait(self, phase: Phase, message: str) -> None:
+    def wait(self, phase: Phase, message: str, reason: WaitReason | None) -> None:
         self.phase = phase
         self.message = message
+        self.wait_reason = reason
 
 
 def plan(rollout: Rollout, observed: Observed, now: dt.datetime) -> Plan:
@@ -242,18 +247,23 @@ def _steady(p: _Pass, stable: str) -> None:
         _rebalance(p, {stable: p.total}, grow_order=[stable])
     stable_ready = p.ready(stable)
     if not restored:
-        p.wait("Progressing", "moving traffic back to the stable revision")
+        p.wait("Progressing", "moving traffic back to the stable revision", "TrafficShifting")
     elif stable_ready < p.total:
-        p.wait("Progressing", f"stable revision {stable}: {stable_ready} of {p.total} pods Ready")
+        p.wait(
+            "Progressing",
+            f"stable revision {stable}: {stable_ready} of {p.total} pods Ready",
+            "PodsNotReady",
+        )
     elif _others_have_pods(p, {stable}):
         later = [s.at for s in p.status.scale_down]
         p.wait(
             "Healthy" if later else "Progressing",
             f"revision {stable} is stable; old revisions scale down"
             + (f" at {min(later).isoformat(timespec='seconds')}" if later else ""),
+            None,
         )
     else:
-        p.wait("Healthy", f"revision {stable} is stable with {stable_ready} Ready pods")
+        p.wait("Healthy", f"revision {stable} is stable with {stable_ready} Ready pods", None)
 
 
 # -- the canary ------------------------------------------------------------------------
@@ -343,14 +353,16 @@ def _aborted(p: _Pass, canary: str, stable: str) -> None:
         _scale(p, stable, p.total)
         if stable_ready < p.total:
             p.wait(
-                "Degraded", f"{degraded}; waiting for {p.total} stable pods before moving traffic"
+                "Degraded",
+                f"{degraded}; waiting for {p.total} stable pods before moving traffic",
+                "PodsNotReady",
             )
             return
         restored = _restore_traffic(p)
         if restored:
             _schedule_scale_down(p, canary, p.canary.abort_scale_down_delay_seconds)
             p.set(canary_weight=0)
-        p.wait("Degraded", f"{degraded}; all traffic is on stable {stable}")
+        p.wait("Degraded", f"{degraded}; all traffic is on stable {stable}", None)
         return
     # Replica ratio: traffic follows pods, so scaling the canary down is the shift. An
     # abort is an emergency: the stable returns to full size at once (surge limits could
@@ -358,13 +370,15 @@ def _aborted(p: _Pass, canary: str, stable: str) -> None:
     _scale(p, stable, p.total)
     if stable_ready < p.total:
         p.wait(
-            "Degraded", f"{degraded}; waiting for {p.total} stable pods before removing the canary"
+            "Degraded",
+            f"{degraded}; waiting for {p.total} stable pods before removing the canary",
+            "PodsNotReady",
         )
         return
     _scale(p, canary, 0)
     _drain_others(p, keep={stable})
     p.set(canary_weight=0)
-    p.wait("Degraded", degraded)
+    p.wait("Degraded", degraded, None)
 
 
 # -- steps -----------------------------------------------------------------------------
@@ -428,6 +442,7 @@ def _advance(p: _Pass, canary: str, stable: str, intents: intents_mod.Intents) -
             "Paused" if background.phase == "Inconclusive" else "Progressing",
             "all steps done; waiting for background analysis: "
             + (background.message or background.phase),
+            "AnalysisInconclusive" if background.phase == "Inconclusive" else "AnalysisRunning",
         )
         return
     _promote(p, canary, stable)
@@ -444,7 +459,7 @@ def _hold(p: _Pass, index: int, canary: str) -> None:
             return
     _pause_clock(p)
     where = f"at step {index}" if index < len(steps) else "after the last step, before promotion"
-    p.wait("Paused", f"paused (spec.paused) {where}")
+    p.wait("Paused", f"paused (spec.paused) {where}", "SpecPaused")
 
 
 def _pause_clock(p: _Pass) -> None:
@@ -493,10 +508,30 @@ def _judge_run(
         run = an.start(name, canary, resolved, p.now)
         p.event("AnalysisStarted", f"{label} started")
     run = _measure(p, run, resolved, label)
-    p.wake_at(an.next_due(run, background=background))
+    _note_blindness(p, run, resolved, label)
+    busy = {metric for run_name, metric in p.observed.measuring if run_name == run.name}
+    p.wake_at(an.next_due(run, background=background, busy=busy, now=p.now))
     if run.phase == "Failed":
         _abort(p, "AnalysisFailed", f"{failed} failed: {run.message}")
     return run
+
+
+def _note_blindness(
+    p: _Pass, run: AnalysisRunStatus, resolved: an.ResolvedAnalysis, label: str
+) -> None:
+    """Remember each metric of ``run`` that is held blind, for the message and the
+    AnalysisBlind condition (:func:`_finish`)."""
+    if run.phase == "Failed":
+        return
+    by_name = {m.name: m for m in resolved.metrics}
+    for result in run.metrics:
+        metric = by_name.get(result.name)
+        why = an.blindness(result, metric) if metric is not None else None
+        if why == "NoData":
+            p.blind.append((why, f"{label}, metric {result.name}: no data (onNoData: Hold)"))
+        elif why == "Error":
+            latest = result.measurements[-1].message if result.measurements else ""
+            p.blind.append((why, f"{label}, metric {result.name}: provider failing: {latest}"))
 
 
 def _measure(
@@ -524,7 +559,11 @@ def _run_step(
             p.event("Promoted", f"step {index} pause released by promote")
             return True
         if step.pause.duration is None:
-            p.wait("Paused", f"paused at step {index} until promoted (stepwise promote)")
+            p.wait(
+                "Paused",
+                f"paused at step {index} until promoted (stepwise promote)",
+                "AwaitingPromotion",
+            )
             return False
         started = p.status.pause_start_time or p.now
         if p.status.pause_start_time is None:
@@ -535,7 +574,11 @@ def _run_step(
         p.wake_at(ends)
         # The end time, not a countdown: a message that changes with ``now`` alone would
         # make every pass write the status (and its Paused condition) again.
-        p.wait("Paused", f"paused at step {index} until {ends.isoformat(timespec='seconds')}")
+        p.wait(
+            "Paused",
+            f"paused at step {index} until {ends.isoformat(timespec='seconds')}",
+            "PauseStep",
+        )
         return False
     if step.analysis is not None:
         _apply_targets(p, canary, stable, index)
@@ -578,12 +621,24 @@ def _analysis_step(
         if intents.promotes(canary, index):
             p.event("Promoted", f"inconclusive analysis of step {index} released by promote")
             return True
-        p.wait("Paused", f"analysis of step {index} is inconclusive: {run.message}")
+        p.wait(
+            "Paused",
+            f"analysis of step {index} is inconclusive: {run.message}",
+            "AnalysisInconclusive",
+        )
         return False
     if run.phase == "Error":
-        p.wait("Progressing", f"analysis of step {index} cannot judge (holding): {run.message}")
+        p.wait(
+            "Progressing",
+            f"analysis of step {index} cannot judge (holding): {run.message}",
+            "AnalysisBlind",
+        )
         return False
-    p.wait("Progressing", f"analysis of step {index} running: {run.message or 'measuring'}")
+    p.wait(
+        "Progressing",
+        f"analysis of step {index} running: {run.message or 'measuring'}",
+        "AnalysisRunning",
+    )
     return False
 
 
@@ -652,7 +707,7 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
         _header_routes(p, targets.header_routes)
         ready = p.ready(canary)
         if ready < want:
-            p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready")
+            p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready", "PodsNotReady")
             return False
         return True
     reached = _ratio_scale(p, canary, stable, canary_target=want, weight=targets.weight)
@@ -662,6 +717,7 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
             "Progressing",
             f"canary {canary}: {p.ready(canary)} of {want} pods Ready, stable shrinking to "
             f"{ratio_stable_replicas(targets.weight, p.total, want, surge)}",
+            "PodsNotReady",
         )
     return reached
 
@@ -779,7 +835,11 @@ def _promote(p: _Pass, canary: str, stable: str) -> None:
         _scale(p, stable, p.total)
         ready = p.ready(canary)
         if ready < p.total:
-            p.wait("Progressing", f"promoting: canary {canary} {ready} of {p.total} pods Ready")
+            p.wait(
+                "Progressing",
+                f"promoting: canary {canary} {ready} of {p.total} pods Ready",
+                "PodsNotReady",
+            )
             return
         if p.observed.traffic is not None and p.observed.traffic.problem:
             p.block(f"traffic router: {p.observed.traffic.problem}; not promoting")
@@ -789,7 +849,11 @@ def _promote(p: _Pass, canary: str, stable: str) -> None:
         _restore_traffic(p)
         _schedule_scale_down(p, stable, p.canary.scale_down_delay_seconds)
     elif not _ratio_scale(p, canary, stable, canary_target=p.total, weight=100):
-        p.wait("Progressing", f"promoting: moving pods from stable {stable} to canary {canary}")
+        p.wait(
+            "Progressing",
+            f"promoting: moving pods from stable {stable} to canary {canary}",
+            "PodsNotReady",
+        )
         return
     else:
         _pin_services(p, stable=canary, canary=canary)
@@ -800,7 +864,7 @@ def _promote(p: _Pass, canary: str, stable: str) -> None:
         pause_start_time=None,
         canary_weight=0,
     )
-    p.wait("Progressing", f"revision {canary} promoted; old revision {stable} scaling down")
+    p.wait("Progressing", f"revision {canary} promoted; old revision {stable} scaling down", None)
 
 
 # -- housekeeping ----------------------------------------------------------------------
@@ -890,7 +954,7 @@ def _check_deadline(p: _Pass, canary: str) -> None:
     """Abort when pods have kept the current step from completing for too long."""
     if p.phase != "Progressing" or p.status.step_start_time is None or p.rollout.spec.paused:
         return
-    if "pods Ready" not in p.message:
+    if p.wait_reason != "PodsNotReady":
         return
     deadline = p.status.step_start_time + dt.timedelta(
         seconds=p.rollout.spec.progress_deadline_seconds
@@ -924,11 +988,18 @@ def _store_run(p: _Pass, run: AnalysisRunStatus) -> None:
 def _finish(p: _Pass) -> Plan:
     rollout = p.rollout
     if p.problem:
-        p.phase, p.message = "Degraded", p.problem
+        p.phase, p.message, p.wait_reason = "Degraded", p.problem, "Blocked"
         if rollout.status.message != p.problem:
             p.event("Blocked", p.problem, warning=True)
         # Router objects and Services are fixed by people; look again now and then.
         p.wake_at(p.now + dt.timedelta(seconds=BLOCKED_RECHECK_SECONDS))
+    blind = p.blind if not p.aborted() and not p.problem else []
+    if blind:
+        # Blindness comes first: a canary taking traffic unjudged is what to know first.
+        notice = "analysis blind: " + "; ".join(what for _, what in blind)
+        p.message = f"{notice}; {p.message}" if p.message else notice
+        if p.wait_reason == "AnalysisRunning":
+            p.wait_reason = "AnalysisBlind"
     rs_all = p.observed.replica_sets
     canary_rs = p.observed.replica_set(p.status.canary_revision)
     p.set(
@@ -939,8 +1010,20 @@ def _finish(p: _Pass) -> Plan:
         ready_replicas=sum(rs.ready for rs in rs_all),
         updated_replicas=canary_rs.replicas if canary_rs else 0,
         selector=rollout.spec.selector.to_query(),
+        wait_reason=p.wait_reason,
     )
-    p.set(conditions=conditions_for(p.status, rollout.status.conditions, p.now))
+    conditions = conditions_for(p.status, rollout.status.conditions, p.now)
+    if blind or any(c.type == "AnalysisBlind" for c in conditions):
+        reason = {"NoData": "NoData", "Error": "ProviderError"}[blind[0][0]] if blind else "Seeing"
+        conditions = set_condition(
+            conditions,
+            "AnalysisBlind",
+            "True" if blind else "False",
+            reason,
+            "; ".join(what for _, what in blind),
+            p.now,
+        )
+    p.set(conditions=conditions)
     wake = min(p.wakeups) if p.wakeups else None
     requeue = max(0.0, (wake - p.now).total_seconds()) if wake else None
     return Plan(tuple(_dedupe(p)), p.status, tuple(p.events), requeue)

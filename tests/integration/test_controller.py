@@ -97,8 +97,8 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
 ) -> None:
     """A controller killed with SIGKILL at each of the four steps resumes where the status
     says: every step completed exactly once, and a timed pause keeps its remaining time."""
-    pause = 6.0
-    steps = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {}}]
+    pause = 10.0  # long enough for a restart on a loaded machine
+    steps = [{"setWeight": 20}, {"pause": {"duration": "10s"}}, {"setWeight": 50}, {"pause": {}}]
     proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
     proc.start()
     try:
@@ -126,7 +126,7 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
             0,
         )
         kube.cordon(False)
-        # step 1: killed a second into the 6 s pause and kept down for 2 s
+        # step 1: killed a second into the 10 s pause and kept down for 2 s
         wait_for("pausing", lambda: kube.status("app").get("currentStepIndex") == 1, 30)
         kube.cordon(True)  # ready for step 2
         pause_start = kube.status("app")["pauseStartTime"]
