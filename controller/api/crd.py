@@ -20,6 +20,7 @@ import yaml
 from controller.api.analysis import AnalysisTemplateSpec
 from controller.api.base import ApiModel
 from controller.api.rollout import GROUP, VERSION, RolloutSpec, RolloutStatus
+from controller.api.validation import MAX_ROLLOUT_NAME
 
 JsonDict = dict[str, Any]
 
@@ -76,11 +77,16 @@ def _convert_key(out: JsonDict, key: str, value: Any, defs: JsonDict) -> None:
         out[key] = value
 
 
-def _top_level(description: str, spec: JsonDict, status: JsonDict | None) -> JsonDict:
+def _top_level(
+    description: str, spec: JsonDict, status: JsonDict | None, *, max_name: int | None = None
+) -> JsonDict:
+    metadata: JsonDict = {"type": "object"}
+    if max_name is not None:
+        metadata["properties"] = {"name": {"type": "string", "maxLength": max_name}}
     properties: JsonDict = {
         "apiVersion": {"type": "string", "description": "The API version: stepwise.dev/v1alpha1."},
         "kind": {"type": "string", "description": "The kind of the object."},
-        "metadata": {"type": "object"},
+        "metadata": metadata,
         "spec": spec,
     }
     if status is not None:
@@ -148,6 +154,9 @@ def rollout_crd() -> JsonDict:
             "A Rollout: a Deployment whose new revisions roll out as a judged canary.",
             structural(RolloutSpec),
             status,
+            # The name is the stepwise.dev/rollout label value of its pods and ReplicaSets,
+            # and a label value holds at most 63 characters.
+            max_name=MAX_ROLLOUT_NAME,
         ),
         subresources={
             "status": {},

@@ -713,6 +713,8 @@ class ObjectMeta(ApiModel):
     """Labels."""
     annotations: dict[str, str] | None = None
     """Annotations (manual intents among them)."""
+    creation_timestamp: dt.datetime | None = None
+    """When the object was created (the older of two overlapping Rollouts keeps going)."""
     deletion_timestamp: dt.datetime | None = None
     """Set while the object is being deleted."""
 

@@ -7,6 +7,7 @@ server does, so that ``stepwise lint`` and ``kubectl apply`` agree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,39 @@ def is_stepwise(doc: Any) -> bool:
     )
 
 
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_ROLLOUT_NAME = 63
+"""A Rollout's name is the ``stepwise.dev/rollout`` label value of its pods, so at most 63
+characters (the CRD says so too)."""
+
+
+def name_problems(kind: str, meta: Any) -> list[tuple[str, str]]:
+    """What the API server would say of ``metadata.name``: required (unless generateName),
+    a lowercase DNS subdomain of at most 253 characters, and 63 for a Rollout."""
+    if not isinstance(meta, dict):
+        return [("metadata", "must be an object")]
+    name = meta.get("name")
+    if name is None:
+        return [] if meta.get("generateName") else [("metadata.name", "Required value")]
+    if not isinstance(name, str) or not _SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        return [
+            (
+                "metadata.name",
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', and must start and end with an alphanumeric character",
+            )
+        ]
+    if kind == "Rollout" and len(name) > MAX_ROLLOUT_NAME:
+        return [
+            (
+                "metadata.name",
+                f"Too long: may not be more than {MAX_ROLLOUT_NAME} bytes (it is the "
+                "stepwise.dev/rollout label value of the Rollout's pods)",
+            )
+        ]
+    return []
+
+
 def validate_document(doc: dict[str, Any]) -> list[Problem]:
     """The problems of one Stepwise document (empty when it is valid)."""
     kind = str(doc.get("kind"))
@@ -85,8 +119,9 @@ def validate_document(doc: dict[str, Any]) -> list[Problem]:
     name = str(meta.get("name", "(unnamed)")) if isinstance(meta, dict) else "(unnamed)"
     if doc.get("apiVersion") != API_VERSION:
         return [Problem(kind, name, "apiVersion", f"unsupported version; use {API_VERSION}")]
+    problems = [Problem(kind, name, f, r) for f, r in name_problems(kind, meta)]
     try:
         KINDS[kind].model_validate(doc)
     except ValidationError as exc:
-        return [Problem(kind, name, f, r) for f, r in problems_of(exc)]
-    return []
+        problems += [Problem(kind, name, f, r) for f, r in problems_of(exc)]
+    return problems

@@ -12,6 +12,9 @@ Healthy           the stable revision is the desired one and all its pods are Re
 Paused            the rollout waits for a person or for ``spec.paused``
 Aborted           the current canary was aborted (reason: why)
 InvalidSpec       the spec cannot be acted on (only present once it has been True)
+ActionRefused     the API server refused a write (422, 400, 403, 404): the message
+                  names the object, the field and the server's words (set by the
+                  runtime; only present once it has been True)
 AnalysisBlind     a metric of the canary's analysis is held blind: no data, or its
                   provider failing (reason NoData or ProviderError; the message names
                   each metric; set by :mod:`controller.core.plan`, only present once it
@@ -109,6 +112,10 @@ def conditions_for(
     )
     if any(c.type == "InvalidSpec" for c in conds):
         conds = set_condition(conds, "InvalidSpec", "False", "SpecValid", "", now)
+    if any(c.type == "ActionRefused" for c in conds):
+        # Set True by the runtime when the API server refuses a write; a pass whose
+        # plan was carried out in full clears it.
+        conds = set_condition(conds, "ActionRefused", "False", "Accepted", "", now)
     return conds
 
 

@@ -40,9 +40,10 @@ from controller.adapters.kube import (
 from controller.adapters.traffic import Router
 from controller.api.analysis import AnalysisTemplateSpec
 from controller.api.rollout import Measurement, Rollout, RolloutAnalysis, RolloutStatus
+from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
 from controller.core import analysis as an
-from controller.core.conditions import invalid_spec
+from controller.core.conditions import invalid_spec, set_condition
 from controller.core.model import (
     Action,
     DeleteReplicaSet,
@@ -57,7 +58,9 @@ from controller.core.model import (
     TemplateKey,
     TrafficState,
 )
+from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
+from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.informer import Informer
 
 log = structlog.get_logger()
@@ -175,6 +178,16 @@ class Reconciler:
         if rollout.metadata.deletion_timestamp is not None:
             self._finalize(raw, rollout, router)
             return None
+        me = Selecting(
+            rollout.metadata.name,
+            rollout.metadata.creation_timestamp,
+            rollout.spec.selector,
+            rollout.spec.template.metadata.labels or {},
+        )
+        other = older_overlap(me, self._neighbours(rollout.metadata.namespace))
+        if other is not None:
+            self._report_invalid(raw, [overlap_problem(other)], now)
+            return None
         if router is not None:
             self.kube.set_finalizer(raw, present=True)
 
@@ -182,7 +195,12 @@ class Reconciler:
         result = plan(rollout, observed, now)
         for action in result.actions:
             log.info("action", action=type(action).__name__, **_fields(action))
-            self._apply(raw, action, router)
+            try:
+                self._apply(raw, action, router)
+            except (InvalidError, ForbiddenError, NotFoundError) as exc:
+                # Refused: retrying the same request changes nothing until someone
+                # changes the spec, the object or the permissions.
+                return self._refused(raw, rollout, action, exc, now)
         if result.status != rollout.status:
             self.kube.patch_status(
                 raw["metadata"]["namespace"],
@@ -333,8 +351,51 @@ class Reconciler:
         elif isinstance(action, RemoveHeaderRoute):
             router.remove_header_route(action.name)
 
+    def _refused(
+        self,
+        raw: dict[str, Any],
+        rollout: Rollout,
+        action: Action,
+        exc: InvalidError | ForbiddenError | NotFoundError,
+        now: dt.datetime,
+    ) -> float:
+        """Report a refused action in the status (ActionRefused, the message, Blocked)
+        and one Warning event per new refusal; look again after as long as it has been
+        refused (5 s to a minute)."""
+        status, changed = refused(rollout.status, describe(action, rollout), exc, now)
+        log.warning("action refused", status=exc.status, error=str(exc))
+        if status != rollout.status:
+            self.kube.patch_status(
+                raw["metadata"]["namespace"],
+                raw["metadata"]["name"],
+                raw["metadata"]["resourceVersion"],
+                status,
+            )
+        if changed:
+            self.kube.emit_event(raw, Event("ActionRefused", status.message, "Warning"), now)
+        return refused_retry(status, now)
+
+    def _neighbours(self, namespace: str | None) -> list[Selecting]:
+        """The Rollouts of the namespace, as far as selectors go (a Rollout whose selector
+        or labels do not parse selects nothing)."""
+        out: list[Selecting] = []
+        for raw in self.informers.rollouts.list(namespace):
+            meta, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+            labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+            try:
+                selector = LabelSelector.model_validate(spec.get("selector") or {})
+                created = meta.get("creationTimestamp")
+                when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
+            except (ValidationError, ValueError):
+                continue
+            if isinstance(labels, dict):
+                out.append(Selecting(str(meta.get("name")), when, selector, labels))
+        return out
+
     def _invalid(self, raw: dict[str, Any], exc: ValidationError, now: dt.datetime) -> None:
-        problems = [f"{f}: {r}" for f, r in problems_of(exc)]
+        self._report_invalid(raw, [f"{f}: {r}" for f, r in problems_of(exc)], now)
+
+    def _report_invalid(self, raw: dict[str, Any], problems: list[str], now: dt.datetime) -> None:
         try:
             current = RolloutStatus.model_validate(raw.get("status") or {})
         except ValidationError:
@@ -391,6 +452,57 @@ def _rollback_seconds(
     if not starts:
         return None
     return max(0.0, (restored - min(starts)).total_seconds())
+
+
+REFUSED_RETRY = (5.0, 60.0)
+"""A refused action is tried again after as long as it has been refused, within these."""
+
+
+def describe(action: Action, rollout: Rollout) -> str:
+    """The object an action writes and what it asks, for a person."""
+    name = rollout.metadata.name
+    if isinstance(action, ScaleReplicaSet):
+        return f"ReplicaSet {name}-{action.revision}: create or scale to {action.replicas}"
+    if isinstance(action, PinService):
+        return f"Service {action.service}: select revision {action.revision}"
+    if isinstance(action, DeleteReplicaSet):
+        return f"ReplicaSet {action.name}: delete"
+    if isinstance(action, SetWeight):
+        return f"traffic router: set the canary weight to {action.weight}"
+    return f"traffic router: header route {action.name}"
+
+
+def refused(
+    status: RolloutStatus, what: str, exc: ApiError, now: dt.datetime
+) -> tuple[RolloutStatus, bool]:
+    """The status that reports a refused write, and whether the refusal is new (the
+    ActionRefused condition was not True with this message)."""
+    message = f"{what}: refused by the API server ({exc.status} {exc.reason}): {exc}"
+    before = next((c for c in status.conditions if c.type == "ActionRefused"), None)
+    changed = before is None or before.status != "True" or before.message != message
+    conditions = set_condition(
+        list(status.conditions), "ActionRefused", "True", exc.reason or "Refused", message, now
+    )
+    return (
+        status.model_copy(
+            update={
+                "phase": "Degraded",
+                "message": message,
+                "wait_reason": "Blocked",
+                "conditions": conditions,
+            }
+        ),
+        changed,
+    )
+
+
+def refused_retry(status: RolloutStatus, now: dt.datetime) -> float:
+    """Seconds until a refused action is tried again: as long as it has been refused."""
+    since = next(
+        (c.last_transition_time for c in status.conditions if c.type == "ActionRefused"), now
+    )
+    low, high = REFUSED_RETRY
+    return min(high, max(low, (now - since).total_seconds()))
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:

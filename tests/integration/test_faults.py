@@ -1,5 +1,6 @@
 """Faults users meet, on the live cluster with the controller as a process: a provider that
-hangs must not hold back anyone else's decisions."""
+hangs must not hold back anyone else's decisions; a name, a pod template or a selector the
+cluster cannot take is reported where people look, never only in the controller's log."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller.api.validation import validate_document
 from localcluster.controller import ControllerProcess
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
@@ -137,3 +139,130 @@ def test_an_abort_is_not_held_back_by_a_hung_provider(
         assert all(r.get("phase") in ("Running", "Error") for r in runs), runs
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def running(
+    api_client: client.ApiClient,
+    namespace: str,
+    stepwise_crds: None,
+    kubeconfig: Path,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
+    """The controller as a process watching this test's namespace."""
+    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+    proc.start()
+    try:
+        yield Cluster(api_client, namespace)
+    finally:
+        proc.stop()
+
+
+def condition(kube: Cluster, name: str, type_: str) -> dict[str, Any]:
+    """One condition of a Rollout's status ({} when absent)."""
+    for c in kube.status(name).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def test_a_name_too_long_for_a_label_is_refused_by_server_and_lint(
+    api_client: client.ApiClient, namespace: str, stepwise_crds: None
+) -> None:
+    """A 70-character Rollout name cannot be its pods' label value: the CRD refuses it
+    (naming metadata.name) and so does lint, before anything is created."""
+    doc = rollout_doc("r" * 70)
+    doc["spec"]["selector"] = {"matchLabels": {"app": "long"}}
+    doc["spec"]["template"]["metadata"]["labels"] = {"app": "long"}
+    with pytest.raises(client.exceptions.ApiException) as err:
+        Cluster(api_client, namespace).create(doc)
+    assert err.value.status == 422, err.value.body
+    assert "metadata.name" in err.value.body
+    problems = validate_document(doc)
+    assert [p.field for p in problems] == ["metadata.name"], problems
+    doc["metadata"]["name"] = "r" * 63  # the longest that fits
+    assert validate_document(doc) == []
+    Cluster(api_client, namespace).create(doc)
+
+
+@pytest.mark.parametrize(
+    ("bad", "good", "words"),
+    [
+        pytest.param(
+            {"resources": {"limits": {"memory": "lots"}}},
+            {"resources": {"limits": {"memory": "64Mi"}}},
+            ["(400 BadRequest)", "quantities must match"],
+            id="memory-lots",
+        ),
+        pytest.param(
+            {"image": ""},
+            {"image": "registry.local/app:v1"},
+            ["(422 Invalid)", "spec.template.spec.containers[0].image", "Required value"],
+            id="empty-image",
+        ),
+    ],
+)
+def test_a_pod_template_the_server_refuses_is_reported_and_a_fix_clears_it(
+    running: Cluster, bad: dict[str, Any], good: dict[str, Any], words: list[str]
+) -> None:
+    """A template whose ReplicaSet the server refuses: the Rollout says so (ActionRefused,
+    naming the ReplicaSet, the field where the server names one, and the server's words),
+    with one Warning event however often it retries, and fixing the template clears it."""
+    kube = running
+    doc = rollout_doc("app", replicas=2)
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container.update(bad)
+    kube.create(doc)
+    wait_for("refused", lambda: condition(kube, "app", "ActionRefused").get("status") == "True")
+    refused = condition(kube, "app", "ActionRefused")
+    status = kube.status("app")
+    assert status["waitReason"] == "Blocked"
+    assert status["message"] == refused["message"]
+    assert refused["message"].startswith("ReplicaSet app-"), refused
+    for word in words:
+        assert word in refused["message"], refused
+    time.sleep(6)  # at least one retry has happened
+    assert len(kube.event_messages("app", "ActionRefused")) == 1
+    container.update(good)
+    kube.patch("app", {"spec": {"template": doc["spec"]["template"]}})
+    wait_for("healthy after the fix", lambda: kube.healthy("app"), 90)
+    assert condition(kube, "app", "ActionRefused")["status"] == "False"
+
+
+def test_overlapping_selectors_are_reported_and_neither_touches_the_other(
+    running: Cluster,
+) -> None:
+    """A second Rollout selecting the first one's pods is InvalidSpec naming the first,
+    creates nothing, and the first keeps its pods; changing its labels clears it."""
+    kube = running
+    kube.create(rollout_doc("first", replicas=3))
+    wait_for("first healthy", lambda: kube.healthy("first"))
+    pods = kube.core.list_namespaced_pod(kube.ns).items
+    second = rollout_doc("second", replicas=2)
+    second["spec"]["selector"] = {"matchLabels": {"app": "first"}}
+    second["spec"]["template"]["metadata"]["labels"] = {"app": "first"}
+    kube.create(second)
+    wait_for(
+        "second reported",
+        lambda: condition(kube, "second", "InvalidSpec").get("status") == "True",
+    )
+    message = condition(kube, "second", "InvalidSpec")["message"]
+    assert "overlaps Rollout first" in message
+    assert (
+        kube.apps.list_namespaced_replica_set(
+            kube.ns, label_selector="stepwise.dev/rollout=second"
+        ).items
+        == []
+    )
+    assert kube.healthy("first")
+    assert {p.metadata.uid for p in kube.core.list_namespaced_pod(kube.ns).items} == {
+        p.metadata.uid for p in pods
+    }
+    second["spec"]["selector"] = {"matchLabels": {"app": "second"}}
+    second["spec"]["template"]["metadata"]["labels"] = {"app": "second"}
+    kube.custom.replace_namespaced_custom_object(
+        "stepwise.dev", "v1alpha1", kube.ns, "rollouts", "second",
+        {**kube.get("second"), "spec": second["spec"]},
+    )  # fmt: skip
+    wait_for("second healthy once apart", lambda: kube.healthy("second"), 60)
+    assert condition(kube, "second", "InvalidSpec")["status"] == "False"
