@@ -615,14 +615,17 @@ class AnalysisRunStatus(ApiModel):
     """Per-metric results."""
 
 
-AbortReason = Literal["AnalysisFailed", "Manual", "ProgressDeadlineExceeded"]
+AbortReason = Literal[
+    "AnalysisFailed", "Manual", "ProgressDeadlineExceeded", "CanaryServiceMissing"
+]
 
 
 class AbortStatus(ApiModel):
     """Why and when the canary was aborted."""
 
     reason: AbortReason
-    """AnalysisFailed, Manual or ProgressDeadlineExceeded."""
+    """AnalysisFailed, Manual, ProgressDeadlineExceeded, or CanaryServiceMissing (the
+    canary Service disappeared while it carried traffic)."""
     message: str
     """What happened, naming the analysis and metric when it was one."""
     revision: str

@@ -287,6 +287,15 @@ def _canary(p: _Pass, desired: str, stable: str) -> None:
         )
     if not p.aborted() and intents.abort == desired:
         _abort(p, "Manual", f"aborted by request ({intents_mod.ABORT}={desired})")
+    service = p.canary.canary_service
+    if p.routed and not p.aborted() and p.weight > 0 and service in p.observed.missing_services:
+        # Requests routed to a Service that is gone fail: take the traffic back at once.
+        _abort(
+            p,
+            "CanaryServiceMissing",
+            f"canary Service {service} disappeared while it carried {p.weight}% of the "
+            "traffic; all traffic goes back to stable (recreate it, then retry)",
+        )
     if p.routed and p.weight == 0 and not (paused and not p.aborted()):
         # Only the canary Service reaches a canary, and it selects the current one.
         _drain_others(p, keep={stable, desired})
@@ -800,6 +809,7 @@ def _restore_traffic(p: _Pass) -> bool:
             p.actions.append(SetWeight(0))
             p.event("WeightSet", f"canary weight {p.weight} -> 0 despite: {traffic.problem}")
             p.weight = 0
+        p.set(canary_weight=0)  # the router verifies its write, or the pass fails
         p.block(f"traffic router: {traffic.problem}")
         return False
     for name in sorted(p.routes):

@@ -309,6 +309,23 @@ def test_deletion_mid_rollout_restores_the_route(
     )
 
 
+def test_a_canary_service_deleted_at_30_percent_gets_weight_zero_at_once(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """The canary Service is deleted while it carries 30%: the route sends it nothing,
+    the canary is aborted naming the Service, and the route keeps the other rule."""
+    kube, routes = env
+    start(kube, routes, [{"setWeight": 30}, {"pause": {}}])
+    at_step(kube, 1)
+    assert routes.rules() == [main_rule(70, 30), other_rule()]
+    routes.core.delete_namespaced_service("app-canary", kube.ns)
+    wait_for("route weight 0", lambda: routes.rules() == [main_rule(100, 0), other_rule()])
+    abort = kube.status("app").get("abort") or {}
+    assert abort.get("reason") == "CanaryServiceMissing", kube.status("app")
+    assert "canary Service app-canary disappeared" in abort.get("message", "")
+    assert kube.status("app")["canaryWeight"] == 0
+
+
 def _exists(kube: Cluster) -> bool:
     try:
         kube.get("app")

@@ -567,6 +567,35 @@ def test_missing_service_is_reported_and_not_pinned() -> None:
     assert "Service app-canary does not exist" in ro.status.message
 
 
+def test_a_canary_service_gone_while_it_carries_traffic_takes_the_traffic_back() -> None:
+    """At 20% the canary Service disappears: the canary is aborted at once (weight 0,
+    naming the Service), whatever else the router reports; a retry after it is back
+    starts over."""
+    ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}], routed=True), routed=True)
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(0))
+    assert world.weight == 20
+    world.missing_services.add("app-canary")
+    world.router_problem = "canary Service app-canary does not exist"
+    ro, _ = step(ro, world, at(1))
+    assert world.weight == 0
+    assert ro.status.abort is not None
+    assert ro.status.abort.reason == "CanaryServiceMissing"
+    assert "canary Service app-canary disappeared while it carried 20%" in ro.status.abort.message
+    assert ro.status.canary_weight == 0
+
+
+def test_a_canary_service_missing_before_any_traffic_only_blocks() -> None:
+    """With no traffic on the canary yet, a missing canary Service blocks (nothing to take
+    back): no abort."""
+    ro, world = stable_world(make([{"setWeight": 20}], routed=True), routed=True)
+    world.missing_services.add("app-canary")
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(0))
+    assert ro.status.abort is None
+    assert ro.status.wait_reason == "Blocked"
+
+
 def test_router_problem_leaves_traffic_and_says_why() -> None:
     """A misconfigured router blocks the weight change with the router's reason."""
     ro, world = stable_world(make([{"setWeight": 20}], routed=True), routed=True)

@@ -66,10 +66,11 @@ def test_spec_paused_pods_and_healthy() -> None:
 
 
 def test_a_missing_service_is_blocked() -> None:
-    """A router whose canary Service is missing blocks the Rollout: Blocked."""
-    ro, world = canary_at([{"setWeight": 20}, {"pause": {}}], routed=True)
+    """A router whose canary Service is missing before the canary has traffic blocks the
+    Rollout: Blocked (with traffic, the canary is aborted instead: see test_plan)."""
+    ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}], routed=True), routed=True)
     world.missing_services.add("app-canary")
-    ro, _ = step(ro, world, at(1))
+    ro, _ = step(new_image(ro), world, at(1))
     assert ro.status.wait_reason == "Blocked"
 
 
