@@ -58,6 +58,7 @@ from controller.api.rollout import (
     MetricResult,
     RolloutAnalysis,
 )
+from controller.core import promql
 from controller.core.model import TemplateKey
 
 BACKGROUND = "background"
@@ -113,25 +114,53 @@ def resolve(
 def start(
     name: str, revision: str, resolved: ResolvedAnalysis, now: dt.datetime
 ) -> AnalysisRunStatus:
-    """A new run; its first measurements are due after each metric's initial delay."""
+    """A new run; each metric's first measurement is due after its initial delay, and
+    never before its query's window (:func:`own_data_from`) lies within the run."""
     if resolved.problem:
         return AnalysisRunStatus(
             name=name, revision=revision, phase="Error", started_at=now, message=resolved.problem
         )
+    results = []
+    for m in resolved.metrics:
+        delay = parse_duration(m.initial_delay)
+        window = own_data_from(m, resolved)
+        first = now + dt.timedelta(seconds=max(delay, window))
+        message = (
+            f"first measurement at {first.isoformat(timespec='seconds')}: the query reads "
+            f"{window:g}s back, and a run judges only data from after it started"
+            if window > delay
+            else ""
+        )
+        results.append(MetricResult(name=m.name, phase="Running", next_at=first, message=message))
     return AnalysisRunStatus(
-        name=name,
-        revision=revision,
-        phase="Running",
-        started_at=now,
-        metrics=[
-            MetricResult(
-                name=m.name,
-                phase="Running",
-                next_at=now + dt.timedelta(seconds=parse_duration(m.initial_delay)),
-            )
-            for m in resolved.metrics
-        ],
+        name=name, revision=revision, phase="Running", started_at=now, metrics=results
     )
+
+
+def own_data_from(metric: Metric, resolved: ResolvedAnalysis) -> float:
+    """Seconds after a run's start before ``metric``'s queries read only the run's own
+    samples: the longest window (range plus offset) of its queries, with ``{{interval}}``
+    and literal arguments filled in. 0 for a judge, whose first measurement is only its
+    baseline reading."""
+    if metric.provider.prometheus is None:
+        return 0.0
+    interval = metric.interval if isinstance(metric.interval, str) else f"{metric.interval}s"
+    values = {f"args.{a.name}": a.value for a in resolved.template_args if a.value is not None}
+    values |= {f"args.{a.name}": a.value for a in resolved.args if a.value is not None}
+    values["interval"] = interval
+    queries = [metric.provider.prometheus.query]
+    if metric.min_samples is not None:
+        queries.append(metric.min_samples.query)
+    longest = 0.0
+    for query in queries:
+        filled = query
+        for key, value in values.items():
+            filled = filled.replace("{{" + key + "}}", value)
+        try:
+            longest = max(longest, promql.lookback(filled))
+        except promql.TemplateError:
+            continue  # an unterminated literal: the query fails on its own, later
+    return longest
 
 
 def stale(run: AnalysisRunStatus, resolved: ResolvedAnalysis) -> bool:

@@ -353,3 +353,28 @@ def _why_unsafe(value: str, seg: Segment) -> str:
         "outside a string literal only a number, a duration like 5m or a plain identifier "
         "may stand; put the placeholder inside quotes"
     )
+
+
+# -- how far back a query reads ----------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+                   "w": 604800.0, "y": 31536000.0}  # fmt: skip
+_PROM_DURATION = r"(?:\d+(?:ms|s|m|h|d|w|y))+"
+_RANGE = re.compile(rf"\[\s*({_PROM_DURATION})\s*(?::\s*(?:{_PROM_DURATION})?\s*)?\]")
+_OFFSET = re.compile(rf"\boffset\s+-?\s*({_PROM_DURATION})", re.IGNORECASE)
+_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def prom_seconds(duration: str) -> float:
+    """Seconds in a PromQL duration such as ``5m``, ``1h30m`` or ``500ms``."""
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _PART.findall(duration))
+
+
+def lookback(query: str) -> float:
+    """How many seconds before its evaluation time a rendered query reads: its longest
+    range (``[5m]``, a subquery's ``[1h:1m]``) plus its longest ``offset``, outside string
+    literals and comments. 0 for an instant selector (the latest sample only)."""
+    code = " ".join(s.text for s in segments(query) if s.kind == "code")
+    ranges = [prom_seconds(m) for m in _RANGE.findall(code)]
+    offsets = [prom_seconds(m) for m in _OFFSET.findall(code)]
+    return max(ranges, default=0.0) + max(offsets, default=0.0)

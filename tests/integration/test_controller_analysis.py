@@ -221,7 +221,7 @@ def test_broken_query_names_the_metric_and_carries_prometheus_message(
         demo,
         "bad-query",
         metricName="broken-rate",  # distinct from the template's name
-        query="sum(rate(http_requests_total[1m]",
+        query="sum(rate(http_requests_total[{{interval}}]",
         consecutiveErrorLimit=0,
     )
     wait_for("held", lambda: run_of(kube).get("phase") == "Error", 40)

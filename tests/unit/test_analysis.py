@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.api.analysis import AnalysisTemplateSpec, Metric
+from controller.api.base import parse_duration
 from controller.api.rollout import (
+    AnalysisArg,
     AnalysisPhase,
     Measurement,
     MeasurementPhase,
@@ -350,6 +352,35 @@ def test_next_measurement_is_due_one_interval_later(seconds: float, measured: bo
     assert an.next_due(run, background=False) == at(INTERVAL)
     due = an.due(run, r, at(seconds), background=False)
     assert [d.metric.name for d in due] == (["m"] if measured else [])
+
+
+@pytest.mark.parametrize(
+    ("query", "delay", "first"),
+    [
+        pytest.param("sum(rate(x[{{interval}}]))", "0s", 30, id="interval-window"),
+        pytest.param("sum(rate(x[5m]))", "0s", 300, id="five-minute-window"),
+        pytest.param("sum(rate(x[{{args.window}}]))", "0s", 120, id="window-from-an-argument"),
+        pytest.param("sum(rate(x[1m]))", "2m", 120, id="initial-delay-longer"),
+        pytest.param("up", "0s", 0, id="instant-query"),
+    ],
+)
+def test_a_run_judges_only_its_own_data(query: str, delay: str, first: int) -> None:
+    """A metric's first measurement waits until its query's window lies within the run
+    (or its initialDelay, if longer), and its message says why."""
+    m = Metric.model_validate(
+        {
+            "name": "m",
+            "interval": "30s",
+            "initialDelay": delay,
+            "thresholdRange": {"min": 0.99},
+            "provider": {"prometheus": {"query": query}},
+        }
+    )
+    r = an.ResolvedAnalysis((m,), (), (AnalysisArg(name="window", value="2m"),))
+    run = an.start("step-0", "rev", r, T0)
+    assert run.metrics[0].next_at == at(first)
+    reads_back = first > parse_duration(delay)
+    assert ("judges only data from after it started" in run.metrics[0].message) is reads_back
 
 
 def test_a_metric_being_measured_needs_no_timer() -> None:

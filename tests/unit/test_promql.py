@@ -13,6 +13,7 @@ from controller.core.promql import (
     TemplateError,
     escape,
     is_safe_token,
+    lookback,
     placeholders,
     render,
     segments,
@@ -325,3 +326,21 @@ def test_no_value_changes_the_structure(context: str, value: str) -> None:
         assert context not in ("double", "single")
         return
     assert_only_the_literal_changed(template, rendered, value)
+
+
+@pytest.mark.parametrize(
+    ("query", "seconds"),
+    [
+        pytest.param("up", 0.0, id="instant"),
+        pytest.param("sum(rate(x[5m]))", 300.0, id="range"),
+        pytest.param("rate(a[30s]) / rate(b[1m30s])", 90.0, id="longest-range"),
+        pytest.param("rate(x[1m] offset 1h)", 3660.0, id="offset-adds"),
+        pytest.param("max_over_time(rate(x[1m])[10m:30s])", 600.0, id="subquery"),
+        pytest.param('x{path="[5m]"} # [1h]', 0.0, id="not-in-literals-or-comments"),
+        pytest.param("rate(x[500ms])", 0.5, id="milliseconds"),
+        pytest.param("increase(x[1d])", 86400.0, id="days"),
+    ],
+)
+def test_lookback(query: str, seconds: float) -> None:
+    """How far back a query reads: its longest range plus its longest offset."""
+    assert lookback(query) == seconds
