@@ -432,6 +432,15 @@ class CanaryStrategy(ApiModel):
             field=".trafficRouting",
         ),
         Rule(
+            cel="!has(self.maxSurge) || !has(self.maxUnavailable) || !("
+            "(self.maxSurge == 0 || self.maxSurge == '0%') && "
+            "(self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
+            message="maxSurge and maxUnavailable cannot both be 0: no pod could ever be "
+            "added or removed",
+            check=lambda c: not (c.max_surge in (0, "0%") and c.max_unavailable in (0, "0%")),
+            field=".maxUnavailable",
+        ),
+        Rule(
             cel="!has(self.stableService) || !has(self.canaryService) || "
             "self.stableService != self.canaryService",
             message="canaryService must differ from stableService",

@@ -7,6 +7,8 @@ server does, so that ``stepwise lint`` and ``kubectl apply`` agree.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +123,27 @@ def validate_document(doc: dict[str, Any]) -> list[Problem]:
         return [Problem(kind, name, "apiVersion", f"unsupported version; use {API_VERSION}")]
     problems = [Problem(kind, name, f, r) for f, r in name_problems(kind, meta)]
     try:
-        KINDS[kind].model_validate(doc)
+        # As the API server does: nulls are dropped (then defaulted), and types are strict
+        # ("3" is no integer, 20.0 no integer, "yes" and 1 no boolean).
+        wire = json.dumps(without_nulls(doc), default=_text)
+        KINDS[kind].model_validate_json(wire, strict=True)
     except ValidationError as exc:
         problems += [Problem(kind, name, f, r) for f, r in problems_of(exc)]
     return problems
+
+
+def without_nulls(value: Any) -> Any:
+    """``value`` with every null field of an object removed, at any depth (the API server
+    prunes them from a custom resource before it applies defaults)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    """YAML timestamps (and anything else JSON lacks) as the text the server would get."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)

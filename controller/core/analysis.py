@@ -58,7 +58,7 @@ from controller.api.rollout import (
     MetricResult,
     RolloutAnalysis,
 )
-from controller.core import promql
+from controller.core import expr, promql
 from controller.core.model import TemplateKey
 
 BACKGROUND = "background"
@@ -109,6 +109,22 @@ def resolve(
     if missing:
         return ResolvedAnalysis((), (), (), f"no value for template argument(s) {missing}")
     return ResolvedAnalysis(tuple(metrics), tuple(template_args), tuple(analysis.args or []))
+
+
+def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
+    """(field, reason) for every success or failure condition of a template that the
+    runtime's own parser (:mod:`controller.core.expr`) cannot parse; ``stepwise lint`` and
+    the reconciler both ask, so such a template is invalid before it measures anything."""
+    out: list[tuple[str, str]] = []
+    for i, metric in enumerate(spec.metrics):
+        for field, text in (
+            ("successCondition", metric.success_condition),
+            ("failureCondition", metric.failure_condition),
+        ):
+            reason = expr.check(text) if text is not None else None
+            if reason is not None:
+                out.append((f"spec.metrics[{i}].{field}", reason))
+    return out
 
 
 def start(

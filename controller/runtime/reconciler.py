@@ -300,10 +300,17 @@ class Reconciler:
                     out[key] = "not found" if informer is not None else "templates are not watched"
                     continue
                 try:
-                    out[key] = AnalysisTemplateSpec.model_validate(found.get("spec") or {})
+                    spec = AnalysisTemplateSpec.model_validate(found.get("spec") or {})
                 except ValidationError as exc:
                     problems = "; ".join(f"{f}: {r}" for f, r in problems_of(exc))
                     out[key] = f"invalid: {problems}"
+                    continue
+                unparsable = an.condition_problems(spec)
+                out[key] = (
+                    "invalid: " + "; ".join(f"{f}: {r}" for f, r in unparsable)
+                    if unparsable
+                    else spec
+                )
         return out
 
     def _due(

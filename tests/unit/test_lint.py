@@ -10,7 +10,9 @@ import yaml
 
 from controller.api.validation import validate_document
 from controller.cli import main
+from tests.support.agreement_cases import AGREEMENT, Agreement
 from tests.support.invalid_cases import CASES, CLUSTER_CASES, Case
+from tests.support.manifests import analysis_template, rollout
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = sorted([*(DEPLOY / "examples").glob("*.yaml"), *(DEPLOY / "templates").glob("*.yaml")])
@@ -66,3 +68,58 @@ def test_lint_command_reports_unreadable_and_malformed_files(
     assert f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory" in err
     assert f"{broken}: not valid YAML:" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", AGREEMENT, ids=lambda c: c.id)
+def test_lint_gives_the_servers_verdict(case: Agreement) -> None:
+    """No coercion, nulls dropped, names checked: lint's verdict is the server's (the
+    integration test checks the table against the real server)."""
+    assert (validate_document(case.doc) == []) is case.valid
+
+
+def test_a_file_without_a_stepwise_object_is_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An Argo Rollouts manifest whose apiVersion was not changed is not "valid": exit 1,
+    naming what to change."""
+    argo = tmp_path / "argo.yaml"
+    doc = rollout("app")
+    doc["apiVersion"] = "argoproj.io/v1alpha1"
+    argo.write_text(yaml.safe_dump(doc))
+    assert main(["lint", str(argo)]) == 1
+    err = capsys.readouterr().err
+    assert f"{argo}: no Stepwise object" in err
+    assert "argoproj.io/v1alpha1 objects: change their apiVersion to stepwise.dev/v1alpha1" in err
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8: one line and exit 1, no traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert main(["lint", str(latin)]) == 1
+    err = capsys.readouterr().err
+    assert f"{latin}: not UTF-8 text (byte 9)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "condition"),
+    [
+        pytest.param("successCondition", "result >== 0.9 )", id="broken-success"),
+        pytest.param("failureCondition", "__import__('os')", id="outside-the-language"),
+    ],
+)
+def test_conditions_are_parsed_by_the_runtimes_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, condition: str
+) -> None:
+    """A condition the runtime could not parse is a lint problem naming the field (the
+    server cannot see it; the reconciler treats the template as invalid the same way)."""
+    doc = analysis_template()
+    doc["spec"]["metrics"][0][field] = condition
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["lint", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"AnalysisTemplate/success-rate: spec.metrics[0].{field}: " in out
