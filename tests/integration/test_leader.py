@@ -200,5 +200,6 @@ def test_leader_that_cannot_renew_stops_leading_within_the_renew_deadline(
         finally:
             apiserver.signal(signal.SIGCONT)
         assert took <= RENEW_DEADLINE + 0.1, f"still claimed leadership {took:.2f}s into the outage"
-        wait_for("a leads again", a.is_leader, timeout=10, interval=0.05)
+        # is_leader() turns True just before on_started_leading runs on its own thread.
+        wait_for("a leads again", lambda: a.is_leader() and calls.started == 2, timeout=10)
         assert calls.started == 2
