@@ -324,8 +324,19 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
         f"   weight {status.get('canaryWeight', 0)}%"
         f"   stable {status.get('stableRevision', '-')}"
         f"   canary {status.get('canaryRevision', '-')}"
-        f"   ready {status.get('readyReplicas', 0)}/{spec.get('replicas', '?')}",
+        f"   ready {status.get('readyReplicas', 0)}/{spec.get('replicas', '?')}"
+        + (f"   waiting: {status['waitReason']}" if status.get("waitReason") else ""),
     ]
+    blind = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "AnalysisBlind" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if blind is not None:
+        lines.append(f"  BLIND ({blind.get('reason')}): {blind.get('message')}")
     for run in status.get("analysisRuns") or []:
         metrics = ", ".join(
             f"{m['name']}={m.get('phase')} "

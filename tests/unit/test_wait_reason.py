@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controller.api.rollout import Rollout
-from controller.cli.rollouts import awaiting_approval
+from controller.cli.rollouts import awaiting_approval, describe
 from controller.core import analysis as an
 from controller.core.plan import plan
 from tests.support.world import World, settle, step
@@ -117,3 +117,14 @@ def test_a_measurement_being_taken_sets_no_immediate_timer() -> None:
     observed = dataclasses.replace(world.observed(), measuring=frozenset({(run, "errors")}))
     waiting = plan(ro, observed, at(1))
     assert waiting.requeue_after == an.BUSY_RECHECK.total_seconds()
+
+
+def test_stepwise_status_shows_the_wait_and_the_blindness() -> None:
+    """The status view names the wait reason and puts a BLIND line first among the
+    analysis lines while a metric is held."""
+    ro, world = canary_at([{"setWeight": 20}, ANALYSIS, {"setWeight": 60}])
+    run = an.step_run_name(1)
+    ro, _ = step(ro, world, at(1), {(run, "errors"): m("NoData", "")})
+    lines = describe(ro.model_dump(mode="json", by_alias=True), [])
+    assert "waiting: AnalysisBlind" in lines[1]
+    assert lines[2].startswith("  BLIND (NoData): analysis of step 1")
