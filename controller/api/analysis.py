@@ -160,6 +160,16 @@ class CountQueries(ApiModel):
     rules: ClassVar[tuple[Rule, ...]] = (_cumulative("requests"), _cumulative("errors"))
 
 
+_WORSE_ABOVE_TOLERANCE = Rule(
+    cel="!has(self.worseRatio) || self.worseRatio > 1.0 + "
+    "(has(self.tolerance) ? self.tolerance : 0.0)",
+    message="worseRatio must exceed 1 + tolerance",
+    check=lambda j: j.worse_ratio > 1.0 + j.tolerance,
+    field=".worseRatio",
+)
+"""A sequential test needs its alternative above its null (judge and latency alike)."""
+
+
 class LatencyCounts(ApiModel):
     """Two cumulative counts for one revision from its latency histogram."""
 
@@ -187,15 +197,7 @@ class LatencyComparison(ApiModel):
     worse_ratio: Annotated[float, Field(ge=1)] = 2.0
     """The ratio of slow shares (canary over stable) the test is tuned to detect."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="!has(self.worseRatio) || self.worseRatio > 1.0 + "
-            "(has(self.tolerance) ? self.tolerance : 0.0)",
-            message="worseRatio must exceed 1 + tolerance",
-            check=lambda j: j.worse_ratio > 1.0 + j.tolerance,
-            field=".worseRatio",
-        ),
-    )
+    rules: ClassVar[tuple[Rule, ...]] = (_WORSE_ABOVE_TOLERANCE,)
 
     @model_validator(mode="before")
     @classmethod
@@ -237,15 +239,7 @@ class ComparativeJudge(PrometheusConnection):
     latency: LatencyComparison | None = None
     """Also compare the share of slow requests (the same test and guarantee)."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="!has(self.worseRatio) || self.worseRatio > 1.0 + "
-            "(has(self.tolerance) ? self.tolerance : 0.0)",
-            message="worseRatio must exceed 1 + tolerance",
-            check=lambda j: j.worse_ratio > 1.0 + j.tolerance,
-            field=".worseRatio",
-        ),
-    )
+    rules: ClassVar[tuple[Rule, ...]] = (_WORSE_ABOVE_TOLERANCE,)
 
 
 class MetricProvider(ApiModel):
