@@ -266,3 +266,44 @@ def test_overlapping_selectors_are_reported_and_neither_touches_the_other(
     )  # fmt: skip
     wait_for("second healthy once apart", lambda: kube.healthy("second"), 60)
     assert condition(kube, "second", "InvalidSpec")["status"] == "False"
+
+
+def test_an_unparsable_condition_is_an_invalid_template_never_a_measurement(
+    running: Cluster,
+) -> None:
+    """A successCondition the runtime cannot parse (the server cannot tell) makes the run
+    Error naming the template and the field before anything is measured."""
+    kube = running
+    template = {
+        "apiVersion": "stepwise.dev/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "broken"},
+        "spec": {
+            "metrics": [
+                {
+                    "name": "rate",
+                    "interval": "2s",
+                    "successCondition": "result >== 0.9 )",
+                    "provider": {"prometheus": {"query": "vector(1)"}},
+                }
+            ]
+        },
+    }
+    kube.custom.create_namespaced_custom_object(
+        "stepwise.dev", "v1alpha1", kube.ns, "analysistemplates", template
+    )
+    steps = [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "broken"}]}}]
+    kube.create(rollout_doc("app", replicas=2, steps=steps))
+    wait_for("healthy", lambda: kube.healthy("app"))
+    kube.set_image("app", "registry.local/app:v2")
+
+    def run() -> dict[str, Any]:
+        runs: list[dict[str, Any]] = kube.status("app").get("analysisRuns") or [{}]
+        return runs[0]
+
+    wait_for("run held", lambda: run().get("phase") == "Error")
+    assert (
+        "AnalysisTemplate broken: invalid: spec.metrics[0].successCondition" in (run()["message"])
+    )
+    assert not run().get("metrics"), run()
+    assert kube.status("app")["currentStepIndex"] == 1  # held at the analysis, not passed
