@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -75,7 +75,6 @@ class _Provider:
     """While set and in the future, the breaker is open."""
     probing: bool = False
     """A half-open trial measurement is running."""
-    running: set[JobKey] = field(default_factory=set)
 
 
 class _GivenUpError(Exception):
@@ -214,7 +213,6 @@ class MeasuringPool:
         provider = self._provider(name)
         job = _Job(key, name, self.clock())
         self._jobs[key] = job
-        provider.running.add(key)
         started_at = self.wall_clock()
 
         def run() -> Measurement:
@@ -253,7 +251,6 @@ class MeasuringPool:
                 return  # given up by the deadline already
             del self._jobs[job.key]
             provider = self._providers[job.provider]
-            provider.running.discard(job.key)
             if timed_out:
                 provider.timeouts += 1
                 if provider.timeouts >= self.breaker_after:
