@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from controller.api.rollout import Measurement, Rollout, RolloutAnalysis, Rollou
 from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
 from controller.core import analysis as an
+from controller.core.batching import write_at
 from controller.core.conditions import invalid_spec, set_condition
 from controller.core.model import (
     Action,
@@ -133,6 +135,17 @@ class Observer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Unwritten:
+    """A status this process decided but has not written yet (tallies only; see
+    :mod:`controller.core.batching`), and the status the API server holds under it."""
+
+    uid: str
+    persisted: RolloutStatus
+    wanted: RolloutStatus
+    since: dt.datetime
+
+
 class Reconciler:
     """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
 
@@ -152,11 +165,14 @@ class Reconciler:
         self.measurer = measurer
         self.routers = routers
         self.observer = observer
+        self._unwritten: dict[str, Unwritten] = {}
+        self._unwritten_lock = threading.Lock()
 
     def reconcile(self, key: str) -> float | None:
         """One pass for the Rollout ``namespace/name``; seconds until the next, or None."""
         raw = self.informers.rollouts.get(key)
         if raw is None:
+            self._take_unwritten(key)
             if self.observer is not None:
                 namespace, _, name = key.partition("/")
                 self.observer.deleted(namespace, name)
@@ -165,15 +181,31 @@ class Reconciler:
         with structlog.contextvars.bound_contextvars(
             rollout=name, namespace=namespace, reconcile_id=uuid.uuid4().hex[:12]
         ):
-            return self._reconcile(raw)
+            return self._reconcile(key, raw)
 
-    def _reconcile(self, raw: dict[str, Any]) -> float | None:
+    def _take_unwritten(self, key: str) -> Unwritten | None:
+        with self._unwritten_lock:
+            return self._unwritten.pop(key, None)
+
+    def _keep_unwritten(self, key: str, unwritten: Unwritten | None) -> None:
+        with self._unwritten_lock:
+            if unwritten is None:
+                self._unwritten.pop(key, None)
+            else:
+                self._unwritten[key] = unwritten
+
+    def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
         now = self.clock.now()
+        with self._unwritten_lock:
+            unwritten = self._unwritten.get(key)
         try:
             rollout = Rollout.model_validate(raw)
         except ValidationError as exc:
+            self._take_unwritten(key)
             self._invalid(raw, exc, now)
             return None
+        persisted = rollout.status
+        rollout, unwritten = self._resume(rollout, unwritten)
         router = self.routers(rollout)
         if rollout.metadata.deletion_timestamp is not None:
             self._finalize(raw, rollout, router)
@@ -186,6 +218,7 @@ class Reconciler:
         )
         other = older_overlap(me, self._neighbours(rollout.metadata.namespace))
         if other is not None:
+            self._take_unwritten(key)
             self._report_invalid(raw, [overlap_problem(other)], now)
             return None
         if router is not None:
@@ -200,21 +233,11 @@ class Reconciler:
             except (InvalidError, ForbiddenError, NotFoundError) as exc:
                 # Refused: retrying the same request changes nothing until someone
                 # changes the spec, the object or the permissions.
-                return self._refused(raw, rollout, action, exc, now)
-        if result.status != rollout.status:
-            self.kube.patch_status(
-                raw["metadata"]["namespace"],
-                raw["metadata"]["name"],
-                raw["metadata"]["resourceVersion"],
-                result.status,
-            )
-            log.info(
-                "status written",
-                phase=result.status.phase,
-                step=result.status.current_step_index,
-                weight=result.status.canary_weight,
-                message=result.status.message,
-            )
+                self._take_unwritten(key)
+                return self._refused(raw, rollout, persisted, action, exc, now)
+        requeue = self._persist(
+            key, raw, rollout, persisted, unwritten, result.status, result.requeue_after, now
+        )
         for event in result.events:
             self.kube.emit_event(raw, event, now)
             log.info("event", reason=event.reason, message=event.message, type=event.type)
@@ -227,7 +250,59 @@ class Reconciler:
             self.observer.reconciled(rollout, result.status)
             if observed.measurements:
                 self.observer.measured(rollout, observed.measurements)
-        return result.requeue_after
+        return requeue
+
+    # -- the status -------------------------------------------------------------------
+
+    @staticmethod
+    def _resume(rollout: Rollout, unwritten: Unwritten | None) -> tuple[Rollout, Unwritten | None]:
+        """The Rollout with the status this process decided but has not written, when
+        nobody has written the status since (else the unwritten one is dropped)."""
+        if (
+            unwritten is None
+            or unwritten.uid != rollout.metadata.uid
+            or unwritten.persisted != rollout.status
+        ):
+            return rollout, None
+        return rollout.model_copy(update={"status": unwritten.wanted}), unwritten
+
+    def _persist(
+        self,
+        key: str,
+        raw: dict[str, Any],
+        rollout: Rollout,
+        persisted: RolloutStatus,
+        unwritten: Unwritten | None,
+        wanted: RolloutStatus,
+        requeue: float | None,
+        now: dt.datetime,
+    ) -> float | None:
+        """Write ``wanted`` now, or keep it until its tallies are due (see
+        :mod:`controller.core.batching`); the requeue, shortened to that moment."""
+        when = write_at(persisted, wanted, unwritten.since if unwritten else None, now)
+        if when is not None and when > now:
+            since = unwritten.since if unwritten else now
+            uid = str(rollout.metadata.uid)
+            self._keep_unwritten(key, Unwritten(uid, persisted, wanted, since))
+            wait = (when - now).total_seconds()
+            return wait if requeue is None else min(requeue, wait)
+        if when is not None:
+            # A failed write raises before the unwritten status is dropped: kept for the retry.
+            self.kube.patch_status(
+                raw["metadata"]["namespace"],
+                raw["metadata"]["name"],
+                raw["metadata"]["resourceVersion"],
+                wanted,
+            )
+            log.info(
+                "status written",
+                phase=wanted.phase,
+                step=wanted.current_step_index,
+                weight=wanted.canary_weight,
+                message=wanted.message,
+            )
+        self._keep_unwritten(key, None)
+        return requeue
 
     # -- observation ------------------------------------------------------------------
 
@@ -362,6 +437,7 @@ class Reconciler:
         self,
         raw: dict[str, Any],
         rollout: Rollout,
+        persisted: RolloutStatus,
         action: Action,
         exc: InvalidError | ForbiddenError | NotFoundError,
         now: dt.datetime,
@@ -371,7 +447,7 @@ class Reconciler:
         refused (5 s to a minute)."""
         status, changed = refused(rollout.status, describe(action, rollout), exc, now)
         log.warning("action refused", status=exc.status, error=str(exc))
-        if status != rollout.status:
+        if status != persisted:
             self.kube.patch_status(
                 raw["metadata"]["namespace"],
                 raw["metadata"]["name"],
