@@ -194,6 +194,28 @@ def test_abort_leaves_nothing_split(mesh: Mesh, controller: ControllerProcess) -
     assert "all traffic is on stable" in mesh.status()["message"]
 
 
+def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
+    mesh: Mesh, controller: ControllerProcess
+) -> None:
+    """The canary Service is deleted while it carries 20%: the VirtualService sends it
+    nothing and drops the header route, the canary is aborted naming the Service, and the
+    other route is untouched."""
+    mesh.create_istio(
+        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
+    )
+    start(mesh)
+    assert mesh.vs()["http"] == [STATIC, beta(), {**PRIMARY, "route": [stable(80), canary(20)]}]
+    mesh.core.delete_namespaced_service("app-canary", mesh.ns)
+    wait_for(
+        "weight 0 to the canary",
+        lambda: mesh.vs()["http"] == [STATIC, {**PRIMARY, "route": [stable(100), canary(0)]}],
+    )
+    abort = mesh.status().get("abort") or {}
+    assert abort.get("reason") == "CanaryServiceMissing", mesh.status()
+    assert "app-canary" in abort.get("message", "")
+    assert mesh.status()["canaryWeight"] == 0
+
+
 def test_promotion_keeps_routes_other_teams_edited_meanwhile(
     mesh: Mesh, controller: ControllerProcess
 ) -> None:

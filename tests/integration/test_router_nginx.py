@@ -232,6 +232,25 @@ def test_deletion_mid_canary_moves_traffic_back_first(
     )
 
 
+def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
+    edge: Edge, controller: ControllerProcess
+) -> None:
+    """The canary Service is deleted while its canary Ingress carries 20%: the canary
+    Ingress goes to 0 and the canary is aborted naming the Service; the stable Ingress is
+    never written."""
+    edge.create_ingress(stable_ingress())
+    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
+    start(edge)
+    assert edge.shape(CANARY) == expected_canary(edge, 20)
+    edge.core.delete_namespaced_service("app-canary", edge.ns)
+    wait_for("canary Ingress at 0", lambda: edge.shape(CANARY) == expected_canary(edge, 0))
+    abort = edge.status().get("abort") or {}
+    assert abort.get("reason") == "CanaryServiceMissing", edge.status()
+    assert "app-canary" in abort.get("message", "")
+    assert edge.status()["canaryWeight"] == 0
+    assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
+
+
 def test_promotion_keeps_annotations_others_set(edge: Edge, controller: ControllerProcess) -> None:
     """Promotion copies the team's current annotations and keeps another tool's."""
     edge.create_ingress(stable_ingress())

@@ -165,6 +165,23 @@ def test_split_created_at_the_first_weight_and_promotion(
     assert selector["stepwise.dev/revision"] == canary
 
 
+def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
+    env: tuple[Cluster, Splits], controller: ControllerProcess
+) -> None:
+    """The canary Service is deleted while the split gives it 20%: the split goes to
+    100/0 and the canary is aborted naming the Service."""
+    kube, splits = env
+    start(kube, splits, [{"setWeight": 20}, {"pause": {}}])
+    at_step(kube, 1)
+    assert splits.spec() == spec(80, 20)
+    splits.core.delete_namespaced_service("app-canary", kube.ns)
+    wait_for("split at 100/0", lambda: splits.spec() == spec(100, 0))
+    abort = kube.status("app").get("abort") or {}
+    assert abort.get("reason") == "CanaryServiceMissing", kube.status("app")
+    assert "app-canary" in abort.get("message", "")
+    assert kube.status("app")["canaryWeight"] == 0
+
+
 def test_abort_retry_and_deletion_with_a_separate_root_service(
     env: tuple[Cluster, Splits], controller: ControllerProcess
 ) -> None:
