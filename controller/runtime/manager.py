@@ -42,6 +42,7 @@ from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
 from controller.runtime.measuring import MeasuringPool
 from controller.runtime.metrics import Metrics
+from controller.runtime.objects import CachedReads
 from controller.runtime.queue import WorkQueue
 from controller.runtime.reconciler import (
     Informers,
@@ -187,13 +188,21 @@ class Manager:
             )
         self.kube = KubeAdapter(api_client, fence=self._fence)
         self.informers = self._build_informers()
+        # Routers observe from watches; only their writes (and verifications) are GETs.
+        self.objects = CachedReads(
+            api_client,
+            self.informers.services,
+            tuple(settings.namespaces),
+            informer_options={"watch_timeout": int(settings.watch_timeout)},
+            stale_after=settings.heartbeat_timeout,
+        )
         # Providers are called on the pool's threads, never on a reconcile worker.
         self.pool = MeasuringPool(measurer, self.queue.add) if measurer is not None else None
         self.reconciler = Reconciler(
             self.informers,
             self.kube,
             measurer=self.pool,
-            routers=routers or traffic_registry.factory(api_client, self._fence),
+            routers=routers or traffic_registry.factory(api_client, self._fence, self.objects),
             observer=_MetricsObserver(self.metrics, self.pool),
         )
         self.health = HealthServer(
@@ -397,6 +406,7 @@ class Manager:
             self.pool.close()
         for informer in self._all:
             informer.stop()
+        self.objects.stop()
         self.health.stop()
         log.info("controller stopped")
 

@@ -37,11 +37,11 @@ the cluster's ReplicaSet controller, never by Stepwise.
   resources: ["replicasets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # Services: watched; the stable and canary Services' selectors are pinned to a revision
-# with a patch (adapters/kube.py pin_service); the routers read the canary Service to
-# check that it exists (adapters/traffic/*.py).
+# with a patch (adapters/kube.py pin_service); routers read the Services from that
+# watch too (runtime/objects.py).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Events on the Rollout, router problems included (adapters/kube.py emit_event).
 - apiGroups: [""]
   resources: ["events"]
@@ -54,30 +54,32 @@ the cluster's ReplicaSet controller, never by Stepwise.
   verbs: ["get"]
 {{- end }}
 {{- if .Values.rbac.routers.gatewayAPI }}
+# Router objects are observed from a watch (list, watch: runtime/objects.py; without
+# them each observation is a GET) and read by GET before and after every write.
 # Gateway API router: read the HTTPRoute, write weights and header rules with a JSON
 # patch guarded by resourceVersion (adapters/traffic/gatewayapi.py).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.rbac.routers.smi }}
 # SMI router: the TrafficSplit is created by Stepwise (owned by the Rollout), then read
 # and patched (adapters/traffic/smi.py).
 - apiGroups: ["split.smi-spec.io"]
   resources: ["trafficsplits"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 {{- end }}
 {{- if .Values.rbac.routers.istio }}
 # Istio router: read the VirtualService, patch its destination weights and header routes
 # (adapters/traffic/istio.py).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Istio router in subset mode: read the DestinationRule, patch the revision label of its
 # stable and canary subsets (adapters/traffic/istio.py).
 - apiGroups: ["networking.istio.io"]
   resources: ["destinationrules"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.rbac.routers.nginx }}
 # NGINX router: read the stable Ingress; the canary Ingress is written by server-side
@@ -85,7 +87,7 @@ the cluster's ReplicaSet controller, never by Stepwise.
 # garbage collection deletes it with the Rollout (adapters/traffic/nginx.py).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 {{- end }}
 {{- end -}}
 

@@ -66,6 +66,7 @@ import structlog
 from kubernetes import client
 
 from controller.adapters.retry import call_api
+from controller.adapters.traffic.reads import DirectReads, Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
@@ -73,6 +74,7 @@ from controller.errors import ApiError, ConflictError, InvalidError, NotFoundErr
 GROUP: Final = "gateway.networking.k8s.io"
 VERSION: Final = "v1"
 PLURAL: Final = "httproutes"
+KIND: Final = Kind(GROUP, VERSION, PLURAL)
 HEADER_RULE_PREFIX: Final = "stepwise-"
 """Rule names with this prefix, routing only to the canary Service, are header routes."""
 WRITE_ATTEMPTS: Final = 3
@@ -386,7 +388,13 @@ def remove_header_ops(route: Route, target: Target, name: str) -> list[Op]:
 class GatewayApiRouter:
     """Reads and writes the Stepwise-owned parts of one HTTPRoute for one Rollout."""
 
-    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        rollout: Rollout,
+        fence: Fence,
+        reads: Reads | None = None,
+    ) -> None:
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
         namespace = rollout.metadata.namespace
@@ -395,7 +403,7 @@ class GatewayApiRouter:
         if not namespace:
             raise ValueError("GatewayApiRouter needs the Rollout's namespace")
         self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._reads = reads or DirectReads(api_client)
         self._fence = fence
         self._name = routing.http_route
         self._target = Target(
@@ -405,7 +413,7 @@ class GatewayApiRouter:
     def observe(self) -> TrafficState:
         """The canary weight and header routes the HTTPRoute holds, or the problem."""
         try:
-            route = self._get()
+            route = self._reads.get(KIND, self._target.namespace, self._name)
         except NotFoundError as err:
             return TrafficState(canary_weight=0, problem=self._missing(err))
         except ApiError as err:
@@ -422,7 +430,7 @@ class GatewayApiRouter:
     def set_weight(self, weight: int) -> None:
         """Give the canary ``weight`` percent in every managed rule, then verify it."""
         self._write(lambda route: weight_ops(route, self._target, weight))
-        got, problem = read_weight(self._get(), self._target)
+        got, problem = read_weight(self._verified(), self._target)
         if problem or got != weight:
             raise ConflictError(
                 f"HTTPRoute {self._name} holds canary weight {got}% after {weight}% was "
@@ -432,7 +440,7 @@ class GatewayApiRouter:
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
         """Add or replace the header rule ``stepwise-<name>``, then verify it is there."""
         self._write(lambda route: header_route_ops(route, self._target, name, match))
-        if name not in header_routes(self._get(), self._target):
+        if name not in header_routes(self._verified(), self._target):
             raise ConflictError(
                 f"HTTPRoute {self._name} lacks header rule {header_rule_name(name)} after it "
                 "was written"
@@ -442,7 +450,7 @@ class GatewayApiRouter:
         """Remove the header rule ``stepwise-<name>`` (nothing if it or the route is gone)."""
         try:
             self._write(lambda route: (remove_header_ops(route, self._target, name), None))
-            route = self._get()
+            route = self._verified()
         except NotFoundError:
             return
         if name in header_routes(route, self._target):
@@ -459,6 +467,12 @@ class GatewayApiRouter:
             lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         )
         assert isinstance(route, dict)
+        return route
+
+    def _verified(self) -> Route:
+        """A fresh read after a write, remembered for the next observe."""
+        route = self._get()
+        self._reads.wrote(KIND, route)
         return route
 
     def _patch(self, ops: list[Op]) -> None:
@@ -507,7 +521,7 @@ class GatewayApiRouter:
     def _canary_problem(self) -> str | None:
         ns, canary = self._target.namespace, self._target.canary
         try:
-            call_api(lambda: self._core.read_namespaced_service(canary, ns))
+            self._reads.service(ns, canary)
         except NotFoundError:
             return f"canary Service {canary} does not exist; the HTTPRoute cannot route to it"
         except ApiError as err:

@@ -69,6 +69,7 @@ from kubernetes import client
 
 from controller.adapters.kube import FIELD_MANAGER, REVISION_LABEL
 from controller.adapters.retry import call_api
+from controller.adapters.traffic.reads import DirectReads, Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import (
@@ -588,11 +589,17 @@ def guarded(resource_version: str, ops: list[JsonOp]) -> list[JsonOp]:
 class IstioRouter:
     """Routes one Rollout's traffic with an Istio VirtualService (and DestinationRule)."""
 
-    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        rollout: Rollout,
+        fence: Fence,
+        reads: Reads | None = None,
+    ) -> None:
         self.target = Target.of(rollout)
         self.rollout = rollout
         self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self._reads = reads or DirectReads(api_client)
         self._fence = fence
 
     # -- the protocol -----------------------------------------------------------------
@@ -601,7 +608,7 @@ class IstioRouter:
         """The canary weight and header routes the VirtualService holds now (a problem,
         never an exception, when it cannot be read or does not fit)."""
         try:
-            world = self._world()
+            world = self._world(cached=True)
         except ApiError as err:
             state = TrafficState(
                 canary_weight=self.rollout.status.canary_weight,
@@ -665,6 +672,12 @@ class IstioRouter:
     def _verify(self, holds: Callable[[World], str | None]) -> None:
         """Read the objects again; :class:`ConflictError` when the write does not hold."""
         world = self._world()
+        for plural, obj in (
+            (VIRTUAL_SERVICES, world.virtual_service),
+            (DESTINATION_RULES, world.destination_rule),
+        ):
+            if obj is not None:
+                self._reads.wrote(Kind(GROUP, VERSION, plural), obj)
         try:
             failure = holds(world)
         except MisfitError as misfit:
@@ -674,9 +687,12 @@ class IstioRouter:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _get(self, plural: str, name: str) -> Obj | None:
+    def _get(self, plural: str, name: str, *, cached: bool = False) -> Obj | None:
+        """The object (None when absent): from the reads' cache, or a GET for a write."""
         ns = self.target.namespace
         try:
+            if cached:
+                return self._reads.get(Kind(GROUP, VERSION, plural), ns, name)
             found = call_api(
                 lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
             )
@@ -687,18 +703,18 @@ class IstioRouter:
 
     def _pinned(self, service: str) -> tuple[bool, str | None]:
         """(exists, the revision its selector is pinned to)."""
-        ns = self.target.namespace
         try:
-            svc = call_api(lambda: self.core.read_namespaced_service(service, ns))
+            svc = self._reads.service(self.target.namespace, service)
         except NotFoundError:
             return False, None
         selector = (svc.spec.selector if svc.spec else None) or {}
         return True, selector.get(REVISION_LABEL)
 
-    def _world(self) -> World:
+    def _world(self, *, cached: bool = False) -> World:
+        """The objects as they are (a write's fresh view), or as cached (observe)."""
         t = self.target
-        vs = self._get(VIRTUAL_SERVICES, t.virtual_service)
-        dr = self._get(DESTINATION_RULES, t.subsets.rule) if t.subsets else None
+        vs = self._get(VIRTUAL_SERVICES, t.virtual_service, cached=cached)
+        dr = self._get(DESTINATION_RULES, t.subsets.rule, cached=cached) if t.subsets else None
         _, stable = self._pinned(t.stable_service)
         canary_found, canary = self._pinned(t.canary_service)
         status = self.rollout.status

@@ -62,6 +62,7 @@ from kubernetes import client
 
 from controller.adapters.kube import FIELD_MANAGER, ROLLOUT_LABEL, owner_reference
 from controller.adapters.retry import call_api
+from controller.adapters.traffic.reads import DirectReads, Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import (
@@ -78,6 +79,7 @@ WEIGHT_TOTAL: Final = 100
 INGRESS_GROUP: Final = "networking.k8s.io"
 INGRESS_VERSION: Final = "v1"
 INGRESSES: Final = "ingresses"
+INGRESS_KIND: Final = Kind(INGRESS_GROUP, INGRESS_VERSION, INGRESSES)
 
 Fence = Callable[[], None]
 Obj = dict[str, Any]
@@ -297,11 +299,17 @@ def canary_ingress(stable: Obj, target: Target, weight: int) -> Obj:
 class NginxRouter:
     """Routes one Rollout's traffic with an ingress-nginx canary Ingress."""
 
-    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        rollout: Rollout,
+        fence: Fence,
+        reads: Reads | None = None,
+    ) -> None:
         self.target = Target.of(rollout)
         self.rollout = rollout
         self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self._reads = reads or DirectReads(api_client)
         self._fence = fence
 
     # -- the protocol -----------------------------------------------------------------
@@ -311,7 +319,7 @@ class NginxRouter:
         when the Ingresses cannot be read or do not fit)."""
         fallback = self.rollout.status.canary_weight
         try:
-            world = self._world()
+            world = self._world(cached=True)
         except ApiError as err:
             state = TrafficState(
                 canary_weight=fallback, problem=f"cannot read the Ingresses: {err}"
@@ -347,8 +355,11 @@ class NginxRouter:
                 _content_type="application/apply-patch+yaml",
             )
         )
+        verified = self._ingress(t.canary_ingress)
+        if verified is not None:
+            self._reads.wrote(INGRESS_KIND, verified)
         try:
-            written = canary_weight(self._ingress(t.canary_ingress), t)
+            written = canary_weight(verified, t)
         except ValueError as err:
             raise ConflictError(f"canary Ingress {t.canary_ingress}: {err}") from err
         if written != weight:
@@ -372,9 +383,12 @@ class NginxRouter:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _ingress(self, name: str) -> Obj | None:
+    def _ingress(self, name: str, *, cached: bool = False) -> Obj | None:
+        """The Ingress (None when absent): from the reads' cache, or a GET for a write."""
         ns = self.target.namespace
         try:
+            if cached:
+                return self._reads.get(INGRESS_KIND, ns, name)
             # Through the generic client: the JSON as a dict, the form the apply body has.
             found = call_api(
                 lambda: self.custom.get_namespaced_custom_object(
@@ -386,16 +400,16 @@ class NginxRouter:
         assert isinstance(found, dict)
         return found
 
-    def _world(self) -> World:
+    def _world(self, *, cached: bool = False) -> World:
+        """The objects as they are (a write's fresh view), or as cached (observe)."""
         t = self.target
-        ns = t.namespace
         try:
-            call_api(lambda: self.core.read_namespaced_service(t.canary_service, ns))
+            self._reads.service(t.namespace, t.canary_service)
             canary_service_found = True
         except NotFoundError:
             canary_service_found = False
         return World(
-            stable_ingress=self._ingress(t.stable_ingress),
-            canary_ingress=self._ingress(t.canary_ingress),
+            stable_ingress=self._ingress(t.stable_ingress, cached=cached),
+            canary_ingress=self._ingress(t.canary_ingress, cached=cached),
             canary_service_found=canary_service_found,
         )

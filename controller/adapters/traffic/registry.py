@@ -13,6 +13,7 @@ from collections.abc import Callable
 from kubernetes import client
 
 from controller.adapters.traffic import Router
+from controller.adapters.traffic.reads import Reads
 from controller.api.rollout import Rollout
 from controller.core.model import TrafficState
 
@@ -51,8 +52,11 @@ class UnsupportedRouter:
         raise RuntimeError(self.problem)
 
 
-def factory(api_client: client.ApiClient, fence: Fence) -> Callable[[Rollout], Router | None]:
-    """A RouterFactory for the reconciler: None in replica-ratio mode."""
+def factory(
+    api_client: client.ApiClient, fence: Fence, reads: Reads | None = None
+) -> Callable[[Rollout], Router | None]:
+    """A RouterFactory for the reconciler: None in replica-ratio mode. ``reads`` is how
+    routers observe (a GET each time when None)."""
 
     def router_for(rollout: Rollout) -> Router | None:
         routing = rollout.spec.strategy.canary.traffic_routing
@@ -63,7 +67,7 @@ def factory(api_client: client.ApiClient, fence: Fence) -> Callable[[Rollout], R
             module = importlib.import_module(f"controller.adapters.traffic.{module_name}")
         except ModuleNotFoundError:
             return UnsupportedRouter(routing.kind)
-        router: Router = getattr(module, class_name)(api_client, rollout, fence)
+        router: Router = getattr(module, class_name)(api_client, rollout, fence, reads)
         return router
 
     return router_for

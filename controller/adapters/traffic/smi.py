@@ -46,6 +46,7 @@ from kubernetes import client
 
 from controller.adapters.kube import owner_reference
 from controller.adapters.retry import call_api
+from controller.adapters.traffic.reads import DirectReads, Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import (
@@ -59,6 +60,7 @@ from controller.errors import (
 GROUP: Final = "split.smi-spec.io"
 VERSION: Final = "v1alpha2"
 PLURAL: Final = "trafficsplits"
+RESOURCE: Final = Kind(GROUP, VERSION, PLURAL)
 KIND: Final = "TrafficSplit"
 WRITE_ATTEMPTS: Final = 3
 JSON_PATCH: Final = "application/json-patch+json"
@@ -157,7 +159,13 @@ def spec_ops(split: Split, target: Target, weight: int) -> list[Op]:
 class SmiRouter:
     """Reads and writes the TrafficSplit of one Rollout."""
 
-    def __init__(self, api_client: client.ApiClient, rollout: Rollout, fence: Fence) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        rollout: Rollout,
+        fence: Fence,
+        reads: Reads | None = None,
+    ) -> None:
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.smi if canary.traffic_routing else None
         meta = rollout.metadata
@@ -166,7 +174,7 @@ class SmiRouter:
         if not meta.namespace or not meta.uid:
             raise ValueError("SmiRouter needs the Rollout's namespace and UID")
         self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._reads = reads or DirectReads(api_client)
         self._fence = fence
         self._owner = owner_reference({"metadata": {"name": meta.name, "uid": meta.uid}})
         self._target = Target(
@@ -182,7 +190,7 @@ class SmiRouter:
         """The canary weight the TrafficSplit gives (0 before it exists), or the problem."""
         name = self._target.name
         try:
-            split = self._get()
+            split = self._reads.get(RESOURCE, self._target.namespace, name)
         except NotFoundError as err:
             if err.reason != "NotFound":  # a 404 for the URL: the kind is not served
                 return TrafficState(
@@ -199,7 +207,9 @@ class SmiRouter:
     def set_weight(self, weight: int) -> None:
         """Create or patch the TrafficSplit for ``weight`` percent, then verify it."""
         self._write(weight)
-        got, problem = read_weight(self._get(), self._target)
+        split = self._get()
+        self._reads.wrote(RESOURCE, split)
+        got, problem = read_weight(split, self._target)
         if problem or got != weight:
             raise ConflictError(
                 f"TrafficSplit {self._target.name} holds canary weight {got}% after {weight}% "
@@ -286,12 +296,9 @@ class SmiRouter:
             wanted["root"] = self._target.root
         for role, service in wanted.items():
             try:
-                self._read_service(ns, service)
+                self._reads.service(ns, service)
             except NotFoundError:
                 return f"{role} Service {service} does not exist; the TrafficSplit cannot use it"
             except ApiError as err:
                 return f"cannot read {role} Service {service}: {err}"
         return None
-
-    def _read_service(self, namespace: str, name: str) -> None:
-        call_api(lambda: self._core.read_namespaced_service(name, namespace))
