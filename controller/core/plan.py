@@ -797,14 +797,18 @@ def _route(p: _Pass, weight: int) -> bool:
 def _restore_traffic(p: _Pass) -> bool:
     """All traffic to the stable Service and no header routes; True when that holds.
 
-    With a router problem (a misconfigured route, a canary Service gone) the weight is
-    still sent back to 0 when the route carries any: leaving traffic split is never the
-    safe choice. The canary keeps its pods until the problem is gone."""
+    With a router problem (a misconfigured route, a canary Service gone) the header
+    routes are still removed and the weight still sent back to 0 when the route carries
+    any: leaving traffic on the canary is never the safe choice. The canary keeps its
+    pods until the problem is gone."""
     traffic = p.observed.traffic
     if not p.routed or traffic is None:
         p.set(canary_weight=0)
         return True
     if traffic.problem:
+        for name in sorted(p.routes):
+            p.actions.append(RemoveHeaderRoute(name))
+        p.routes.clear()
         if p.weight != 0:
             p.actions.append(SetWeight(0))
             p.event("WeightSet", f"canary weight {p.weight} -> 0 despite: {traffic.problem}")

@@ -206,9 +206,10 @@ def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
     start(mesh)
     assert mesh.vs()["http"] == [STATIC, beta(), {**PRIMARY, "route": [stable(80), canary(20)]}]
     mesh.core.delete_namespaced_service("app-canary", mesh.ns)
-    wait_for(
-        "weight 0 to the canary",
-        lambda: mesh.vs()["http"] == [STATIC, {**PRIMARY, "route": [stable(100), canary(0)]}],
+    wait_for("aborted", lambda: mesh.status().get("canaryWeight") == 0)
+    assert mesh.vs()["http"] == [STATIC, {**PRIMARY, "route": [stable(100), canary(0)]}], (
+        mesh.vs(),
+        mesh.status(),
     )
     abort = mesh.status().get("abort") or {}
     assert abort.get("reason") == "CanaryServiceMissing", mesh.status()

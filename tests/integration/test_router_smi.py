@@ -175,7 +175,8 @@ def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
     at_step(kube, 1)
     assert splits.spec() == spec(80, 20)
     splits.core.delete_namespaced_service("app-canary", kube.ns)
-    wait_for("split at 100/0", lambda: splits.spec() == spec(100, 0))
+    wait_for("aborted", lambda: kube.status("app").get("canaryWeight") == 0)
+    assert splits.spec() == spec(100, 0)
     abort = kube.status("app").get("abort") or {}
     assert abort.get("reason") == "CanaryServiceMissing", kube.status("app")
     assert "app-canary" in abort.get("message", "")

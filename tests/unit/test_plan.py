@@ -585,6 +585,31 @@ def test_a_canary_service_gone_while_it_carries_traffic_takes_the_traffic_back()
     assert ro.status.canary_weight == 0
 
 
+def test_a_canary_service_gone_takes_its_header_routes_away_too() -> None:
+    """With a header route to the canary, the Service disappearing removes the header
+    route as well as the weight: a header-matched request must not reach a missing
+    backend either (the router problem does not hold that back)."""
+    steps = [
+        {"setWeight": 20},
+        {
+            "setHeaderRoute": {
+                "name": "beta",
+                "match": [{"headerName": "x-beta", "headerValue": {"exact": "1"}}],
+            }
+        },
+        {"pause": {}},
+    ]
+    ro, world = stable_world(make(steps, routed=True), routed=True)
+    ro, _ = settle(new_image(ro), world, at(0))
+    assert set(world.header_routes) == {"beta"}
+    world.missing_services.add("app-canary")
+    world.router_problem = "canary Service app-canary does not exist"
+    ro, _ = step(ro, world, at(1))
+    assert (world.weight, world.header_routes) == (0, {})
+    assert ro.status.abort is not None
+    assert ro.status.abort.reason == "CanaryServiceMissing"
+
+
 def test_a_canary_service_missing_before_any_traffic_only_blocks() -> None:
     """With no traffic on the canary yet, a missing canary Service blocks (nothing to take
     back): no abort."""
