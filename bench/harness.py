@@ -438,6 +438,7 @@ KEPT = (
     "stepStartTime",
     "abort",
     "message",
+    "observedGeneration",
 )
 
 

@@ -28,6 +28,26 @@ progress, the others have 1. For each size, cumulatively (the 1,000 case adds 90
    ended ``stepStartTime(i + 1) - pauseStartTime(i) - duration`` late (both stamped by
    the controller at the reconcile that decided).
 
+Two analysis cases follow (``--no-analysis`` skips them):
+
+5. **requests** (before the sizes, on a quiet cluster): one Gateway API Rollout (two
+   Services, an HTTPRoute) whose analysis step measures every 1 s against a stand-in
+   Prometheus answering in 200 ms (:mod:`bench.analysis_load`). The controller's
+   ``stepwise_api_requests_total`` is read over ``--requests-window`` seconds while it is
+   idle, then over as long while the canary is in analysis; the difference per minute is
+   what a progressing canary costs (Flagger measured 104 a minute at a 10 s interval).
+6. **analysis at scale** (after the last size): the 10% get a new image whose second
+   step is an analysis measuring every 10 s against the 200 ms stand-in, so about 10
+   queries a second are in flight. After ``--analysis-window`` seconds, ``--aborts``
+   of them are aborted by annotation (abort latency: acknowledgement of the annotation
+   to the first status with the abort and canary weight 0; in replica-ratio mode the
+   stable ReplicaSet was never scaled down), and ``--reconciles`` Rollouts without
+   analysis get a spec change (``spec.paused`` flipped; reconcile latency:
+   acknowledgement to the first status that shows the new generation). Then 20 of the
+   Rollouts in analysis get a release whose analysis uses a provider that accepts
+   connections and never answers, and both latencies are measured again (half of the
+   aborts on those 20, half on the others).
+
 RSS is sampled every second (``/proc/<pid>/status``) for the peak. 429 answers are
 counted three ways: the controller's metric (``code="429"``: counted once per call,
 after retries), the controller's retry log lines with status 429, and the API server's
@@ -45,6 +65,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
+from bench import analysis_load as al
 from bench.harness import (
     Fleet,
     LoadMonitor,
@@ -244,6 +267,157 @@ class Bench:
             result.lateness += pause_lateness(snapshots, revision, STEPS).values()
 
 
+HUNG_RELEASES = 20
+
+
+def requests_case(bench: Bench, prom: al.SlowPrometheus) -> al.RequestsResult:
+    """Requests of one Gateway API canary in analysis at a 1 s interval (case 5)."""
+    api, say, window = bench.recorder.api, bench.say, bench.args.requests_window
+    namespace, name = "scale-requests", "web"
+    create_namespace(api, namespace)
+    al.gateway_objects(api, namespace, name)
+    al.apply_template(api, namespace, al.template("every-second", prom.url, "1s", 100000))
+    custom = client.CustomObjectsApi(api)
+    doc = al.gateway_rollout(name, "every-second")
+    custom.create_namespaced_custom_object(al.GROUP, al.VERSION, namespace, "rollouts", doc)
+    key = f"{namespace}/{name}"
+    bench.recorder.wait_all([key], healthy_on(), 120, what="Healthy")
+    bench.settle()
+    result = al.RequestsResult()
+    say(f"  requests: idle window {window:.0f}s")
+    before = bench.usage()
+    time.sleep(window)
+    after = bench.usage()
+    result.idle_per_min = al.usage_delta(before, after) / (after.at - before.at) * 60
+    member = Member(namespace, name, 2)
+    revision = al.release(
+        api,
+        bench.recorder,
+        member,
+        "registry.local/app:req",
+        doc["spec"]["strategy"]["canary"]["steps"],
+    )
+    late = bench.recorder.wait_each({key: al.in_analysis(revision)}, 120, what="in analysis")
+    if late:
+        raise RuntimeError(f"{key} never reached its analysis step")
+    time.sleep(5)  # the first measurement is taken and written
+    say(f"  requests: analysis window {window:.0f}s")
+    verbs_before = al.requests_by_verb(bench.controller.metrics())
+    queries_before = prom.queries
+    before = bench.usage()
+    time.sleep(window)
+    after = bench.usage()
+    verbs_after = al.requests_by_verb(bench.controller.metrics())
+    minutes = (after.at - before.at) / 60
+    result.window_seconds = after.at - before.at
+    result.analysis_per_min = al.usage_delta(before, after) / minutes - result.idle_per_min
+    result.measurements = (prom.queries - queries_before) / minutes
+    result.by_verb = {
+        verb: round((verbs_after.get(verb, 0) - verbs_before.get(verb, 0)) / minutes, 1)
+        for verb in sorted(verbs_after)
+    }
+    client.CoreV1Api(api).delete_namespace(namespace)
+    return result
+
+
+def analysis_case(
+    bench: Bench, slow: al.SlowPrometheus, hung: al.HungPrometheus
+) -> list[al.LatencyResult]:
+    """Abort and reconcile latency with 10% in analysis, then with one provider hung (6)."""
+    api, say, args = bench.recorder.api, bench.say, bench.args
+    progressing = [m for m in bench.existing if m.replicas == 2]
+    idle = [m for m in bench.existing if m.replicas == 1]
+    for namespace in sorted({m.namespace for m in progressing}):
+        al.apply_template(api, namespace, al.template("slow", slow.url, "10s", 100000))
+        al.apply_template(api, namespace, al.template("hung", hung.url, "10s", 100000))
+    results = []
+    running: dict[Member, str] = {}
+    for condition, template_name, releasing in (
+        ("200 ms provider", "slow", progressing),
+        ("one provider hung", "hung", progressing[args.aborts : args.aborts + HUNG_RELEASES]),
+    ):
+        result = al.LatencyResult(condition)
+        image = f"registry.local/app:{template_name}"
+        say(f"  analysis ({condition}): releasing {len(releasing)}")
+        for m in releasing:
+            running[m] = al.release(api, bench.recorder, m, image, al.analysis_steps(template_name))
+        late = bench.recorder.wait_each(
+            {m.key: al.in_analysis(running[m]) for m in releasing}, 300, what="in analysis"
+        )
+        result.in_analysis = len(running) - len(late)
+        queries = slow.queries
+        time.sleep(args.analysis_window)
+        result.provider_queries = round((slow.queries - queries) / args.analysis_window, 1)
+        if template_name == "slow":
+            targets = progressing[: args.aborts]
+        else:
+            half = args.aborts // 2
+            targets = releasing[:half] + progressing[-(args.aborts - half) :]
+        result.abort_seconds, result.abort_missed = al.abort_latency(
+            api, bench.recorder, {m: running.pop(m) for m in targets}, 120
+        )
+        chosen = (
+            idle[: args.reconciles]
+            if template_name == "slow"
+            else idle[args.reconciles : 2 * args.reconciles]
+        )
+        result.reconcile_seconds, result.reconcile_missed = al.reconcile_latency(
+            api, bench.recorder, chosen, 120
+        )
+        say(
+            f"  abort p99 {result.p99(result.abort_seconds)}, "
+            f"reconcile p99 {result.p99(result.reconcile_seconds)}"
+        )
+        results.append(result)
+    return results
+
+
+def analysis_table(
+    requests: al.RequestsResult | None, latency: Sequence[al.LatencyResult], size: int
+) -> str:
+    """The analysis cases."""
+    rows: list[list[str]] = []
+    if requests is not None:
+        rows += [
+            ["requests/min, one Gateway API canary idle", f"{requests.idle_per_min:.1f}", ""],
+            [
+                "requests/min beyond idle, in analysis at 1 s",
+                f"{requests.analysis_per_min:.1f}",
+                "< 104 (Flagger at 10 s)",
+            ],
+            [
+                "  by verb (raw, per min)",
+                ", ".join(f"{v} {n:g}" for v, n in requests.by_verb.items()),
+                "",
+            ],
+            ["  measurements/min in that window", f"{requests.measurements:.0f}", ""],
+        ]
+    for r in latency:
+
+        def q(values: Sequence[float], missed: int) -> str:
+            s = summarize(values)
+            if not s["n"]:
+                return f"none ({missed} missed)"
+            text = f"{s['median']:.2f} / {s['p99']:.2f} / {s['max']:.2f}s (n={s['n']:.0f})"
+            return text + (f", {missed} missed" if missed else "")
+
+        rows += [
+            [f"{size:,} Rollouts, {r.name}: in analysis", str(r.in_analysis), ""],
+            ["  200 ms provider queries/s", f"{r.provider_queries:g}", ""],
+            [
+                "  abort latency median / p99 / max",
+                q(r.abort_seconds, r.abort_missed),
+                "p99 <= 2 s",
+            ],
+            [
+                "  no-analysis reconcile median / p99 / max",
+                q(r.reconcile_seconds, r.reconcile_missed),
+                "p99 <= 2 s",
+            ],
+        ]
+    return render_table(["analysis cases", "measured", "target"], rows)
+
+
 def _load(r: SizeResult) -> str:
     return f"{r.load.get('load1_mean', 0):.2f} / {r.load.get('load1_max', 0):.2f}"
 
@@ -329,8 +503,8 @@ def table(results: Sequence[SizeResult]) -> str:
     return render_table(header, rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run each size, print the table, write the JSON."""
+def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="100,1000", help="cumulative fleet sizes")
     parser.add_argument("--idle-window", type=float, default=60.0, help="seconds")
@@ -339,19 +513,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--healthy-timeout", type=float, default=900.0, help="seconds")
     parser.add_argument("--progress-timeout", type=float, default=300.0, help="seconds")
     parser.add_argument("--nodes", type=int, default=4)
-    args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="stepwise-bench-scale-"))
-    machine = Machine.current()
-    started = time.monotonic()
-    results: list[SizeResult] = []
-    quiet_logs()
-    print(f"scale benchmark: sizes {sizes}; logs in {workdir}", flush=True)
+    parser.add_argument("--no-analysis", action="store_true", help="skip cases 5 and 6")
+    parser.add_argument("--requests-window", type=float, default=60.0, help="seconds")
+    parser.add_argument("--analysis-window", type=float, default=30.0, help="seconds")
+    parser.add_argument("--aborts", type=int, default=10)
+    parser.add_argument("--reconciles", type=int, default=50)
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Outcome:
+    """Everything one run measured."""
+
+    results: list[SizeResult] = field(default_factory=list)
+    requests: al.RequestsResult | None = None
+    latency: list[al.LatencyResult] = field(default_factory=list)
+
+
+def run(
+    args: argparse.Namespace, sizes: list[int], workdir: Path
+) -> tuple[Outcome, dict[str, float]]:
+    """Start the cluster and the controller, run every case; the outcome and the load."""
+    out = Outcome()
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    with LoadMonitor() as load, bench_cluster(nodes=args.nodes) as (cluster, api):
+    with (
+        LoadMonitor() as load,
+        bench_cluster(nodes=args.nodes) as (cluster, api),
+        al.SlowPrometheus(0.2) as slow,
+        al.HungPrometheus() as hung,
+    ):
         controller = ControllerProcess(
             cluster.endpoints.kubeconfig,
             workdir,
@@ -366,13 +559,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler.start()
         bench = Bench(cluster, Fleet(api, workers=4), recorder, controller, sampler, args, say)
         try:
+            if not args.no_analysis:
+                say("requests case")
+                out.requests = requests_case(bench, slow)
             for size in sizes:
                 say(f"{size} Rollouts")
-                results.append(bench.measure(size))
+                out.results.append(bench.measure(size))
+            if not args.no_analysis:
+                say(f"analysis case at {sizes[-1]:,}")
+                out.latency = analysis_case(bench, slow, hung)
         finally:
             sampler.stop()
             controller.stop()
             recorder.stop()
+    return out, load.summary()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run each size and case, print the tables, write the JSON."""
+    args = arguments(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="stepwise-bench-scale-"))
+    machine = Machine.current()
+    started = time.monotonic()
+    quiet_logs()
+    print(f"scale benchmark: sizes {sizes}; logs in {workdir}", flush=True)
+    out, load = run(args, sizes, workdir)
     took = time.monotonic() - started
     print()
     print("Scale: the controller process with N Rollouts (replica-ratio mode, kwok nodes)")
@@ -381,19 +593,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"5s pauses, setWeight 100; idle window {args.idle_window:.0f}s"
     )
     print(machine_line(machine))
-    print(load_line(load.summary()))
+    print(load_line(load))
     print()
-    print(table(results))
+    print(table(out.results))
+    if not args.no_analysis:
+        print()
+        print(analysis_table(out.requests, out.latency, sizes[-1]))
     print(f"\nin {took:.0f}s")
     path = write_results(
         "scale",
         {
             "machine": asdict(machine),
-            "load": load.summary(),
+            "load": load,
             "seconds": round(took, 1),
             "steps": STEPS,
             "config": vars(args),
-            "results": [{**asdict(r), "lateness_summary": summarize(r.lateness)} for r in results],
+            "results": [
+                {**asdict(r), "lateness_summary": summarize(r.lateness)} for r in out.results
+            ],
+            "requests": asdict(out.requests) if out.requests is not None else None,
+            "analysis": [asdict(r) for r in out.latency],
         },
     )
     print(f"wrote {path}")
