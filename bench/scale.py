@@ -317,6 +317,10 @@ def requests_case(bench: Bench, prom: al.SlowPrometheus) -> al.RequestsResult:
         for verb in sorted(verbs_after)
     }
     client.CoreV1Api(api).delete_namespace(namespace)
+    say(
+        f"  requests/min: idle {result.idle_per_min:.1f}, in analysis beyond idle "
+        f"{result.analysis_per_min:.1f} ({result.by_verb})"
+    )
     return result
 
 
@@ -352,7 +356,8 @@ def analysis_case(
             targets = progressing[: args.aborts]
         else:
             half = args.aborts // 2
-            targets = releasing[:half] + progressing[-(args.aborts - half) :]
+            others = [m for m in running if m not in releasing]
+            targets = releasing[:half] + others[-(args.aborts - half) :]
         result.abort_seconds, result.abort_missed = al.abort_latency(
             api, bench.recorder, {m: running.pop(m) for m in targets}, 120
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import ssl
 import threading
 import time
@@ -29,6 +28,7 @@ from controller.core.promql import TemplateError, render
 from controller.runtime.measure import PrometheusMeasurer, secret_reader
 from localcluster import pki
 from tests.support.demo import WINDOW, Demo
+from tests.support.http import send_json
 from tests.support.manifests import rollout as rollout_doc
 
 pytestmark = pytest.mark.integration
@@ -290,14 +290,7 @@ def test_prometheus_reads_back_exactly_the_value(demo: Demo, quote: str, value: 
 
 class _Stub(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps(
-            {"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}})
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
