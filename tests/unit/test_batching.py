@@ -10,10 +10,8 @@ import datetime as dt
 
 from controller.core import analysis as an
 from controller.core.batching import TALLY_BATCH, material, write_at
+from tests.support.plan import ANALYSIS, at, canary_at, m
 from tests.support.world import step
-from tests.unit.test_plan import at, m
-from tests.unit.test_plan_table import ANALYSIS
-from tests.unit.test_wait_reason import canary_at
 
 RUN = an.step_run_name(1)
 

@@ -20,8 +20,17 @@ from controller.api import intents
 from controller.api.rollout import Rollout
 from controller.cli import rollouts
 from controller.cli.rollouts import PlainView, awaiting_approval, verdict
-from tests.support.world import T0, World, settle, step
-from tests.unit.test_plan import analysis_rollout, annotate, at, m, make, new_image, stable_world
+from tests.support.plan import (
+    analysis_rollout,
+    annotate,
+    at,
+    canary_at,
+    m,
+    make,
+    new_image,
+    stable_world,
+)
+from tests.support.world import T0, settle, step
 
 Doc = dict[str, Any]
 
@@ -31,13 +40,6 @@ def doc(ro: Rollout) -> Doc:
     out: Doc = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
     out["metadata"]["namespace"] = "shop"
     return out
-
-
-def canary_at(steps: list[dict[str, Any]], now: float = 0) -> tuple[Rollout, World]:
-    """A Rollout with a canary started and settled at ``now`` seconds."""
-    ro, world = stable_world(make(steps))
-    ro, _ = settle(new_image(ro), world, at(now))
-    return ro, world
 
 
 def timed_pause() -> Doc:

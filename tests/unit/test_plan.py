@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import pytest
 
 from controller.api import intents
-from controller.api.analysis import AnalysisTemplateSpec
-from controller.api.rollout import Measurement, Rollout
+from controller.api.rollout import Rollout
 from controller.core.hashing import template_hash
 from controller.core.model import (
     PinService,
@@ -21,69 +17,20 @@ from controller.core.model import (
 from controller.core.plan import plan
 from controller.core.replicas import canary_replicas
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.world import T0, World, settle, step
-
-ROUTED = {
-    "stableService": "app-stable",
-    "canaryService": "app-canary",
-    "trafficRouting": {"gatewayAPI": {"httpRoute": "app"}},
-}
-TEMPLATE = AnalysisTemplateSpec.model_validate(
-    {
-        "metrics": [
-            {
-                "name": "errors",
-                "interval": "10s",
-                "count": 2,
-                "thresholdRange": {"max": 0.01},
-                "provider": {"prometheus": {"query": "vector(0)"}},
-            }
-        ]
-    }
+from tests.support.plan import (
+    HEADER_ROUTE,
+    ROUTED,
+    TEMPLATE,
+    analysis_rollout,
+    annotate,
+    at,
+    m,
+    make,
+    new_image,
+    paused,
+    stable_world,
 )
-
-
-def make(steps: list[dict[str, Any]], *, routed: bool = False, **canary: Any) -> Rollout:
-    """A Rollout model with the given steps (replicas 10)."""
-    extra = {**ROUTED, **canary} if routed else canary
-    return Rollout.model_validate(rollout_doc("app", steps=steps, **extra))
-
-
-def new_image(ro: Rollout, image: str = "registry.local/app:v2") -> Rollout:
-    """The same Rollout with a changed image (a new revision)."""
-    doc = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
-    doc["metadata"]["generation"] = (ro.metadata.generation or 1) + 1
-    return Rollout.model_validate(doc)
-
-
-def annotate(ro: Rollout, **ann: str) -> Rollout:
-    """The Rollout with annotations set (keys given with _ for / and -)."""
-    current = dict(ro.metadata.annotations or {})
-    current.update(ann)
-    return ro.model_copy(
-        update={"metadata": ro.metadata.model_copy(update={"annotations": current})}
-    )
-
-
-def stable_world(ro: Rollout, *, routed: bool = False) -> tuple[Rollout, World]:
-    """A world in which the Rollout's first revision is stable and Ready."""
-    world = World(routed=routed)
-    world.templates[TemplateKey("errors")] = TEMPLATE
-    ro, _ = settle(ro, world, T0)
-    assert ro.status.phase == "Healthy"
-    return ro, world
-
-
-def m(phase: str, value: str = "0") -> Measurement:
-    """A judged measurement."""
-    return Measurement.model_validate({"phase": phase, "value": value, "startedAt": T0})
-
-
-def at(seconds: float) -> dt.datetime:
-    """``seconds`` after T0."""
-    return T0 + dt.timedelta(seconds=seconds)
-
+from tests.support.world import T0, World, settle, step
 
 # -- first revision and steady state -----------------------------------------------------
 
@@ -260,16 +207,7 @@ def test_routed_promotion_pins_stable_service_then_restores_traffic() -> None:
 
 def test_header_route_added_then_removed_at_promotion() -> None:
     """setHeaderRoute adds a header route; promotion removes it."""
-    steps = [
-        {"setWeight": 10},
-        {
-            "setHeaderRoute": {
-                "name": "beta",
-                "match": [{"headerName": "x-beta", "headerValue": {"exact": "1"}}],
-            }
-        },
-        {"pause": {}},
-    ]
+    steps = [{"setWeight": 10}, HEADER_ROUTE, {"pause": {}}]
     ro, world = stable_world(make(steps, routed=True), routed=True)
     ro = new_image(ro)
     new = template_hash(ro.spec.template)
@@ -305,24 +243,13 @@ def test_spec_paused_holds_the_step() -> None:
     ro, world = stable_world(make([{"pause": {"duration": "1s"}}, {"setWeight": 50}]))
     ro = new_image(ro)
     ro, _ = step(ro, world, at(0))
-    paused = ro.model_copy(update={"spec": ro.spec.model_copy(update={"paused": True})})
-    paused, _ = settle(paused, world, at(10))
-    assert paused.status.current_step_index == 0
-    assert paused.status.phase == "Paused"
-    assert "spec.paused" in paused.status.message
+    held, _ = settle(paused(ro), world, at(10))
+    assert held.status.current_step_index == 0
+    assert held.status.phase == "Paused"
+    assert "spec.paused" in held.status.message
 
 
 # -- analysis -----------------------------------------------------------------------------
-
-
-def analysis_rollout(routed: bool = True) -> tuple[Rollout, World]:
-    steps = [
-        {"setWeight": 20},
-        {"analysis": {"templates": [{"templateName": "errors"}]}},
-        {"setWeight": 60},
-    ]
-    ro, world = stable_world(make(steps, routed=routed), routed=routed)
-    return new_image(ro), world
 
 
 def test_analysis_step_waits_for_its_verdict_then_continues() -> None:
@@ -589,16 +516,7 @@ def test_a_canary_service_gone_takes_its_header_routes_away_too() -> None:
     """With a header route to the canary, the Service disappearing removes the header
     route as well as the weight: a header-matched request must not reach a missing
     backend either (the router problem does not hold that back)."""
-    steps = [
-        {"setWeight": 20},
-        {
-            "setHeaderRoute": {
-                "name": "beta",
-                "match": [{"headerName": "x-beta", "headerValue": {"exact": "1"}}],
-            }
-        },
-        {"pause": {}},
-    ]
+    steps = [{"setWeight": 20}, HEADER_ROUTE, {"pause": {}}]
     ro, world = stable_world(make(steps, routed=True), routed=True)
     ro, _ = settle(new_image(ro), world, at(0))
     assert set(world.header_routes) == {"beta"}

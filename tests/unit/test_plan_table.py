@@ -16,27 +16,24 @@ from controller.api.rollout import Measurement, Rollout, RolloutStatus
 from controller.api.validation import problems_of
 from controller.core import analysis as an
 from controller.core.conditions import invalid_spec
-from controller.core.hashing import template_hash
 from controller.core.model import Event, ScaleReplicaSet, SetWeight
 from controller.core.plan import plan
 from controller.core.replicas import canary_replicas
 from tests.support.invalid_cases import CASES, Case
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.plan import (
+    ANALYSIS,
+    ROUTED,
+    annotate,
+    at,
+    canary_of,
+    m,
+    make,
+    new_image,
+    paused,
+    stable_world,
+)
 from tests.support.world import T0, World, settle, step
-from tests.unit.test_plan import ROUTED, annotate, at, m, make, new_image, stable_world
-
-ANALYSIS = {"analysis": {"templates": [{"templateName": "errors"}]}}
-
-
-def paused(ro: Rollout, value: bool = True) -> Rollout:
-    """The Rollout with ``spec.paused`` set (or cleared)."""
-    return ro.model_copy(update={"spec": ro.spec.model_copy(update={"paused": value})})
-
-
-def canary_of(ro: Rollout) -> str:
-    """The revision of the Rollout's current template."""
-    return template_hash(ro.spec.template)
-
 
 # -- setCanaryScale ------------------------------------------------------------------------
 

@@ -13,17 +13,8 @@ from controller.api.rollout import Rollout
 from controller.cli.rollouts import awaiting_approval, describe
 from controller.core import analysis as an
 from controller.core.plan import plan
-from tests.support.world import World, settle, step
-from tests.unit.test_plan import at, m, make, new_image, stable_world
-from tests.unit.test_plan_table import ANALYSIS, paused
-
-
-def canary_at(steps: list[dict[str, Any]], **kw: Any) -> tuple[Rollout, World]:
-    """A Rollout whose new revision has settled at its first waiting step."""
-    ro, world = stable_world(make(steps, **kw), routed=bool(kw.get("routed")))
-    ro = new_image(ro)
-    ro, _ = settle(ro, world, at(0))
-    return ro, world
+from tests.support.plan import ANALYSIS, at, canary_at, m, make, new_image, paused, stable_world
+from tests.support.world import step
 
 
 def condition(ro: Rollout, type_: str) -> tuple[str, str, str] | None:
