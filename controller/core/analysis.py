@@ -54,8 +54,10 @@ from controller.api.rollout import (
     AnalysisArg,
     AnalysisPhase,
     AnalysisRunStatus,
+    CanaryStrategy,
     Measurement,
     MetricResult,
+    Rollout,
     RolloutAnalysis,
 )
 from controller.core import expr, promql
@@ -68,6 +70,22 @@ KEEP_MEASUREMENTS = 10
 def step_run_name(index: int) -> str:
     """The run name of the analysis step at ``index``."""
     return f"step-{index}"
+
+
+def step_index(run_name: str) -> int:
+    """The step index in a name made by :func:`step_run_name`; ValueError for a name
+    that does not end in an integer."""
+    return int(run_name.removeprefix("step-"))
+
+
+def run_analysis(canary: CanaryStrategy, run_name: str) -> RolloutAnalysis | None:
+    """The analysis the run ``run_name`` measures: the background analysis for
+    :data:`BACKGROUND`, else its step's (None when the spec has no such analysis)."""
+    if run_name == BACKGROUND:
+        return canary.analysis
+    index = step_index(run_name)
+    step = canary.steps[index] if index < len(canary.steps) else None
+    return step.analysis if step is not None else None
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,26 @@ def due(
             continue
         if result.next_at is None or result.next_at <= now:
             out.append(Due(run.name, metric, resolved.template_args, resolved.args))
+    return out
+
+
+def due_in(
+    rollout: Rollout,
+    templates: Mapping[TemplateKey, AnalysisTemplateSpec | str],
+    now: dt.datetime,
+) -> list[Due]:
+    """The measurements due at ``now`` for the runs in the status of the canary revision
+    (runs start in a plan; their first measurement is taken on the next pass)."""
+    canary = rollout.spec.strategy.canary
+    out: list[Due] = []
+    for run in rollout.status.analysis_runs:
+        if run.revision != rollout.status.canary_revision:
+            continue
+        analysis = run_analysis(canary, run.name)
+        if analysis is None:
+            continue
+        resolved = resolve(analysis, templates)
+        out.extend(due(run, resolved, now, background=run.name == BACKGROUND))
     return out
 
 

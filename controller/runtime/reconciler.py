@@ -345,7 +345,7 @@ class Reconciler:
             missing_services=frozenset(missing),
             templates=templates,
         )
-        due = self._due(rollout, templates, now)
+        due = an.due_in(rollout, templates, now)
         if due and self.measurer is not None:
             # A measuring pool answers only what has finished; the rest is being taken.
             measurements = self.measurer.measure(rollout, due, now)
@@ -387,32 +387,6 @@ class Reconciler:
                     else spec
                 )
         return out
-
-    def _due(
-        self,
-        rollout: Rollout,
-        templates: Mapping[TemplateKey, AnalysisTemplateSpec | str],
-        now: dt.datetime,
-    ) -> list[an.Due]:
-        """Measurements due for the runs in status (runs start in a plan; their first
-        measurement is taken on the next pass)."""
-        canary = rollout.spec.strategy.canary
-        due: list[an.Due] = []
-        for run in rollout.status.analysis_runs:
-            if run.revision != rollout.status.canary_revision:
-                continue
-            analysis: RolloutAnalysis | None
-            if run.name == an.BACKGROUND:
-                analysis = canary.analysis
-            else:
-                index = int(run.name.removeprefix("step-"))
-                step = canary.steps[index] if index < len(canary.steps) else None
-                analysis = step.analysis if step is not None else None
-            if analysis is None:
-                continue
-            resolved = an.resolve(analysis, templates)
-            due.extend(an.due(run, resolved, now, background=run.name == an.BACKGROUND))
-        return due
 
     # -- actions ----------------------------------------------------------------------
 
