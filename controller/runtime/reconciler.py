@@ -46,6 +46,7 @@ from controller.api.validation import problems_of
 from controller.core import analysis as an
 from controller.core.batching import write_at
 from controller.core.conditions import invalid_spec, set_condition
+from controller.core.finalize import finalize_actions
 from controller.core.model import (
     Action,
     DeleteReplicaSet,
@@ -469,15 +470,12 @@ class Reconciler:
             self.kube.emit_event(raw, Event("InvalidSpec", status.message, "Warning"), now)
 
     def _finalize(self, raw: dict[str, Any], rollout: Rollout, router: Router | None) -> None:
-        """The Rollout is being deleted: traffic back to stable, then let it go."""
-        if router is not None:
-            traffic = router.observe()
-            for name in sorted(traffic.header_routes):
-                router.remove_header_route(name)
-            if traffic.canary_weight != 0:
-                # Even with a problem reported (the canary Service deleted alongside, say):
-                # a route left split after the Rollout is gone is the one thing to avoid.
-                router.set_weight(0)
+        """The Rollout is being deleted: traffic back to stable (see
+        :mod:`controller.core.finalize`), then let it go."""
+        traffic = router.observe() if router is not None else None
+        for action in finalize_actions(traffic):
+            self._apply(raw, action, router)
+        if traffic is not None:
             log.info("traffic restored to stable before deletion", problem=traffic.problem)
         self.kube.set_finalizer(raw, present=False)
 
