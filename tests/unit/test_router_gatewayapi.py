@@ -4,17 +4,16 @@ interpreter to check their effect."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.adapters.traffic.base import guarded
 from controller.adapters.traffic.gatewayapi import (
     Target,
     gateway_headers,
-    guarded,
     header_route_ops,
     header_routes,
     header_rule,
@@ -24,6 +23,7 @@ from controller.adapters.traffic.gatewayapi import (
     weight_ops,
 )
 from controller.api.rollout import HeaderMatch
+from tests.support.patching import apply_patch
 
 NS = "shop"
 TARGET = Target(NS, "app-stable", "app-canary")
@@ -61,40 +61,6 @@ def route(*rules: dict[str, Any], version: str = "7") -> dict[str, Any]:
 def header(name: str, **value: str) -> HeaderMatch:
     """A Stepwise header condition."""
     return HeaderMatch.model_validate({"headerName": name, "headerValue": value})
-
-
-# -- a minimal RFC 6902 interpreter ----------------------------------------------------
-
-
-def _walk(doc: Any, path: str) -> tuple[Any, str]:
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-    for part in parts[:-1]:
-        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
-    return doc, parts[-1]
-
-
-def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """``doc`` with the JSON Patch applied (a copy); a failed test raises ValueError."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        parent, key = _walk(out, op["path"])
-        if op["op"] == "test":
-            current = parent[int(key)] if isinstance(parent, list) else parent[key]
-            if current != op["value"]:
-                raise ValueError(f"test failed at {op['path']}")
-        elif op["op"] == "add":
-            value = copy.deepcopy(op["value"])
-            if isinstance(parent, list):
-                parent.insert(len(parent) if key == "-" else int(key), value)
-            else:
-                parent[key] = value
-        elif op["op"] == "replace":
-            parent[int(key) if isinstance(parent, list) else key] = copy.deepcopy(op["value"])
-        elif op["op"] == "remove":
-            del parent[int(key) if isinstance(parent, list) else key]
-        else:
-            raise AssertionError(op)
-    return out
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -238,7 +204,7 @@ def test_weight_write_repairs_the_weights_it_owns(doc: dict[str, Any]) -> None:
 
 def test_guarded_tests_the_resource_version_first() -> None:
     """Every write is preceded by a test of the resourceVersion it was computed from."""
-    ops = guarded(route(version="42"), [{"op": "remove", "path": "/spec/rules/0"}])
+    ops = guarded("42", [{"op": "remove", "path": "/spec/rules/0"}])
     assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
     with pytest.raises(ValueError, match="test failed"):
         apply_patch(route(version="43"), ops)

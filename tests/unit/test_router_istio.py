@@ -16,6 +16,7 @@ from controller.adapters.traffic import istio
 from controller.adapters.traffic.istio import Subsets, Target, World
 from controller.api.rollout import HeaderMatch, Rollout
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.patching import apply_patch
 
 NS = "shop"
 HOST = Target(NS, "checkout", "checkout-stable", "checkout-canary")
@@ -25,34 +26,6 @@ SUBSET = Target(
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _resolve(doc: Any, path: str) -> tuple[Any, str]:
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-    parent = doc
-    for part in parts[:-1]:
-        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-    return parent, parts[-1]
-
-
-def apply(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 add/replace/remove/test on a copy of ``doc`` (enough for these tests)."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        parent, key = _resolve(out, op["path"])
-        if op["op"] == "test":
-            assert parent[key] == op["value"]
-        elif op["op"] == "remove":
-            del parent[int(key) if isinstance(parent, list) else key]
-        elif isinstance(parent, list):
-            index = len(parent) if key == "-" else int(key)
-            if op["op"] == "add":
-                parent.insert(index, copy.deepcopy(op["value"]))
-            else:
-                parent[index] = copy.deepcopy(op["value"])
-        else:
-            parent[key] = copy.deepcopy(op["value"])
-    return out
 
 
 def dest(host: str, weight: int | None = None, **extra: Any) -> dict[str, Any]:
@@ -249,7 +222,7 @@ def test_weight_ops_add_the_canary_destination_beside_the_stable_one() -> None:
         },
         {"op": "add", "path": "/spec/http/1/route/0/weight", "value": 80},
     ]
-    after = apply(doc, ops)
+    after = apply_patch(doc, ops)
     assert after["spec"]["http"][0] == OTHER
     assert after["spec"]["http"][1]["timeout"] == "5s"
     assert istio.read_state(world(after), HOST).canary_weight == 20
@@ -276,9 +249,8 @@ def test_no_traffic_to_a_missing_canary_service() -> None:
     w = world(doc, canary_service_found=False)
     with pytest.raises(istio.MisfitError, match="canary Service checkout-canary not found"):
         istio.weight_ops(w, HOST, 30)
-    assert (
-        istio.read_state(world(apply(doc, istio.weight_ops(w, HOST, 0))), HOST).canary_weight == 0
-    )
+    after = apply_patch(doc, istio.weight_ops(w, HOST, 0))
+    assert istio.read_state(world(after), HOST).canary_weight == 0
 
 
 def test_header_names_are_lowercased() -> None:
@@ -316,7 +288,7 @@ def test_weight_ops_reach_the_weight_and_keep_everything_else(
         {"name": "b", "match": [{"uri": {"prefix": "/api"}}], "route": copy.deepcopy(dests)},
     ]
     doc = vs(*routes)
-    after = apply(doc, istio.weight_ops(world(doc), HOST, weight))
+    after = apply_patch(doc, istio.weight_ops(world(doc), HOST, weight))
     expected = weight if with_canary or weight else 0
     state = istio.read_state(world(after), HOST)
     assert (state.canary_weight, state.problem) == (expected, None)
@@ -361,7 +333,7 @@ def test_header_route_goes_just_before_the_first_managed_route() -> None:
     """It is inserted before the managed routes (after unrelated ones), once."""
     doc = vs(OTHER, PRIMARY)
     ops = istio.header_route_ops(world(doc), HOST, "beta", BETA)
-    after = apply(doc, ops)
+    after = apply_patch(doc, ops)
     assert [r.get("name") for r in after["spec"]["http"]] == ["static", "stepwise-beta", "primary"]
     assert istio.header_route_ops(world(after), HOST, "beta", BETA) == []
     assert istio.read_state(world(after), HOST).header_routes == frozenset({"beta"})
@@ -370,12 +342,12 @@ def test_header_route_goes_just_before_the_first_managed_route() -> None:
 def test_header_route_is_replaced_or_moved_in_front() -> None:
     """A changed header route is replaced in place; one behind a managed route moves."""
     doc = vs(OTHER, PRIMARY)
-    after = apply(doc, istio.header_route_ops(world(doc), HOST, "beta", BETA))
+    after = apply_patch(doc, istio.header_route_ops(world(doc), HOST, "beta", BETA))
     prefix = (HeaderMatch.model_validate({"headerName": "x-beta", "headerValue": {"prefix": "y"}}),)
     ops = istio.header_route_ops(world(after), HOST, "beta", prefix)
     assert [op["op"] for op in ops] == ["replace"]
     behind = vs(OTHER, PRIMARY, istio.header_route(HOST, world(doc), "beta", BETA))
-    moved = apply(behind, istio.header_route_ops(world(behind), HOST, "beta", BETA))
+    moved = apply_patch(behind, istio.header_route_ops(world(behind), HOST, "beta", BETA))
     assert [r.get("name") for r in moved["spec"]["http"]] == ["static", "stepwise-beta", "primary"]
 
 
@@ -383,19 +355,10 @@ def test_remove_header_route() -> None:
     """Removal deletes only that route; an absent route needs no operation."""
     header = istio.header_route(HOST, world(vs(PRIMARY)), "beta", BETA)
     doc = vs(OTHER, header, PRIMARY)
-    after = apply(doc, istio.remove_header_route_ops(doc, "beta"))
+    after = apply_patch(doc, istio.remove_header_route_ops(doc, "beta"))
     assert after["spec"]["http"] == [OTHER, PRIMARY]
     assert istio.remove_header_route_ops(after, "beta") == []
     assert istio.remove_header_route_ops(None, "beta") == []
-
-
-def test_guarded_tests_the_resource_version_first() -> None:
-    """Every write starts with a test of the resourceVersion it was computed from."""
-    ops = [{"op": "add", "path": "/spec/http/0/route/0/weight", "value": 100}]
-    assert istio.guarded("42", ops) == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
-        *ops,
-    ]
 
 
 # -- subsets ---------------------------------------------------------------------------
@@ -463,13 +426,13 @@ def test_subset_ops_pin_the_subsets_and_weights_add_the_canary_subset() -> None:
         {"op": "add", "path": "/spec/subsets/0/labels/stepwise.dev~1revision", "value": "r1"},
         {"op": "add", "path": "/spec/subsets/1/labels", "value": {REVISION_LABEL: "r2"}},
     ]
-    pinned = apply(rule, ops)
+    pinned = apply_patch(rule, ops)
     assert pinned["spec"]["subsets"][0]["labels"] == {"app": "checkout", REVISION_LABEL: "r1"}
     assert pinned["spec"]["subsets"][2] == {"name": "legacy"}
     assert pinned["spec"]["trafficPolicy"] == rule["spec"]["trafficPolicy"]
     w = World(subset_vs(), pinned, "r1", "r2")
     assert istio.subset_label_ops(w, SUBSET) == []
-    after = apply(w.virtual_service or {}, istio.weight_ops(w, SUBSET, 30))
+    after = apply_patch(w.virtual_service or {}, istio.weight_ops(w, SUBSET, 30))
     assert after["spec"]["http"][1]["route"] == [
         dest("checkout", 70, subset="s", port=PORT),
         dest("checkout", 30, subset="c", port=PORT),

@@ -37,23 +37,14 @@ is reported by ``observe`` as ``TrafficState.problem``, and the plan then writes
 there is never a partial split. A write that finds the route changed into a misfit
 raises :class:`~controller.errors.ConflictError` without writing.
 
-Patch strategy: JSON Patch, guarded. Each write reads the route, computes ``add``,
-``replace`` and ``remove`` operations addressed by index that touch only the fields
-above, and sends them after a ``test`` of ``/metadata/resourceVersion``. If anyone wrote
-in between, the test fails, nothing is applied, and the write starts again from a fresh
-read (three attempts, then ``ConflictError`` and the work queue's rate-limited retry): a
-concurrent edit is never lost, and indices are always those of the version tested. A failed test
-is a 422 with a generic message, like a validation error; it counts as a conflict only
-if a re-read shows the resourceVersion moved. Server-side apply was the alternative,
-but upstream's ``rules`` and ``backendRefs`` are atomic lists (no list-map keys): applying
-our weights would make ``stepwise-controller`` the owner of every rule and send our
-copy of rules other actors edit, and a JSON merge patch replaces lists whole. Every
-write is followed by a fresh read that must show what was written (the weight, the
-header rule present or gone), else ``ConflictError``.
-
-:func:`controller.adapters.traffic.registry.factory` passes ``fence``; it is called
-before every write and raises :class:`~controller.errors.LeadershipLostError` once the
-lease is lost. Every request goes through :func:`controller.adapters.retry.call_api`.
+Writes: each write reads the route and computes ``add``, ``replace`` and ``remove``
+operations addressed by index that touch only the fields above, sent as the guarded JSON
+Patch of :mod:`controller.adapters.traffic.base` (a concurrent edit is never lost, and
+indices are always those of the version tested), then verified by a fresh read.
+Server-side apply was the alternative, but upstream's ``rules`` and ``backendRefs`` are
+atomic lists (no list-map keys): applying our weights would make ``stepwise-controller``
+the owner of every rule and send our copy of rules other actors edit, and a JSON merge
+patch replaces lists whole.
 """
 
 from __future__ import annotations
@@ -62,23 +53,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import structlog
 from kubernetes import client
 
-from controller.adapters.retry import call_api
-from controller.adapters.traffic.reads import DirectReads, Kind, Reads
+from controller.adapters.traffic.base import (
+    HEADER_ROUTE_PREFIX,
+    Fence,
+    Op,
+    RouterBase,
+    header_route_name,
+)
+from controller.adapters.traffic.reads import Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
-from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
+from controller.errors import ApiError, ConflictError
 
 GROUP: Final = "gateway.networking.k8s.io"
 VERSION: Final = "v1"
 PLURAL: Final = "httproutes"
 KIND: Final = Kind(GROUP, VERSION, PLURAL)
-HEADER_RULE_PREFIX: Final = "stepwise-"
-"""Rule names with this prefix, routing only to the canary Service, are header routes."""
-WRITE_ATTEMPTS: Final = 3
-JSON_PATCH: Final = "application/json-patch+json"
 
 #: What an HTTPRouteMatch is when the rule has none (upstream's default).
 DEFAULT_MATCH: Final[dict[str, Any]] = {"path": {"type": "PathPrefix", "value": "/"}}
@@ -87,11 +79,8 @@ DEFAULT_MATCH: Final[dict[str, Any]] = {"path": {"type": "PathPrefix", "value": 
 RULE_SETTINGS: Final[tuple[str, ...]] = ("filters", "timeouts", "retry", "sessionPersistence")
 _RE2_SPECIAL: Final = frozenset("\\.+*?()|[]{}^$")
 
-log = structlog.get_logger()
 
 Route = dict[str, Any]
-Op = dict[str, Any]
-Fence = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -153,17 +142,12 @@ def _index_of(refs: list[dict[str, Any]], service: str, namespace: str) -> int |
     return next((j for j, ref in enumerate(refs) if is_service_ref(ref, service, namespace)), None)
 
 
-def header_rule_name(name: str) -> str:
-    """The rule name of header route ``name``."""
-    return f"{HEADER_RULE_PREFIX}{name}"
-
-
 def is_header_rule(rule: dict[str, Any], target: Target) -> bool:
     """Whether a rule is one of this Rollout's header routes: the reserved name prefix,
     and the canary Service as its only backendRef."""
     refs = _refs(rule)
     return (
-        str(rule.get("name", "")).startswith(HEADER_RULE_PREFIX)
+        str(rule.get("name", "")).startswith(HEADER_ROUTE_PREFIX)
         and len(refs) == 1
         and is_service_ref(refs[0], target.canary, target.namespace)
     )
@@ -172,7 +156,7 @@ def is_header_rule(rule: dict[str, Any], target: Target) -> bool:
 def header_routes(route: Route, target: Target) -> frozenset[str]:
     """Names of this Rollout's header routes in the route."""
     return frozenset(
-        str(rule["name"]).removeprefix(HEADER_RULE_PREFIX)
+        str(rule["name"]).removeprefix(HEADER_ROUTE_PREFIX)
         for rule in _rules(route)
         if is_header_rule(rule, target)
     )
@@ -246,12 +230,6 @@ def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
 
 
 # -- computing writes ------------------------------------------------------------------
-
-
-def guarded(route: Route, ops: list[Op]) -> list[Op]:
-    """``ops`` preceded by a test of the resourceVersion they were computed from."""
-    version = (route.get("metadata") or {}).get("resourceVersion")
-    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
 
 
 def canary_ref(stable_ref: dict[str, Any], canary: str, weight: int) -> dict[str, Any]:
@@ -339,7 +317,7 @@ def header_rule(
     first = managed[0]
     stable_ref = _refs(rules[first.index])[first.stable]
     return {
-        "name": header_rule_name(name),
+        "name": header_route_name(name),
         "matches": matches,
         **settings[0],
         "backendRefs": [canary_ref(stable_ref, target.canary, 1)],
@@ -360,7 +338,7 @@ def header_route_ops(
         return [], (
             f"HTTPRoute {_name(route)} has a rule named {rule['name']} that does not route "
             f"only to the canary Service {target.canary}; rename it (the prefix "
-            f"{HEADER_RULE_PREFIX} is reserved for Stepwise's header routes)"
+            f"{HEADER_ROUTE_PREFIX} is reserved for Stepwise's header routes)"
         )
     if not same:
         managed, _ = managed_rules(route, target)
@@ -374,7 +352,7 @@ def header_route_ops(
 
 def remove_header_ops(route: Route, target: Target, name: str) -> list[Op]:
     """JSON Patch operations that remove header route ``name`` (none if it is absent)."""
-    rule_name = header_rule_name(name)
+    rule_name = header_route_name(name)
     return [
         {"op": "remove", "path": f"/spec/rules/{i}"}
         for i, rule in reversed(list(enumerate(_rules(route))))
@@ -385,8 +363,10 @@ def remove_header_ops(route: Route, target: Target, name: str) -> list[Op]:
 # -- the router ------------------------------------------------------------------------
 
 
-class GatewayApiRouter:
+class GatewayApiRouter(RouterBase):
     """Reads and writes the Stepwise-owned parts of one HTTPRoute for one Rollout."""
+
+    name = "gatewayAPI"
 
     def __init__(
         self,
@@ -395,135 +375,99 @@ class GatewayApiRouter:
         fence: Fence,
         reads: Reads | None = None,
     ) -> None:
+        super().__init__(api_client, rollout, fence, reads)
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
-        namespace = rollout.metadata.namespace
         if routing is None or not canary.stable_service or not canary.canary_service:
             raise ValueError("GatewayApiRouter needs gatewayAPI routing and both Services")
-        if not namespace:
-            raise ValueError("GatewayApiRouter needs the Rollout's namespace")
-        self._custom = client.CustomObjectsApi(api_client)
-        self._reads = reads or DirectReads(api_client)
-        self._fence = fence
-        self._name = routing.http_route
+        self._route = routing.http_route
         self._target = Target(
-            namespace, canary.stable_service, canary.canary_service, tuple(routing.rule_names or ())
+            self.namespace,
+            canary.stable_service,
+            canary.canary_service,
+            tuple(routing.rule_names or ()),
         )
 
     def observe(self) -> TrafficState:
         """The canary weight and header routes the HTTPRoute holds, or the problem."""
         try:
-            route = self._reads.get(KIND, self._target.namespace, self._name)
-        except NotFoundError as err:
-            return TrafficState(canary_weight=0, problem=self._missing(err))
+            route = self._read(KIND, self._route, cached=True)
         except ApiError as err:
+            return self._unreadable(f"HTTPRoute {self._route}", err)
+        if route is None:
             return TrafficState(
-                canary_weight=0, problem=f"cannot read HTTPRoute {self._name}: {err}"
+                canary_weight=0,
+                problem=f"HTTPRoute {self._route} not found in namespace {self.namespace}",
             )
         weight, problem = read_weight(route, self._target)
         return TrafficState(
             canary_weight=weight,
             header_routes=header_routes(route, self._target),
-            problem=problem or self._canary_problem(),
+            problem=problem
+            or self._services_problem(
+                {"canary": self._target.canary}, "the HTTPRoute cannot route to it"
+            ),
         )
 
     def set_weight(self, weight: int) -> None:
         """Give the canary ``weight`` percent in every managed rule, then verify it."""
-        self._write(lambda route: weight_ops(route, self._target, weight))
-        got, problem = read_weight(self._verified(), self._target)
+        self._write(
+            f"canary weight {weight}", lambda route: weight_ops(route, self._target, weight)
+        )
+        got, problem = read_weight(self._verified(KIND, self._route) or {}, self._target)
         if problem or got != weight:
             raise ConflictError(
-                f"HTTPRoute {self._name} holds canary weight {got}% after {weight}% was "
+                f"HTTPRoute {self._route} holds canary weight {got}% after {weight}% was "
                 f"written{f' ({problem})' if problem else ''}"
             )
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
         """Add or replace the header rule ``stepwise-<name>``, then verify it is there."""
-        self._write(lambda route: header_route_ops(route, self._target, name, match))
-        if name not in header_routes(self._verified(), self._target):
+        self._write(
+            f"header route {name}",
+            lambda route: header_route_ops(route, self._target, name, match),
+        )
+        if name not in header_routes(self._verified(KIND, self._route) or {}, self._target):
             raise ConflictError(
-                f"HTTPRoute {self._name} lacks header rule {header_rule_name(name)} after it "
-                "was written"
+                f"HTTPRoute {self._route} lacks header rule {header_route_name(name)} after "
+                "it was written"
             )
 
     def remove_header_route(self, name: str) -> None:
         """Remove the header rule ``stepwise-<name>`` (nothing if it or the route is gone)."""
-        try:
-            self._write(lambda route: (remove_header_ops(route, self._target, name), None))
-            route = self._verified()
-        except NotFoundError:
-            return
-        if name in header_routes(route, self._target):
+        self._write(
+            f"removal of header route {name}",
+            lambda route: (remove_header_ops(route, self._target, name), None),
+            absent_ok=True,
+        )
+        route = self._verified(KIND, self._route)
+        if route is not None and name in header_routes(route, self._target):
             raise ConflictError(
-                f"HTTPRoute {self._name} still has header rule {header_rule_name(name)} after "
-                "it was removed"
+                f"HTTPRoute {self._route} still has header rule {header_route_name(name)} "
+                "after it was removed"
             )
 
-    # -- I/O ------------------------------------------------------------------------
-
-    def _get(self) -> Route:
-        ns, name = self._target.namespace, self._name
-        route = call_api(
-            lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        )
-        assert isinstance(route, dict)
-        return route
-
-    def _verified(self) -> Route:
-        """A fresh read after a write, remembered for the next observe."""
-        route = self._get()
-        self._reads.wrote(KIND, route)
-        return route
-
-    def _patch(self, ops: list[Op]) -> None:
-        ns, name = self._target.namespace, self._name
-        self._fence()
-        call_api(
-            lambda: self._custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, name, ops, _content_type=JSON_PATCH
-            )
-        )
-
-    def _write(self, compute: Callable[[Route], tuple[list[Op], str | None]]) -> None:
+    def _write(
+        self,
+        what: str,
+        compute: Callable[[Route], tuple[list[Op], str | None]],
+        *,
+        absent_ok: bool = False,
+    ) -> None:
         """Read, compute, patch guarded by the resourceVersion read; again on a
-        concurrent write."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            route = self._get()
+        concurrent write. A missing route is nothing to do with ``absent_ok`` (a
+        removal), else a conflict (the pass saw it; the next one decides again)."""
+
+        def attempt() -> None:
+            route = self._read(KIND, self._route)
+            if route is None:
+                if absent_ok:
+                    return
+                raise ConflictError(f"HTTPRoute {self._route} not found; {what} not written")
             ops, problem = compute(route)
             if problem:
-                raise ConflictError(f"HTTPRoute {self._name} cannot be written: {problem}")
-            if not ops:
-                return
-            version = route["metadata"]["resourceVersion"]
-            try:
-                self._patch(guarded(route, ops))
-                return
-            except (InvalidError, ConflictError):
-                if self._get()["metadata"]["resourceVersion"] == version:
-                    raise  # not a concurrent write: the server rejected the change
-                log.info(
-                    "httproute changed during our write; retrying",
-                    httproute=self._name,
-                    attempt=attempt,
-                )
-        raise ConflictError(
-            f"HTTPRoute {self._name} changed during each of {WRITE_ATTEMPTS} attempts to write it"
-        )
+                raise ConflictError(f"HTTPRoute {self._route} cannot be written: {problem}")
+            if ops:
+                self._patch(KIND, self._route, route, ops)
 
-    def _missing(self, err: NotFoundError) -> str:
-        if err.reason == "NotFound":  # a Status about the object, not a 404 for the URL
-            return f"HTTPRoute {self._name} not found in namespace {self._target.namespace}"
-        return (
-            f"the HTTPRoute API ({GROUP}/{VERSION}) is not served; install the Gateway API "
-            f"CRDs (reading HTTPRoute {self._name}: {err})"
-        )
-
-    def _canary_problem(self) -> str | None:
-        ns, canary = self._target.namespace, self._target.canary
-        try:
-            self._reads.service(ns, canary)
-        except NotFoundError:
-            return f"canary Service {canary} does not exist; the HTTPRoute cannot route to it"
-        except ApiError as err:
-            return f"cannot read canary Service {canary}: {err}"
-        return None
+        self._retrying(what, attempt)

@@ -37,20 +37,13 @@ labelled yet) reads as a weight that the plan moves back to 0, which relabels th
 ``stepwise-<name>`` just before the first managed route, matching the headers and sending
 everything to the canary; ``remove_header_route`` deletes it.
 
-**Writes.** Each write is a JSON Patch whose first operation tests
-``/metadata/resourceVersion`` against the object just read, followed by operations on
-the owned paths only (one destination's weight, one added destination, one inserted or
-removed route, one subset label). Server-side apply cannot do this here: ``spec.http``
-and its ``route`` lists are atomic lists (no merge keys, in Istio's real CRD as in ours),
-so applying our routes would take ownership of the whole list and write back our copy
-of every route another team owns. With the test operation, an edit made by anyone
-between our read and our write makes the API server reject the patch (422); the router
-re-reads and recomputes (a few times, then :class:`~controller.errors.ConflictError` for
-the work queue), so no one else's edit is ever overwritten. ``fence()`` runs before every
-write and every call goes through :func:`~controller.adapters.retry.call_api`. After a
-write the object is read again and the weight (or header route) verified; a mismatch
-raises :class:`~controller.errors.ConflictError` (the next pass decides from the world as
-it is).
+**Writes.** The guarded JSON Patch of :mod:`controller.adapters.traffic.base`, with
+operations on the owned paths only (one destination's weight, one added destination, one
+inserted or removed route, one subset label), then a fresh read that must show the
+weight (or header route). Server-side apply cannot do this here: ``spec.http`` and its
+``route`` lists are atomic lists (no merge keys, in Istio's real CRD as in ours), so
+applying our routes would take ownership of the whole list and write back our copy of
+every route another team owns.
 
 **Problems.** :meth:`observe` never raises: a missing VirtualService or DestinationRule,
 no route to the routed host, routes that disagree, a destination Stepwise cannot account
@@ -62,22 +55,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from kubernetes import client
 
-from controller.adapters.kube import FIELD_MANAGER, REVISION_LABEL
-from controller.adapters.retry import call_api
-from controller.adapters.traffic.reads import DirectReads, Kind, Reads
+from controller.adapters.kube import REVISION_LABEL
+from controller.adapters.traffic.base import (
+    HEADER_ROUTE_PREFIX,
+    Fence,
+    Op,
+    RouterBase,
+    header_route_name,
+)
+from controller.adapters.traffic.reads import Kind, Obj, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
-from controller.errors import (
-    ApiError,
-    ConflictError,
-    InvalidError,
-    NotFoundError,
-)
+from controller.errors import ApiError, ConflictError, NotFoundError
 
 log = structlog.get_logger()
 
@@ -85,14 +79,7 @@ GROUP: Final = "networking.istio.io"
 VERSION: Final = "v1"
 VIRTUAL_SERVICES: Final = "virtualservices"
 DESTINATION_RULES: Final = "destinationrules"
-HEADER_ROUTE_PREFIX: Final = "stepwise-"
 CLUSTER_DOMAIN: Final = "cluster.local"
-MAX_ATTEMPTS: Final = 5
-"""Read-compute-patch attempts before a write gives up on a busy object."""
-
-Fence = Callable[[], None]
-JsonOp = dict[str, Any]
-Obj = dict[str, Any]
 
 
 # -- what the Rollout asks for ---------------------------------------------------------
@@ -173,11 +160,6 @@ def service_of(host: str, namespace: str) -> str | None:
     if parts[1:] == suffix[: len(parts) - 1]:
         return parts[0]
     return None
-
-
-def header_route_name(name: str) -> str:
-    """The HTTP route name of a header route."""
-    return f"{HEADER_ROUTE_PREFIX}{name}"
 
 
 def _http(vs: Obj) -> list[Obj]:
@@ -462,7 +444,7 @@ def _canary_destination(target: Target, stable_dest: Obj) -> Obj:
     return dest
 
 
-def weight_ops(world: World, target: Target, weight: int) -> list[JsonOp]:
+def weight_ops(world: World, target: Target, weight: int) -> list[Op]:
     """JSON Patch operations (without the resourceVersion test) that give the canary
     ``weight`` percent in every managed route; [] when that already holds. Raises
     :class:`MisfitError` when the VirtualService does not fit."""
@@ -473,7 +455,7 @@ def weight_ops(world: World, target: Target, weight: int) -> list[JsonOp]:
     if weight > 0 and missing is not None:
         raise MisfitError(missing)  # traffic to a host that does not exist would fail
     http = _http(found.virtual_service)
-    ops: list[JsonOp] = []
+    ops: list[Op] = []
     for m in found.managed:
         dests = http[m.index]["route"]
         if m.canary is None:
@@ -524,7 +506,7 @@ def header_route(target: Target, world: World, name: str, match: Sequence[Header
 
 def header_route_ops(
     world: World, target: Target, name: str, match: Sequence[HeaderMatch]
-) -> list[JsonOp]:
+) -> list[Op]:
     """Operations that put the header route just before the first managed route (or
     replace it); [] when it is already there as wanted."""
     wanted = header_route(target, world, name, match)
@@ -536,17 +518,17 @@ def header_route_ops(
         if http[existing] == wanted:
             return []
         return [{"op": "replace", "path": _pointer("spec", "http", existing), "value": wanted}]
-    ops: list[JsonOp] = []
+    ops: list[Op] = []
     if existing is not None:  # after a managed route: it would never match; move it
         ops.append({"op": "remove", "path": _pointer("spec", "http", existing)})
     ops.append({"op": "add", "path": _pointer("spec", "http", first), "value": wanted})
     return ops
 
 
-def remove_header_route_ops(vs: Obj | None, name: str) -> list[JsonOp]:
+def remove_header_route_ops(vs: Obj | None, name: str) -> list[Op]:
     """Operations that delete the header route ``name`` ([] when it is absent)."""
     route_name = header_route_name(name)
-    ops: list[JsonOp] = []
+    ops: list[Op] = []
     # Highest index first, so earlier removals do not shift later ones.
     for i, route in reversed(list(enumerate(_http(vs or {})))):
         if route.get("name") == route_name:
@@ -554,14 +536,14 @@ def remove_header_route_ops(vs: Obj | None, name: str) -> list[JsonOp]:
     return ops
 
 
-def subset_label_ops(world: World, target: Target) -> list[JsonOp]:
+def subset_label_ops(world: World, target: Target) -> list[Op]:
     """Operations that make the stable and canary subsets select their revisions ([]
     outside subset mode, when they already do, or while a revision is unknown)."""
     if target.subsets is None or world.destination_rule is None:
         return []
     dr = world.destination_rule
     (si, stable), (ci, canary) = _subsets(dr, target)
-    ops: list[JsonOp] = []
+    ops: list[Op] = []
     for index, subset, revision in (
         (si, stable, world.stable_revision),
         (ci, canary, world.canary_revision),
@@ -578,16 +560,16 @@ def subset_label_ops(world: World, target: Target) -> list[JsonOp]:
     return ops
 
 
-def guarded(resource_version: str, ops: list[JsonOp]) -> list[JsonOp]:
-    """``ops`` after a test of the resourceVersion they were computed from."""
-    return [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}, *ops]
-
-
 # -- the router ------------------------------------------------------------------------
 
+VS_KIND: Final = Kind(GROUP, VERSION, VIRTUAL_SERVICES)
+DR_KIND: Final = Kind(GROUP, VERSION, DESTINATION_RULES)
 
-class IstioRouter:
+
+class IstioRouter(RouterBase):
     """Routes one Rollout's traffic with an Istio VirtualService (and DestinationRule)."""
+
+    name = "istio"
 
     def __init__(
         self,
@@ -596,11 +578,8 @@ class IstioRouter:
         fence: Fence,
         reads: Reads | None = None,
     ) -> None:
+        super().__init__(api_client, rollout, fence, reads)
         self.target = Target.of(rollout)
-        self.rollout = rollout
-        self.custom = client.CustomObjectsApi(api_client)
-        self._reads = reads or DirectReads(api_client)
-        self._fence = fence
 
     # -- the protocol -----------------------------------------------------------------
 
@@ -610,15 +589,8 @@ class IstioRouter:
         try:
             world = self._world(cached=True)
         except ApiError as err:
-            state = TrafficState(
-                canary_weight=self.rollout.status.canary_weight,
-                problem=f"cannot read the Istio routing objects: {err}",
-            )
-        else:
-            state = read_state(
-                world, self.target, fallback_weight=self.rollout.status.canary_weight
-            )
-        return state
+            return self._unreadable("the Istio routing objects", err)
+        return read_state(world, self.target, fallback_weight=self.rollout.status.canary_weight)
 
     def set_weight(self, weight: int) -> None:
         """Send ``weight`` percent of every managed route to the canary, then verify."""
@@ -633,7 +605,7 @@ class IstioRouter:
         self._verify(holds)
         log.info(
             "traffic weight set",
-            router="istio",
+            router=self.name,
             virtual_service=self.target.virtual_service,
             weight=weight,
         )
@@ -651,7 +623,7 @@ class IstioRouter:
             return f"header route {header_route_name(name)} is not as written"
 
         self._verify(holds)
-        log.info("header route set", router="istio", route=header_route_name(name))
+        log.info("header route set", router=self.name, route=header_route_name(name))
 
     def remove_header_route(self, name: str) -> None:
         """Delete the header route ``stepwise-<name>`` (nothing to do when it is absent)."""
@@ -667,54 +639,40 @@ class IstioRouter:
             return f"header route {header_route_name(name)} is still there after its removal"
 
         self._verify(holds)
-        log.info("header route removed", router="istio", route=header_route_name(name))
+        log.info("header route removed", router=self.name, route=header_route_name(name))
 
     def _verify(self, holds: Callable[[World], str | None]) -> None:
         """Read the objects again; :class:`ConflictError` when the write does not hold."""
-        world = self._world()
-        for plural, obj in (
-            (VIRTUAL_SERVICES, world.virtual_service),
-            (DESTINATION_RULES, world.destination_rule),
-        ):
-            if obj is not None:
-                self._reads.wrote(Kind(GROUP, VERSION, plural), obj)
+        t = self.target
+        world = self._world(verified=True)
         try:
             failure = holds(world)
         except MisfitError as misfit:
             failure = str(misfit)
         if failure is not None:
-            raise ConflictError(f"VirtualService {self.target.virtual_service}: {failure}")
+            raise ConflictError(f"VirtualService {t.virtual_service}: {failure}")
 
     # -- reading ----------------------------------------------------------------------
-
-    def _get(self, plural: str, name: str, *, cached: bool = False) -> Obj | None:
-        """The object (None when absent): from the reads' cache, or a GET for a write."""
-        ns = self.target.namespace
-        try:
-            if cached:
-                return self._reads.get(Kind(GROUP, VERSION, plural), ns, name)
-            found = call_api(
-                lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
-            )
-        except NotFoundError:
-            return None
-        assert isinstance(found, dict)
-        return found
 
     def _pinned(self, service: str) -> tuple[bool, str | None]:
         """(exists, the revision its selector is pinned to)."""
         try:
-            svc = self._reads.service(self.target.namespace, service)
+            svc = self._reads.service(self.namespace, service)
         except NotFoundError:
             return False, None
         selector = (svc.spec.selector if svc.spec else None) or {}
         return True, selector.get(REVISION_LABEL)
 
-    def _world(self, *, cached: bool = False) -> World:
-        """The objects as they are (a write's fresh view), or as cached (observe)."""
+    def _world(self, *, cached: bool = False, verified: bool = False) -> World:
+        """The objects as cached (observe), as they are (a write's fresh view), or as
+        they are after a write (``verified``: remembered for the next observe)."""
         t = self.target
-        vs = self._get(VIRTUAL_SERVICES, t.virtual_service, cached=cached)
-        dr = self._get(DESTINATION_RULES, t.subsets.rule, cached=cached) if t.subsets else None
+
+        def read(kind: Kind, name: str) -> Obj | None:
+            return self._verified(kind, name) if verified else self._read(kind, name, cached=cached)
+
+        vs = read(VS_KIND, t.virtual_service)
+        dr = read(DR_KIND, t.subsets.rule) if t.subsets else None
         _, stable = self._pinned(t.stable_service)
         canary_found, canary = self._pinned(t.canary_service)
         status = self.rollout.status
@@ -729,12 +687,13 @@ class IstioRouter:
     # -- writing ----------------------------------------------------------------------
 
     def _write(
-        self, compute: Callable[[World], list[JsonOp]], what: str, *, require_fit: bool = True
+        self, compute: Callable[[World], list[Op]], what: str, *, require_fit: bool = True
     ) -> None:
         """Read, compute, patch (subset labels first, then the VirtualService) under a
         resourceVersion test; re-read and recompute when someone else wrote meanwhile."""
-        last: ConflictError | None = None
-        for _ in range(MAX_ATTEMPTS):
+        t = self.target
+
+        def attempt() -> None:
             world = self._world()
             try:
                 label_ops = self._label_ops(world, require_fit=require_fit)
@@ -742,26 +701,14 @@ class IstioRouter:
             except MisfitError as misfit:
                 # The objects changed since observe(): a stale view, decided again next pass.
                 raise ConflictError(f"{what} not written: {misfit}") from misfit
-            try:
-                if label_ops and world.destination_rule is not None and self.target.subsets:
-                    self._patch(
-                        DESTINATION_RULES,
-                        self.target.subsets.rule,
-                        world.destination_rule,
-                        label_ops,
-                    )
-                if vs_ops and world.virtual_service is not None:
-                    self._patch(
-                        VIRTUAL_SERVICES, self.target.virtual_service, world.virtual_service, vs_ops
-                    )
-            except ConflictError as err:
-                last = err
-                log.info("istio object changed meanwhile; reading it again", error=str(err))
-                continue
-            return
-        raise ConflictError(f"{what} not written after {MAX_ATTEMPTS} attempts: {last}")
+            if label_ops and world.destination_rule is not None and t.subsets:
+                self._patch(DR_KIND, t.subsets.rule, world.destination_rule, label_ops)
+            if vs_ops and world.virtual_service is not None:
+                self._patch(VS_KIND, t.virtual_service, world.virtual_service, vs_ops)
 
-    def _label_ops(self, world: World, *, require_fit: bool) -> list[JsonOp]:
+        self._retrying(what, attempt)
+
+    def _label_ops(self, world: World, *, require_fit: bool) -> list[Op]:
         """Subset label operations: every write brings the subsets to the revisions the
         Services are pinned to (a header-route removal too, when the objects fit, so a
         promotion that moves no weight still re-points the stable subset)."""
@@ -772,32 +719,3 @@ class IstioRouter:
                 raise
             return []
         return subset_label_ops(world, self.target)
-
-    def _patch(self, plural: str, name: str, current: Obj, ops: list[JsonOp]) -> None:
-        """One guarded JSON Patch; :class:`ConflictError` when the object changed."""
-        ns = self.target.namespace
-        version = str(current["metadata"]["resourceVersion"])
-        body = guarded(version, ops)
-        self._fence()
-        try:
-            call_api(
-                lambda: self.custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    ns,
-                    plural,
-                    name,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/json-patch+json",
-                )
-            )
-        except NotFoundError as err:
-            raise ConflictError(f"{plural} {name} was deleted meanwhile") from err
-        except InvalidError as err:
-            # A failed test operation is a 422 too: tell it from a real rejection.
-            now = self._get(plural, name)
-            if now is None or now["metadata"].get("resourceVersion") != version:
-                raise ConflictError(f"{plural} {name} changed meanwhile") from err
-            raise
-        log.debug("istio object patched", kind=plural, name=name, ops=ops)

@@ -32,7 +32,8 @@ weight 0 too. Deleting the Rollout deletes the canary Ingress (ownerReference).
 never reports header routes (so removing one has nothing to do).
 
 **Writes** are server-side apply with field manager ``stepwise-controller`` and
-``force``: the canary Ingress is ours, so applying the whole desired object is exact,
+``force`` (:meth:`~controller.adapters.traffic.base.RouterBase._apply`): the canary
+Ingress is ours, so applying the whole desired object is exact,
 and apply's field ownership does the rest. Fields someone else adds to the canary
 Ingress (an annotation from another tool) are theirs and survive our applies; a field
 we applied before and no longer apply (an annotation removed from the stable Ingress)
@@ -53,24 +54,18 @@ why), and a Warning event is recorded on the Rollout once per distinct problem.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 from kubernetes import client
 
-from controller.adapters.kube import FIELD_MANAGER, ROLLOUT_LABEL, owner_reference
-from controller.adapters.retry import call_api
-from controller.adapters.traffic.reads import DirectReads, Kind, Reads
+from controller.adapters.kube import ROLLOUT_LABEL, owner_reference
+from controller.adapters.traffic.base import Fence, RouterBase
+from controller.adapters.traffic.reads import Kind, Obj, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
-from controller.errors import (
-    ApiError,
-    ConflictError,
-    InvalidSpecError,
-    NotFoundError,
-)
+from controller.errors import ApiError, ConflictError, InvalidSpecError
 
 log = structlog.get_logger()
 
@@ -80,9 +75,6 @@ INGRESS_GROUP: Final = "networking.k8s.io"
 INGRESS_VERSION: Final = "v1"
 INGRESSES: Final = "ingresses"
 INGRESS_KIND: Final = Kind(INGRESS_GROUP, INGRESS_VERSION, INGRESSES)
-
-Fence = Callable[[], None]
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -296,8 +288,10 @@ def canary_ingress(stable: Obj, target: Target, weight: int) -> Obj:
 # -- the router ------------------------------------------------------------------------
 
 
-class NginxRouter:
+class NginxRouter(RouterBase):
     """Routes one Rollout's traffic with an ingress-nginx canary Ingress."""
+
+    name = "nginx"
 
     def __init__(
         self,
@@ -306,27 +300,19 @@ class NginxRouter:
         fence: Fence,
         reads: Reads | None = None,
     ) -> None:
+        super().__init__(api_client, rollout, fence, reads)
         self.target = Target.of(rollout)
-        self.rollout = rollout
-        self.custom = client.CustomObjectsApi(api_client)
-        self._reads = reads or DirectReads(api_client)
-        self._fence = fence
 
     # -- the protocol -----------------------------------------------------------------
 
     def observe(self) -> TrafficState:
         """The canary weight the canary Ingress holds now (a problem, never an exception,
         when the Ingresses cannot be read or do not fit)."""
-        fallback = self.rollout.status.canary_weight
         try:
             world = self._world(cached=True)
         except ApiError as err:
-            state = TrafficState(
-                canary_weight=fallback, problem=f"cannot read the Ingresses: {err}"
-            )
-        else:
-            state = read_state(world, self.target, fallback_weight=fallback)
-        return state
+            return self._unreadable("the Ingresses", err)
+        return read_state(world, self.target, fallback_weight=self.rollout.status.canary_weight)
 
     def set_weight(self, weight: int) -> None:
         """Apply the canary Ingress with ``weight`` (nothing to do at 0 when there is no
@@ -340,24 +326,8 @@ class NginxRouter:
         if world.canary_ingress is None and weight == 0:
             return
         assert world.stable_ingress is not None
-        body = canary_ingress(world.stable_ingress, t, weight)
-        self._fence()
-        call_api(
-            lambda: self.custom.patch_namespaced_custom_object(
-                INGRESS_GROUP,
-                INGRESS_VERSION,
-                t.namespace,
-                INGRESSES,
-                t.canary_ingress,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
-            )
-        )
-        verified = self._ingress(t.canary_ingress)
-        if verified is not None:
-            self._reads.wrote(INGRESS_KIND, verified)
+        self._apply(INGRESS_KIND, t.canary_ingress, canary_ingress(world.stable_ingress, t, weight))
+        verified = self._verified(INGRESS_KIND, t.canary_ingress)
         try:
             written = canary_weight(verified, t)
         except ValueError as err:
@@ -367,7 +337,7 @@ class NginxRouter:
                 f"canary Ingress {t.canary_ingress}: the weight reads {written} after "
                 f"writing {weight}"
             )
-        log.info("traffic weight set", router="nginx", ingress=t.canary_ingress, weight=weight)
+        log.info("traffic weight set", router=self.name, ingress=t.canary_ingress, weight=weight)
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
         """Refuse: this router routes by weight only."""
@@ -383,33 +353,13 @@ class NginxRouter:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _ingress(self, name: str, *, cached: bool = False) -> Obj | None:
-        """The Ingress (None when absent): from the reads' cache, or a GET for a write."""
-        ns = self.target.namespace
-        try:
-            if cached:
-                return self._reads.get(INGRESS_KIND, ns, name)
-            # Through the generic client: the JSON as a dict, the form the apply body has.
-            found = call_api(
-                lambda: self.custom.get_namespaced_custom_object(
-                    INGRESS_GROUP, INGRESS_VERSION, ns, INGRESSES, name
-                )
-            )
-        except NotFoundError:
-            return None
-        assert isinstance(found, dict)
-        return found
-
     def _world(self, *, cached: bool = False) -> World:
-        """The objects as they are (a write's fresh view), or as cached (observe)."""
+        """The objects as they are (a write's fresh view), or as cached (observe). The
+        Ingresses are read through the generic client: the JSON as a dict, the form the
+        apply body has."""
         t = self.target
-        try:
-            self._reads.service(t.namespace, t.canary_service)
-            canary_service_found = True
-        except NotFoundError:
-            canary_service_found = False
         return World(
-            stable_ingress=self._ingress(t.stable_ingress, cached=cached),
-            canary_ingress=self._ingress(t.canary_ingress, cached=cached),
-            canary_service_found=canary_service_found,
+            stable_ingress=self._read(INGRESS_KIND, t.stable_ingress, cached=cached),
+            canary_ingress=self._read(INGRESS_KIND, t.canary_ingress, cached=cached),
+            canary_service_found=self._service_exists(t.canary_service),
         )

@@ -1,30 +1,36 @@
 """Which router module serves which ``trafficRouting`` kind.
 
-Each router lives in its own module with one class taking ``(api_client, rollout,
-fence)``; the registry imports it by name, so adding a router touches only its module
-and this table.
+Each router lives in its own module with one class built on
+:class:`~controller.adapters.traffic.base.RouterBase`, taking ``(api_client, rollout,
+fence, reads)``; adding a router touches only its module and this table. The runtime
+reaches routers only through :func:`factory` (an import-linter contract).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
+from typing import Final
 
 from kubernetes import client
 
 from controller.adapters.traffic import Router
+from controller.adapters.traffic.base import Fence
+from controller.adapters.traffic.gatewayapi import GatewayApiRouter
+from controller.adapters.traffic.istio import IstioRouter
+from controller.adapters.traffic.nginx import NginxRouter
 from controller.adapters.traffic.reads import Reads
+from controller.adapters.traffic.smi import SmiRouter
 from controller.api.rollout import Rollout
 from controller.core.model import TrafficState
 
-Fence = Callable[[], None]
+RouterClass = Callable[[client.ApiClient, Rollout, Fence, Reads | None], Router]
 
-#: trafficRouting kind -> (module under controller.adapters.traffic, class name)
-ROUTERS: dict[str, tuple[str, str]] = {
-    "gatewayAPI": ("gatewayapi", "GatewayApiRouter"),
-    "istio": ("istio", "IstioRouter"),
-    "nginx": ("nginx", "NginxRouter"),
-    "smi": ("smi", "SmiRouter"),
+#: trafficRouting kind -> the router class
+ROUTERS: Final[dict[str, RouterClass]] = {
+    "gatewayAPI": GatewayApiRouter,
+    "istio": IstioRouter,
+    "nginx": NginxRouter,
+    "smi": SmiRouter,
 }
 
 
@@ -62,12 +68,9 @@ def factory(
         routing = rollout.spec.strategy.canary.traffic_routing
         if routing is None:
             return None
-        module_name, class_name = ROUTERS[routing.kind]
-        try:
-            module = importlib.import_module(f"controller.adapters.traffic.{module_name}")
-        except ModuleNotFoundError:
+        router_class = ROUTERS.get(routing.kind)
+        if router_class is None:
             return UnsupportedRouter(routing.kind)
-        router: Router = getattr(module, class_name)(api_client, rollout, fence, reads)
-        return router
+        return router_class(api_client, rollout, fence, reads)
 
     return router_for

@@ -23,12 +23,10 @@ one that splits another Service is not rewritten: ``observe`` reports either as
 ``TrafficState.problem`` (as it does a missing canary or root Service, or the API not
 being served), and the plan then writes nothing.
 
-Writes are a JSON Patch after a ``test`` of ``/metadata/resourceVersion`` (the same
-guarded read-compute-write as the Gateway API router: a concurrent write makes the test
-fail and the write start again from a fresh read), or a create when the split does not
-exist; a fresh read must then show the weight written, else
-:class:`~controller.errors.ConflictError`. ``fence`` is called before every write;
-every request goes through :func:`controller.adapters.retry.call_api`.
+Writes are the guarded JSON Patch of :mod:`controller.adapters.traffic.base` (a
+concurrent write makes the write start again from a fresh read), or a create when the
+split does not exist; a fresh read must then show the weight written, else
+:class:`~controller.errors.ConflictError`.
 
 SMI TrafficSplit v1alpha2 cannot match headers, so :meth:`SmiRouter.set_header_route`
 raises :class:`~controller.errors.InvalidSpecError` (the Rollout's validation already
@@ -37,7 +35,6 @@ rejects ``setHeaderRoute`` with SMI; this is the last line).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,31 +42,21 @@ import structlog
 from kubernetes import client
 
 from controller.adapters.kube import owner_reference
-from controller.adapters.retry import call_api
-from controller.adapters.traffic.reads import DirectReads, Kind, Reads
+from controller.adapters.traffic.base import Fence, MovedError, Op, RouterBase
+from controller.adapters.traffic.reads import Kind, Reads
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
-from controller.errors import (
-    ApiError,
-    ConflictError,
-    InvalidError,
-    InvalidSpecError,
-    NotFoundError,
-)
+from controller.errors import ApiError, ConflictError, InvalidSpecError
 
 GROUP: Final = "split.smi-spec.io"
 VERSION: Final = "v1alpha2"
 PLURAL: Final = "trafficsplits"
 RESOURCE: Final = Kind(GROUP, VERSION, PLURAL)
 KIND: Final = "TrafficSplit"
-WRITE_ATTEMPTS: Final = 3
-JSON_PATCH: Final = "application/json-patch+json"
 
 log = structlog.get_logger()
 
 Split = dict[str, Any]
-Op = dict[str, Any]
-Fence = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -141,23 +128,20 @@ def build_split(target: Target, owner: dict[str, Any], weight: int) -> Split:
 
 
 def spec_ops(split: Split, target: Target, weight: int) -> list[Op]:
-    """JSON Patch operations that set the split's spec (none when it holds already),
-    preceded by a test of the resourceVersion they were computed from."""
+    """JSON Patch operations that set the split's spec (none when it holds already)."""
     spec = split.get("spec") or {}
     wanted = desired_spec(target, weight)
-    ops: list[Op] = [
+    return [
         {"op": "add", "path": f"/spec/{key}", "value": value}
         for key, value in wanted.items()
         if spec.get(key) != value
     ]
-    if not ops:
-        return []
-    version = (split.get("metadata") or {}).get("resourceVersion")
-    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
 
 
-class SmiRouter:
+class SmiRouter(RouterBase):
     """Reads and writes the TrafficSplit of one Rollout."""
+
+    name = "smi"
 
     def __init__(
         self,
@@ -166,19 +150,17 @@ class SmiRouter:
         fence: Fence,
         reads: Reads | None = None,
     ) -> None:
+        super().__init__(api_client, rollout, fence, reads)
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.smi if canary.traffic_routing else None
         meta = rollout.metadata
         if routing is None or not canary.stable_service or not canary.canary_service:
             raise ValueError("SmiRouter needs smi routing and both Services")
-        if not meta.namespace or not meta.uid:
-            raise ValueError("SmiRouter needs the Rollout's namespace and UID")
-        self._custom = client.CustomObjectsApi(api_client)
-        self._reads = reads or DirectReads(api_client)
-        self._fence = fence
+        if not meta.uid:
+            raise ValueError("SmiRouter needs the Rollout's UID")
         self._owner = owner_reference({"metadata": {"name": meta.name, "uid": meta.uid}})
         self._target = Target(
-            namespace=meta.namespace,
+            namespace=self.namespace,
             name=routing.traffic_split_name or meta.name,
             root=routing.root_service or canary.stable_service,
             stable=canary.stable_service,
@@ -188,31 +170,44 @@ class SmiRouter:
 
     def observe(self) -> TrafficState:
         """The canary weight the TrafficSplit gives (0 before it exists), or the problem."""
-        name = self._target.name
         try:
-            split = self._reads.get(RESOURCE, self._target.namespace, name)
-        except NotFoundError as err:
-            if err.reason != "NotFound":  # a 404 for the URL: the kind is not served
-                return TrafficState(
-                    canary_weight=0,
-                    problem=f"the TrafficSplit API ({GROUP}/{VERSION}) is not served; install "
-                    f"the SMI CRDs (reading TrafficSplit {name}: {err})",
-                )
-            split = None
+            split = self._read(RESOURCE, self._target.name, cached=True)
         except ApiError as err:
-            return TrafficState(canary_weight=0, problem=f"cannot read TrafficSplit {name}: {err}")
+            return self._unreadable(f"TrafficSplit {self._target.name}", err)
         weight, problem = read_weight(split, self._target) if split else (0, None)
-        return TrafficState(canary_weight=weight, problem=problem or self._services_problem())
+        wanted = {"canary": self._target.canary}
+        if self._target.root != self._target.stable:
+            wanted["root"] = self._target.root
+        return TrafficState(
+            canary_weight=weight,
+            problem=problem or self._services_problem(wanted, "the TrafficSplit cannot use it"),
+        )
 
     def set_weight(self, weight: int) -> None:
         """Create or patch the TrafficSplit for ``weight`` percent, then verify it."""
-        self._write(weight)
-        split = self._get()
-        self._reads.wrote(RESOURCE, split)
-        got, problem = read_weight(split, self._target)
+        name = self._target.name
+
+        def attempt() -> None:
+            split = self._read(RESOURCE, name)
+            if split is None:
+                try:
+                    self._create(RESOURCE, build_split(self._target, self._owner, weight))
+                except ConflictError as err:  # created meanwhile: read it and patch
+                    raise MovedError(f"TrafficSplit {name} was created meanwhile") from err
+                log.info("trafficsplit created", trafficsplit=name, weight=weight)
+                return
+            if not controlled_by(split, self._target.owner_uid):
+                _, problem = read_weight(split, self._target)
+                raise ConflictError(f"TrafficSplit {name} cannot be written: {problem}")
+            ops = spec_ops(split, self._target, weight)
+            if ops:
+                self._patch(RESOURCE, name, split, ops)
+
+        self._retrying(f"canary weight {weight}", attempt)
+        got, problem = read_weight(self._verified(RESOURCE, name) or {}, self._target)
         if problem or got != weight:
             raise ConflictError(
-                f"TrafficSplit {self._target.name} holds canary weight {got}% after {weight}% "
+                f"TrafficSplit {name} holds canary weight {got}% after {weight}% "
                 f"was written{f' ({problem})' if problem else ''}"
             )
 
@@ -228,77 +223,3 @@ class SmiRouter:
 
     def remove_header_route(self, name: str) -> None:
         """Nothing to remove: an SMI router never has header routes."""
-
-    # -- I/O ------------------------------------------------------------------------
-
-    def _get(self) -> Split:
-        ns, name = self._target.namespace, self._target.name
-        split = call_api(
-            lambda: self._custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        )
-        assert isinstance(split, dict)
-        return split
-
-    def _create(self, weight: int) -> None:
-        ns = self._target.namespace
-        body = build_split(self._target, self._owner, weight)
-        self._fence()
-        call_api(
-            lambda: self._custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-        )
-        log.info("trafficsplit created", trafficsplit=self._target.name, weight=weight)
-
-    def _patch(self, ops: list[Op]) -> None:
-        ns, name = self._target.namespace, self._target.name
-        self._fence()
-        call_api(
-            lambda: self._custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, name, ops, _content_type=JSON_PATCH
-            )
-        )
-
-    def _write(self, weight: int) -> None:
-        """Create the split, or patch it guarded by the resourceVersion read; again on a
-        concurrent write."""
-        name = self._target.name
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                split = self._get()
-            except NotFoundError:
-                try:
-                    self._create(weight)
-                    return
-                except ConflictError:  # created meanwhile: read it and patch
-                    continue
-            if not controlled_by(split, self._target.owner_uid):
-                _, problem = read_weight(split, self._target)
-                raise ConflictError(f"TrafficSplit {name} cannot be written: {problem}")
-            ops = spec_ops(split, self._target, weight)
-            if not ops:
-                return
-            version = split["metadata"]["resourceVersion"]
-            try:
-                self._patch(ops)
-                return
-            except (InvalidError, ConflictError):
-                if self._get()["metadata"]["resourceVersion"] == version:
-                    raise  # not a concurrent write: the server rejected the change
-                log.info("trafficsplit changed during our write; retrying", attempt=attempt)
-        raise ConflictError(
-            f"TrafficSplit {name} changed during each of {WRITE_ATTEMPTS} attempts to write it"
-        )
-
-    def _services_problem(self) -> str | None:
-        """The canary Service and a separate root Service must exist."""
-        ns = self._target.namespace
-        wanted = {"canary": self._target.canary}
-        if self._target.root != self._target.stable:
-            wanted["root"] = self._target.root
-        for role, service in wanted.items():
-            try:
-                self._reads.service(ns, service)
-            except NotFoundError:
-                return f"{role} Service {service} does not exist; the TrafficSplit cannot use it"
-            except ApiError as err:
-                return f"cannot read {role} Service {service}: {err}"
-        return None

@@ -1,0 +1,247 @@
+"""What every router shares: reading its objects, the guarded write, and read failures.
+
+A router module holds only what is specific to its API: the pure functions that read a
+weight (and header routes) from its objects and compute the JSON Patch operations of a
+write, and a class built on :class:`RouterBase` that says which objects to read and
+which operations to send. Everything below is the same for every router:
+
+- **Reads.** :meth:`RouterBase._read` returns an object, or None when it is absent;
+  ``cached`` reads (``observe``) go through :class:`~controller.adapters.traffic.reads.Reads`
+  (a watch cache in the controller), the others (a write's fresh view) are GETs. A 404
+  for the URL rather than for the object (the kind is not served) raises
+  :class:`NotServedError`, whose message says which CRDs to install.
+- **Read failures.** An ``observe`` that cannot read reports the weight the Rollout last
+  recorded, with the problem (:meth:`RouterBase._unreadable`): the plan then holds
+  traffic where it is and keeps the canary's pods for it, whatever router it is.
+- **Guarded writes.** :meth:`RouterBase._patch` sends a JSON Patch whose first operation
+  tests ``/metadata/resourceVersion`` against the object the operations were computed
+  from. A failed test is a 422 like a validation error; a re-read tells them apart, and
+  an object that did change raises :class:`MovedError`. :meth:`RouterBase._retrying`
+  runs a read-compute-patch round again on :class:`MovedError` (``WRITE_ATTEMPTS``
+  times, then :class:`~controller.errors.ConflictError` for the work queue), so nobody
+  else's edit is ever overwritten. ``fence()`` runs before every write (it raises once
+  leadership is lost), and every request goes through
+  :func:`~controller.adapters.retry.call_api`.
+- **Verification.** After a write, :meth:`RouterBase._verified` reads the object again
+  and hands it to :meth:`Reads.wrote`, so the next ``observe`` sees what was written even
+  before the watch delivers it; the router then checks its weight or header route.
+- **Services.** :meth:`RouterBase._services_problem` names the first Service of a role
+  that does not exist (the canary Service, a separate root Service).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import structlog
+from kubernetes import client
+
+from controller.adapters.kube import FIELD_MANAGER
+from controller.adapters.retry import call_api
+from controller.adapters.traffic.reads import DirectReads, Kind, Obj, Reads
+from controller.api.rollout import Rollout
+from controller.core.model import TrafficState
+from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
+
+log = structlog.get_logger()
+
+HEADER_ROUTE_PREFIX: Final = "stepwise-"
+"""Names of Stepwise's header routes (rules, HTTP routes) start with this."""
+WRITE_ATTEMPTS: Final = 5
+"""Read-compute-patch rounds before a write gives up on a busy object."""
+JSON_PATCH: Final = "application/json-patch+json"
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+
+Op = dict[str, Any]
+Fence = Callable[[], None]
+
+
+class MovedError(ConflictError):
+    """The object changed between our read and our write: read again and recompute."""
+
+
+class NotServedError(ApiError):
+    """The object's kind is not served by the API server (its CRDs are not installed)."""
+
+
+def header_route_name(name: str) -> str:
+    """The name of header route ``name`` in a router object."""
+    return f"{HEADER_ROUTE_PREFIX}{name}"
+
+
+def resource_version(obj: Obj) -> str:
+    """The resourceVersion an object was read at."""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def guarded(version: str, ops: list[Op]) -> list[Op]:
+    """``ops`` after a test of the resourceVersion they were computed from."""
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
+
+
+class RouterBase:
+    """The I/O every router does the same way, for one Rollout (see the module
+    docstring). Subclasses implement the
+    :class:`~controller.adapters.traffic.Router` protocol with it."""
+
+    name: str = "router"
+    """The router's name in logs (``istio``, ``gatewayAPI`` ...)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        rollout: Rollout,
+        fence: Fence,
+        reads: Reads | None = None,
+    ) -> None:
+        if not rollout.metadata.namespace:
+            raise ValueError(f"{type(self).__name__} needs the Rollout's namespace")
+        self.rollout = rollout
+        self.namespace = rollout.metadata.namespace
+        self._custom = client.CustomObjectsApi(api_client)
+        self._reads = reads or DirectReads(api_client)
+        self._fence = fence
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _read(self, kind: Kind, name: str, *, cached: bool = False) -> Obj | None:
+        """The object, or None when it is absent: from the reads (``cached``, for
+        ``observe``) or a GET (a write's fresh view). Raises :class:`NotServedError` when
+        the kind is not served, and :class:`~controller.errors.ApiError` on other failures."""
+        ns = self.namespace
+        try:
+            if cached:
+                return self._reads.get(kind, ns, name)
+            found = call_api(
+                lambda: self._custom.get_namespaced_custom_object(
+                    kind.group, kind.version, ns, kind.plural, name
+                )
+            )
+        except NotFoundError as err:
+            if err.reason != "NotFound":  # a 404 for the URL, not about the object
+                raise NotServedError(
+                    f"the {kind.plural}.{kind.group}/{kind.version} API is not served; "
+                    f"install its CRDs (reading {name}: {err})"
+                ) from err
+            return None
+        assert isinstance(found, dict)
+        return found
+
+    def _unreadable(self, what: str, err: ApiError) -> TrafficState:
+        """What ``observe`` reports when it cannot read: the weight the Rollout last
+        recorded, and the problem (the plan holds traffic where it is)."""
+        if isinstance(err, NotServedError):
+            return TrafficState(canary_weight=self.rollout.status.canary_weight, problem=str(err))
+        return TrafficState(
+            canary_weight=self.rollout.status.canary_weight,
+            problem=f"cannot read {what}: {err}",
+        )
+
+    def _service_exists(self, name: str) -> bool:
+        """Whether Service ``name`` exists (from the reads)."""
+        try:
+            self._reads.service(self.namespace, name)
+        except NotFoundError:
+            return False
+        return True
+
+    def _services_problem(self, services: Mapping[str, str], consequence: str) -> str | None:
+        """The first of ``services`` (role -> name) that does not exist or cannot be
+        read, as a problem ending in ``consequence``; None when all exist."""
+        for role, service in services.items():
+            try:
+                self._reads.service(self.namespace, service)
+            except NotFoundError:
+                return f"{role} Service {service} does not exist; {consequence}"
+            except ApiError as err:
+                return f"cannot read {role} Service {service}: {err}"
+        return None
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _patch(self, kind: Kind, name: str, current: Obj, ops: list[Op]) -> None:
+        """``ops`` as one JSON Patch guarded by ``current``'s resourceVersion. Raises
+        :class:`MovedError` when the object changed (or went) meanwhile; a rejection of
+        the change itself is raised as it came."""
+        version = resource_version(current)
+        ns = self.namespace
+        self._fence()
+        try:
+            call_api(
+                lambda: self._custom.patch_namespaced_custom_object(
+                    kind.group,
+                    kind.version,
+                    ns,
+                    kind.plural,
+                    name,
+                    guarded(version, ops),
+                    field_manager=FIELD_MANAGER,
+                    _content_type=JSON_PATCH,
+                )
+            )
+        except NotFoundError as err:
+            raise MovedError(f"{kind.plural} {name} was deleted meanwhile") from err
+        except (InvalidError, ConflictError) as err:
+            # A failed test operation is a 422 too: tell it from a real rejection.
+            now = self._read(kind, name)
+            if now is None or resource_version(now) != version:
+                raise MovedError(f"{kind.plural} {name} changed meanwhile") from err
+            raise
+        log.debug("router object patched", router=self.name, kind=kind.plural, name=name, ops=ops)
+
+    def _create(self, kind: Kind, body: Obj) -> None:
+        """Create an object (raises :class:`~controller.errors.ConflictError` if it
+        exists already)."""
+        ns = self.namespace
+        self._fence()
+        call_api(
+            lambda: self._custom.create_namespaced_custom_object(
+                kind.group, kind.version, ns, kind.plural, body
+            )
+        )
+
+    def _apply(self, kind: Kind, name: str, body: Obj) -> None:
+        """Server-side apply of a whole object Stepwise owns (``force``)."""
+        ns = self.namespace
+        self._fence()
+        call_api(
+            lambda: self._custom.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                ns,
+                kind.plural,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY_PATCH,
+            )
+        )
+
+    def _retrying(self, what: str, attempt: Callable[[], None]) -> None:
+        """Run one read-compute-write round, again while another actor's write moved the
+        object under it; :class:`~controller.errors.ConflictError` after
+        ``WRITE_ATTEMPTS`` rounds."""
+        last: MovedError | None = None
+        for number in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                attempt()
+                return
+            except MovedError as err:
+                last = err
+                log.info(
+                    "router object changed during our write; reading it again",
+                    router=self.name,
+                    write=what,
+                    attempt=number,
+                    error=str(err),
+                )
+        raise ConflictError(f"{what} not written after {WRITE_ATTEMPTS} attempts: {last}")
+
+    def _verified(self, kind: Kind, name: str) -> Obj | None:
+        """A fresh read after a write, remembered for the next ``observe``."""
+        found = self._read(kind, name)
+        if found is not None:
+            self._reads.wrote(kind, found)
+        return found
