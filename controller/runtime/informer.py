@@ -84,7 +84,7 @@ from kubernetes.informer import (
 from controller.adapters.kube import dedicated
 from controller.adapters.retry import RetryPolicy
 from controller.errors import ApiError
-from controller.runtime.queue import SYSTEM_CLOCK, Clock
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 T = TypeVar("T")
 

@@ -61,8 +61,8 @@ from kubernetes.client.exceptions import ApiException
 from controller.adapters.kube import dedicated
 from controller.adapters.retry import is_translatable, translate
 from controller.errors import ApiError, ConfigError, ConflictError, LeadershipLostError
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
-from controller.runtime.queue import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 
@@ -251,7 +251,7 @@ class LeaderElector:
     # -- one attempt ----------------------------------------------------------------
 
     def _try_acquire_or_renew(self) -> bool:
-        now = _micro_time(datetime.now(UTC))
+        now = _micro_time(self._clock.now())
         lease = self._read()
         if lease is None:
             body = client.V1Lease(
@@ -391,7 +391,7 @@ class LeaderElector:
             lease = self._read()
             if lease is None or lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
-            now = _micro_time(datetime.now(UTC))
+            now = _micro_time(self._clock.now())
             lease.spec.holder_identity = ""
             lease.spec.lease_duration_seconds = 1
             lease.spec.acquire_time = now

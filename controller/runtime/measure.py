@@ -35,6 +35,7 @@ from controller.api.rollout import AnalysisArg, Measurement, Rollout, SecretKeyR
 from controller.core import analysis as an
 from controller.core import judge, measurement, promql
 from controller.errors import ApiError, NotFoundError, StepwiseError
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 
@@ -91,7 +92,7 @@ class PrometheusMeasurer:
         secrets: SecretReader,
         *,
         default_address: str | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock = SYSTEM_CLOCK,
         client_factory: ClientFactory = PrometheusClient,
     ) -> None:
         self.secrets = secrets
@@ -105,7 +106,7 @@ class PrometheusMeasurer:
         """One judged measurement per due metric, keyed by (run, metric)."""
         out: dict[tuple[str, str], Measurement] = {}
         for item in due:
-            started = self.clock()
+            started = self.clock.now()
             try:
                 outcome = self._one(rollout, item)
             except Exception as exc:  # never into the decision logic; the text may hold a value
@@ -113,7 +114,7 @@ class PrometheusMeasurer:
                 outcome = measurement.Outcome(
                     "Error", None, f"{item.metric.name}: unexpected {type(exc).__name__}"
                 )
-            out[(item.run, item.metric.name)] = outcome.measurement(started, self.clock())
+            out[(item.run, item.metric.name)] = outcome.measurement(started, self.clock.now())
             log.info(
                 "measured",
                 run=item.run,
@@ -192,7 +193,7 @@ class PrometheusMeasurer:
         assert spec is not None
         # Every counter of one judge measurement is read at the same instant, so that
         # the readings belong together (core.judge differences them).
-        at = self.clock()
+        at = self.clock.now()
 
         def read(query: str) -> measurement.QueryResponse:
             return ask(query, at)

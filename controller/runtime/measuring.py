@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import structlog
 from controller.api.analysis import Metric
 from controller.api.rollout import Measurement, Rollout
 from controller.core import analysis as an
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.reconciler import Measurer
 
 log = structlog.get_logger()
@@ -101,8 +101,7 @@ class MeasuringPool:
         deadline: float = 30.0,
         breaker_after: int = 3,
         cooldown: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.measurer = measurer
         self.wake = wake
@@ -111,7 +110,6 @@ class MeasuringPool:
         self.breaker_after = breaker_after
         self.cooldown = cooldown
         self.clock = clock
-        self.wall_clock = wall_clock
         self._lock = threading.Lock()
         self._providers: dict[str, _Provider] = {}
         self._jobs: dict[JobKey, _Job] = {}
@@ -192,8 +190,8 @@ class MeasuringPool:
             return self._error(metric, "the controller is stopping")
         if provider.open_until is None:
             return None
-        if self.clock() < provider.open_until or provider.probing:
-            wait = max(0.0, provider.open_until - self.clock())
+        if self.clock.monotonic() < provider.open_until or provider.probing:
+            wait = max(0.0, provider.open_until - self.clock.monotonic())
             return self._error(
                 metric,
                 f"provider {name} timed out {provider.timeouts} time(s) in a row; not asked "
@@ -203,7 +201,7 @@ class MeasuringPool:
         return None
 
     def _error(self, metric: Metric, message: str) -> Measurement:
-        now = self.wall_clock()
+        now = self.clock.now()
         return Measurement(
             phase="Error", message=f"{metric.name}: {message}", started_at=now, finished_at=now
         )
@@ -211,15 +209,15 @@ class MeasuringPool:
     def _start(self, key: JobKey, rollout: Rollout, item: an.Due) -> None:
         name = provider_of(item.metric)
         provider = self._provider(name)
-        job = _Job(key, name, self.clock())
+        job = _Job(key, name, self.clock.monotonic())
         self._jobs[key] = job
-        started_at = self.wall_clock()
+        started_at = self.clock.now()
 
         def run() -> Measurement:
             with self._lock:
                 if self._jobs.get(key) is not job:
                     raise _GivenUpError  # the deadline passed while it waited for a worker
-                if provider.open_until is not None and self.clock() < provider.open_until:
+                if provider.open_until is not None and self.clock.monotonic() < provider.open_until:
                     return self._error(item.metric, f"provider {name} is not answering")
             result = self.measurer.measure(rollout, [item], started_at)
             return result[(item.run, item.metric.name)]
@@ -240,7 +238,7 @@ class MeasuringPool:
             measurement = Measurement(
                 phase="Error",
                 message=f"{job.key.metric}: unexpected {type(exc).__name__}",
-                started_at=self.wall_clock(),
+                started_at=self.clock.now(),
             )
         timed_out = "(timeout)" in measurement.message
         self._settle(job, measurement, timed_out=timed_out)
@@ -254,7 +252,7 @@ class MeasuringPool:
             if timed_out:
                 provider.timeouts += 1
                 if provider.timeouts >= self.breaker_after:
-                    provider.open_until = self.clock() + self.cooldown
+                    provider.open_until = self.clock.monotonic() + self.cooldown
                     log.warning(
                         "measurement provider breaker open",
                         provider=job.provider,
@@ -272,11 +270,11 @@ class MeasuringPool:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            now = self.clock()
+            now = self.clock.monotonic()
             with self._lock:
                 late = [j for j in self._jobs.values() if now - j.started > self.deadline]
             for job in late:
-                started = self.wall_clock() - dt.timedelta(seconds=now - job.started)
+                started = self.clock.now() - dt.timedelta(seconds=now - job.started)
                 self._settle(
                     job,
                     Measurement(
@@ -286,7 +284,7 @@ class MeasuringPool:
                             f"gave no answer within {self.deadline:g}s"
                         ),
                         started_at=started,
-                        finished_at=self.wall_clock(),
+                        finished_at=self.clock.now(),
                     ),
                     timed_out=True,
                 )

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +36,7 @@ from kubernetes import client
 from controller.adapters.retry import call_api
 from controller.adapters.traffic.reads import DirectReads, Kind, Obj, absent
 from controller.errors import ApiError, NotFoundError
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
 
 log = structlog.get_logger()
@@ -81,17 +80,18 @@ class CachedReads:
         *,
         informer_options: dict[str, Any] | None = None,
         stale_after: float = 120.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``namespaces`` are the ones the controller watches (empty: all);
-        ``stale_after`` is the liveness probe's heartbeat timeout."""
+        ``stale_after`` is the liveness probe's heartbeat timeout; ``clock`` times the notes
+        and stamps the heartbeats of the informers started here."""
         self._api_client = api_client
         self._direct = DirectReads(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._services = services
         self._namespaces = namespaces
-        self._options = informer_options or {}
-        self._monotonic = monotonic
+        self._options: dict[str, Any] = {"clock": clock, **(informer_options or {})}
+        self._clock = clock
         self._stale_after = stale_after
         self._lock = threading.Lock()
         self._informers: dict[tuple[Kind, str | None], Informer[Obj]] = {}
@@ -111,7 +111,7 @@ class CachedReads:
         with self._lock:
             note = self._notes.get((kind, key))
             if note is not None:
-                fresh = self._monotonic() - note.at < NOTE_SECONDS
+                fresh = self._clock.monotonic() - note.at < NOTE_SECONDS
                 if fresh and _version(cached) == note.cached_version:
                     return copy.deepcopy(note.obj)
                 del self._notes[(kind, key)]
@@ -137,7 +137,7 @@ class CachedReads:
             return
         cached = _version(informer.get(key))
         with self._lock:
-            self._notes[(kind, key)] = _Note(copy.deepcopy(obj), cached, self._monotonic())
+            self._notes[(kind, key)] = _Note(copy.deepcopy(obj), cached, self._clock.monotonic())
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -170,11 +170,11 @@ class CachedReads:
             informer = self._informers.get(slot)
             if informer is not None:
                 return informer if self._live(informer) else None
-            if self._stopped or self._refused_until.get(slot, 0.0) > self._monotonic():
+            if self._stopped or self._refused_until.get(slot, 0.0) > self._clock.monotonic():
                 return None
         if not self._may_list(kind, slot[1]):
             with self._lock:
-                self._refused_until[slot] = self._monotonic() + RETRY_SECONDS
+                self._refused_until[slot] = self._clock.monotonic() + RETRY_SECONDS
             return None
         started = Informer.custom_resources(
             self._api_client,
@@ -197,7 +197,7 @@ class CachedReads:
         return (
             informer.has_synced()
             and beat is not None
-            and time.monotonic() - beat <= self._stale_after
+            and self._clock.monotonic() - beat <= self._stale_after
         )
 
     def _may_list(self, kind: Kind, namespace: str | None) -> bool:

@@ -14,10 +14,11 @@ rate-limited workqueue (``k8s.io/client-go/util/workqueue``):
 * ``add_rate_limited`` delays a key by ``base * factor ** failures`` (5 ms, 10 ms, 20 ms,
   ... capped at 10 s); ``forget`` resets the count once a reconcile succeeds.
 
-The clock that decides when delayed keys are due is injected (:class:`Clock`), so unit
-tests drive it with a fake. ``get(timeout)`` blocks the calling thread on a condition
-variable; its timeout is real time, because that is what a blocked thread experiences.
-With a fake clock, advance the clock and call ``get(timeout=0)``.
+The clock that decides when delayed keys are due is injected
+(:class:`~controller.runtime.clock.Clock`), so unit tests drive it with a fake.
+``get(timeout)`` blocks the calling thread on a condition variable; its timeout is real
+time, because that is what a blocked thread experiences. With a fake clock, advance the
+clock and call ``get(timeout=0)``.
 """
 
 from __future__ import annotations
@@ -27,29 +28,11 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Protocol
+
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 #: Exponent beyond which every backoff equals the cap (avoids float overflow).
 _MAX_EXPONENT = 64
-
-
-class Clock(Protocol):
-    """A monotonic time source in seconds; :class:`SystemClock` in production."""
-
-    def monotonic(self) -> float:
-        """Seconds since an arbitrary fixed point; never goes backwards."""
-        ...
-
-
-class SystemClock:
-    """The real monotonic clock."""
-
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
-
-
-SYSTEM_CLOCK: Clock = SystemClock()
 
 
 class WorkQueue:

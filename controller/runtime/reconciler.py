@@ -64,25 +64,10 @@ from controller.core.model import (
 from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
 from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
+from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
 
 log = structlog.get_logger()
-
-
-class Clock(Protocol):
-    """Wall-clock time (a FakeClock in tests)."""
-
-    def now(self) -> dt.datetime:
-        """The current UTC time."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> dt.datetime:
-        """The current UTC time."""
-        return dt.datetime.now(dt.UTC)
 
 
 class Measurer(Protocol):
@@ -155,14 +140,14 @@ class Reconciler:
         informers: Informers,
         kube: KubeAdapter,
         *,
-        clock: Clock | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         measurer: Measurer | None = None,
         routers: RouterFactory = no_router,
         observer: Observer | None = None,
     ) -> None:
         self.informers = informers
         self.kube = kube
-        self.clock = clock or SystemClock()
+        self.clock = clock
         self.measurer = measurer
         self.routers = routers
         self.observer = observer

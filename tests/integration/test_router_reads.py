@@ -17,6 +17,7 @@ from controller.adapters.traffic.gatewayapi import KIND
 from controller.adapters.traffic.reads import Kind
 from controller.errors import NotFoundError
 from controller.runtime.objects import NOTE_SECONDS, CachedReads
+from tests.support.clock import FakeClock
 from tests.support.kube import install_crds, wait_for
 
 pytestmark = pytest.mark.integration
@@ -117,11 +118,9 @@ def test_a_written_object_is_answered_until_the_watch_catches_up(
     """With the informer's watch stopped (it cannot catch up), the object handed to
     ``wrote`` is what reads answer, for NOTE_SECONDS; after that the cache's own
     version is answered again (a lagging cache costs an idle write, never a lost one)."""
-    now = [1000.0]  # the notes' clock, moved by hand
+    clock = FakeClock()  # the notes' clock, moved by hand
     _, _, own = reads
-    cached = CachedReads(
-        own, NoServices(), informer_options={"watch_timeout": 30}, monotonic=lambda: now[0]
-    )
+    cached = CachedReads(own, NoServices(), informer_options={"watch_timeout": 30}, clock=clock)
     custom = client.CustomObjectsApi(api_client)
     custom.create_namespaced_custom_object(*KIND[:2], namespace, KIND.plural, route("lagging"))
     try:
@@ -138,7 +137,7 @@ def test_a_written_object_is_answered_until_the_watch_catches_up(
         assert informer.get(f"{namespace}/lagging")["metadata"]["resourceVersion"] == old
         got = cached.get(KIND, namespace, "lagging")
         assert got["metadata"]["resourceVersion"] == fresh["metadata"]["resourceVersion"]
-        now[0] += NOTE_SECONDS + 0.1
+        clock.advance(NOTE_SECONDS + 0.1)
         assert cached.get(KIND, namespace, "lagging")["metadata"]["resourceVersion"] == old
     finally:
         cached.stop()

@@ -12,19 +12,7 @@ import pytest
 
 from controller.runtime.health import HealthServer
 from controller.runtime.metrics import Metrics
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @dataclass
@@ -86,8 +74,10 @@ def test_healthz_is_200_while_heartbeats_are_fresh_and_workers_alive(
     server: HealthServer, clock: FakeClock
 ) -> None:
     """Fresh heartbeats and live workers give 200 ok."""
-    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.now - 59, synced=True))
-    server.add_informer(FakeInformer("replicasets", last_heartbeat=clock.now, synced=True))
+    server.add_informer(
+        FakeInformer("rollouts", last_heartbeat=clock.monotonic() - 59, synced=True)
+    )
+    server.add_informer(FakeInformer("replicasets", last_heartbeat=clock.monotonic(), synced=True))
     server.add_worker("worker-0", FakeWorker())
     assert get(server, "/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
 
@@ -96,8 +86,8 @@ def test_healthz_is_500_naming_the_informer_whose_heartbeat_is_stale(
     server: HealthServer, clock: FakeClock
 ) -> None:
     """A heartbeat older than the limit fails liveness with a one-line reason."""
-    server.add_informer(FakeInformer("replicasets", last_heartbeat=clock.now))
-    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.now - 30))
+    server.add_informer(FakeInformer("replicasets", last_heartbeat=clock.monotonic()))
+    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.monotonic() - 30))
     assert get(server, "/healthz")[0] == 200
     clock.advance(31)
     status, _, body = get(server, "/healthz")
@@ -109,11 +99,11 @@ def test_healthz_recovers_when_the_heartbeat_moves_again(
     server: HealthServer, clock: FakeClock
 ) -> None:
     """Liveness follows the heartbeat: stale then fresh again gives 500 then 200."""
-    informer = FakeInformer("rollouts", last_heartbeat=clock.now)
+    informer = FakeInformer("rollouts", last_heartbeat=clock.monotonic())
     server.add_informer(informer)
     clock.advance(120)
     assert get(server, "/healthz")[0] == 500
-    informer.last_heartbeat = clock.now
+    informer.last_heartbeat = clock.monotonic()
     assert get(server, "/healthz")[0] == 200
 
 
@@ -125,7 +115,7 @@ def test_healthz_is_500_for_an_informer_that_never_started(server: HealthServer)
 
 def test_healthz_is_500_when_a_worker_thread_died(server: HealthServer, clock: FakeClock) -> None:
     """A worker thread that has exited fails liveness, naming it."""
-    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.now))
+    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.monotonic()))
     finished = threading.Thread(target=lambda: None)
     finished.start()
     finished.join()
@@ -136,8 +126,8 @@ def test_healthz_is_500_when_a_worker_thread_died(server: HealthServer, clock: F
 
 def test_readyz_waits_for_every_informer_to_sync(server: HealthServer, clock: FakeClock) -> None:
     """Readiness is 500 listing unsynced informers, then 200 once all have synced."""
-    rollouts = FakeInformer("rollouts", last_heartbeat=clock.now)
-    services = FakeInformer("services", last_heartbeat=clock.now)
+    rollouts = FakeInformer("rollouts", last_heartbeat=clock.monotonic())
+    services = FakeInformer("services", last_heartbeat=clock.monotonic())
     server.add_informer(rollouts)
     server.add_informer(services)
     assert get(server, "/readyz")[0::2] == (500, "informers not synced: rollouts, services\n")
@@ -149,7 +139,7 @@ def test_readyz_waits_for_every_informer_to_sync(server: HealthServer, clock: Fa
 
 def test_readyz_ignores_heartbeat_age(server: HealthServer, clock: FakeClock) -> None:
     """Readiness is about sync only; a stale heartbeat is liveness's business."""
-    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.now, synced=True))
+    server.add_informer(FakeInformer("rollouts", last_heartbeat=clock.monotonic(), synced=True))
     clock.advance(1000)
     assert get(server, "/readyz")[0] == 200
     assert get(server, "/healthz")[0] == 500

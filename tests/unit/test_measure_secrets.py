@@ -27,6 +27,7 @@ from controller.api.analysis import Metric, TemplateArg
 from controller.api.rollout import AnalysisArg, Measurement, Rollout
 from controller.core import analysis as an
 from controller.runtime.measure import PrometheusMeasurer, secret_reader
+from tests.support.clock import FakeClock
 from tests.support.manifests import rollout as rollout_doc
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -177,7 +178,7 @@ class Harness:
         self.settings: list[PrometheusSettings] = []
         self.measurer = PrometheusMeasurer(
             secret_reader(self.api.read),
-            clock=lambda: T0,
+            clock=FakeClock(wall=T0),
             client_factory=self._client,
         )
 
@@ -326,7 +327,7 @@ def test_a_reader_that_raises_anything_gives_an_error_not_an_exception() -> None
     def broken(namespace: str, ref: Any) -> str:
         raise RuntimeError(f"boom {TOKEN}")
 
-    measurer = PrometheusMeasurer(broken, clock=lambda: T0)
+    measurer = PrometheusMeasurer(broken, clock=FakeClock(wall=T0))
     due = [an.Due("step-1", metric(auth={"bearerToken": ref("t", "k")}), (), ())]
     with capture_logs() as logs:
         result = measurer.measure(rollout(), due, T0)[("step-1", "errors")]

@@ -15,20 +15,11 @@ from controller.api.analysis import Metric
 from controller.api.rollout import AnalysisRunStatus, Measurement, Rollout
 from controller.core import analysis as an
 from controller.runtime.measuring import MeasuringPool
+from tests.support.clock import FakeClock
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-class FakeClock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Provider:
@@ -137,7 +128,7 @@ def test_the_deadline_turns_a_hung_measurement_into_an_error(world: Any) -> None
     pool, provider, clock, woken = world
     pool.measure(rollout(), due(metric("m")), T0)
     wait_for("the provider called", lambda: provider.calls == ["m"], 5)
-    clock.now += 31
+    clock.advance(31)
     wait_for("the wake", lambda: woken == ["default/app"], 5)
     got = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
     assert got.phase == "Error"
@@ -162,7 +153,7 @@ def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> N
     refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
     assert "breaker open" in refused.message
     assert len(provider.calls) == calls
-    clock.now += 61
+    clock.advance(61)
     provider.messages.pop("m")
     assert pool.measure(rollout(), due(metric("m")), T0) == {}  # the trial
     wait_for("trial answered", lambda: pool.in_flight("default/app") == 0, 5)

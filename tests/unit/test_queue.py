@@ -13,19 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from controller.runtime.queue import WorkQueue
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def drain(q: WorkQueue) -> list[str]:
@@ -285,7 +273,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _promote(self) -> None:
         for key, ready in list(self.delayed.items()):
-            if ready <= self.clock.now:
+            if ready <= self.clock.monotonic():
                 del self.delayed[key]
                 self.pending.add(key)
 
@@ -297,7 +285,7 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(key=KEYS, delay=st.sampled_from([0.5, 1.0, 2.0]))
     def add_after(self, key: str, delay: float) -> None:
         self.q.add_after(key, delay)
-        ready = self.clock.now + delay
+        ready = self.clock.monotonic() + delay
         self.delayed[key] = min(ready, self.delayed.get(key, ready))
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0]))
