@@ -1,5 +1,4 @@
-"""Kubernetes writes for a Rollout: ReplicaSets, Service selectors, status, events; and
-the one hook through which every API request of the controller is counted.
+"""Kubernetes writes for a Rollout: ReplicaSets, Service selectors, status, events.
 
 Thin on purpose: every method does one API call (under the shared retry policy) and
 raises only :mod:`controller.errors`. What to write was decided by ``core.plan``; the
@@ -8,30 +7,19 @@ one decision made here is the ReplicaSet's shape, which follows from the Rollout
 Labels: every ReplicaSet and pod of a Rollout carries ``stepwise.dev/rollout`` (the
 Rollout's name) and ``stepwise.dev/revision`` (the pod-template hash). A Service is
 pinned to a revision by adding ``stepwise.dev/revision`` to its selector.
-
-Request accounting: :func:`count_requests` wraps an ``ApiClient``'s ``call_api``, the
-single method every generated API call goes through (lists, watches, gets, writes,
-Lease calls), and reports each request's verb (``get``, ``list``, ``watch``, ``create``,
-``update``, ``patch``, ``delete``, ``deletecollection``: from the method and the URL, as
-the API server names them) and the HTTP status it was answered with (0: no answer).
-Clients derived with :func:`dedicated` keep the hook. A watch counts once, with the
-status of its HTTP response (200), when it is opened; an ERROR event inside the stream
-(such as 410 Gone) is not an HTTP answer and is not counted again.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.retry import call_api, dedicated_client
+from controller.adapters.retry import call_api
 from controller.api.rollout import GROUP, VERSION, RolloutStatus
 from controller.core.model import Event, ReplicaSetState
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
@@ -45,96 +33,6 @@ PLURAL = "rollouts"
 log = structlog.get_logger()
 T = TypeVar("T")
 Fence = Callable[[], None]
-
-#: ``hook(verb, code)``: one API request, answered with HTTP status ``code`` (0: none).
-RequestHook = Callable[[str, int], None]
-
-_WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
-
-
-# -- request accounting -------------------------------------------------------------
-
-
-def request_verb(method: str, url: str) -> str:
-    """The Kubernetes verb of a request: ``GET .../pods`` is ``list`` (``watch`` with
-    ``watch=true``), ``GET .../pods/web`` and its subresources ``get``, ``POST`` is
-    ``create``, ``PUT`` ``update``, ``PATCH`` ``patch``, ``DELETE`` of a named object
-    ``delete`` and of a collection ``deletecollection``."""
-    parts = urllib.parse.urlsplit(url)
-    segments = [s for s in parts.path.split("/") if s]
-    if segments[:1] == ["api"]:
-        rest = segments[2:]  # /api/v1/...
-    elif segments[:1] == ["apis"]:
-        rest = segments[3:]  # /apis/group/version/...
-    else:
-        rest = segments
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        rest = rest[2:]  # namespaces/{ns}/{resource}/...; "namespaces/{ns}" is a namespace
-    named = len(rest) >= 2
-    method = method.upper()
-    if method == "GET":
-        if named:
-            return "get"
-        watch = urllib.parse.parse_qs(parts.query).get("watch", [""])[-1].lower()
-        return "watch" if watch in ("true", "1") else "list"
-    if method == "DELETE":
-        return "delete" if named else "deletecollection"
-    return _WRITE_VERBS.get(method, method.lower())
-
-
-class _CountedCall:
-    """Stands in for ``ApiClient.call_api``: the request, then ``hook(verb, status)``."""
-
-    def __init__(self, call: Callable[..., Any], hook: RequestHook) -> None:
-        self.call = call
-        self.hook = hook
-
-    def __call__(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        verb = request_verb(method, url)
-        try:
-            response = self.call(method, url, *args, **kwargs)
-        except ApiException as exc:
-            self._report(verb, int(exc.status or 0))
-            raise
-        except Exception:
-            self._report(verb, 0)
-            raise
-        self._report(verb, int(getattr(response, "status", 0) or 0))
-        return response
-
-    def _report(self, verb: str, code: int) -> None:
-        try:
-            self.hook(verb, code)
-        except Exception:  # accounting must never fail a request
-            log.exception("api request hook failed", verb=verb, code=code)
-
-
-def count_requests(api_client: client.ApiClient, hook: RequestHook) -> None:
-    """Report every request made through ``api_client`` (and clients derived from it
-    with :func:`dedicated` from now on) to ``hook(verb, code)``. Calling it again
-    replaces the hook; a request is never counted twice."""
-    current = api_client.__dict__.get("call_api")
-    if isinstance(current, _CountedCall):
-        current.hook = hook
-        return
-    setattr(api_client, "call_api", _CountedCall(api_client.call_api, hook))  # noqa: B010
-
-
-def request_hook(api_client: client.ApiClient) -> RequestHook | None:
-    """The hook :func:`count_requests` installed on ``api_client``, if any."""
-    current = api_client.__dict__.get("call_api")
-    return current.hook if isinstance(current, _CountedCall) else None
-
-
-def dedicated(api_client: client.ApiClient) -> client.ApiClient:
-    """:func:`controller.adapters.retry.dedicated_client` (own pool, no urllib3 retries)
-    that keeps ``api_client``'s request hook. Watches and leader election use it."""
-    own = dedicated_client(api_client)
-    hook = request_hook(api_client)
-    if hook is not None:
-        count_requests(own, hook)
-    return own
-
 
 # -- ReplicaSets ----------------------------------------------------------------------
 
@@ -242,7 +140,6 @@ class KubeAdapter:
     write and raises :class:`controller.errors.LeadershipLostError` on a lost lease."""
 
     def __init__(self, api_client: client.ApiClient, *, fence: Fence = _no_fence) -> None:
-        """Requests are counted by the hook on ``api_client`` (:func:`count_requests`)."""
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)

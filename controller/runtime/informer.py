@@ -81,10 +81,10 @@ from kubernetes.informer import (
     _meta_namespace_key,
 )
 
-from controller.adapters.kube import dedicated
 from controller.adapters.retry import RetryPolicy
 from controller.errors import ApiError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
+from controller.runtime.metrics import dedicated
 
 T = TypeVar("T")
 
@@ -218,7 +218,7 @@ class Informer(Generic[T]):
     ) -> None:
         """``owned_client``, if given, is the API client behind ``list_func``; it is
         closed by :meth:`stop`. The constructors pass a dedicated one (see
-        :func:`controller.adapters.kube.dedicated`, which keeps the request hook)."""
+        :func:`controller.runtime.metrics.dedicated`, which keeps the request hook)."""
         if watch_timeout < 1:
             raise ValueError("watch_timeout must be at least 1 second")
         self.name = name

@@ -58,11 +58,11 @@ import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.kube import dedicated
 from controller.adapters.retry import is_translatable, translate
 from controller.errors import ApiError, ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
+from controller.runtime.metrics import dedicated
 
 log = structlog.get_logger()
 

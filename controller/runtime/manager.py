@@ -17,7 +17,7 @@ at the fence and the workers drop what they hold.
 Every request made through the API client the manager is given (informers' lists and
 watches, the adapters' reads and writes, routers, Lease calls, and the caller's own,
 such as the measurer's Secret reads) is counted in ``stepwise_api_requests_total``
-by the one hook :func:`controller.adapters.kube.count_requests` installs on it.
+by the one hook :func:`controller.runtime.metrics.count_requests` installs on it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from kubernetes import client
 
-from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter, count_requests
+from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter
 from controller.adapters.traffic import registry as traffic_registry
 from controller.api.rollout import GROUP, VERSION, Rollout, RolloutStatus
 from controller.errors import ConfigError, ConflictError, LeadershipLostError
@@ -41,7 +41,7 @@ from controller.runtime.health import HealthServer
 from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
 from controller.runtime.measuring import MeasuringPool
-from controller.runtime.metrics import Metrics
+from controller.runtime.metrics import Metrics, count_requests
 from controller.runtime.objects import CachedReads
 from controller.runtime.queue import WorkQueue
 from controller.runtime.reconciler import (

@@ -2,31 +2,48 @@
 
 Everything lives in one :class:`prometheus_client.CollectorRegistry` per
 :class:`Metrics` (never the global registry), so tests and several controllers in one
-process do not share series. The reconciler, the work queue, the Kubernetes adapter and
-the leader elector report through the small methods here; nothing reads these back to
-make a decision.
+process do not share series. The reconciler, the work queue and the leader elector
+report through the small methods here, and every Kubernetes API request through the hook
+:func:`count_requests` installs on the API client; nothing reads these back to make a
+decision.
 
 Series, by where in the flow they are updated:
 
 * work queue: ``stepwise_workqueue_depth`` (read from the queue at scrape time);
 * reconcile: ``stepwise_reconcile_total{result}``,
   ``stepwise_reconcile_duration_seconds``;
-* Kubernetes adapter: ``stepwise_api_requests_total{verb,code}``;
+* every Kubernetes API request: ``stepwise_api_requests_total{verb,code}``;
 * after a Rollout's status is written: ``stepwise_rollout_phase{namespace,rollout,phase}``
   (1 for the current phase, 0 for the others), ``stepwise_rollout_canary_weight``,
   ``stepwise_analysis_measurements_total{namespace,rollout,metric,phase}``,
   ``stepwise_rollback_seconds`` (first failed measurement to traffic restored);
 * leader election: ``stepwise_leader`` (1 while this replica leads).
+
+Request accounting: :func:`count_requests` wraps an ``ApiClient``'s ``call_api``, the
+single method every generated API call goes through (lists, watches, gets, writes,
+Lease calls), and reports each request's verb (``get``, ``list``, ``watch``, ``create``,
+``update``, ``patch``, ``delete``, ``deletecollection``: from the method and the URL, as
+the API server names them) and the HTTP status it was answered with (0: no answer).
+Clients derived with :func:`dedicated` keep the hook. A watch counts once, with the
+status of its HTTP response (200), when it is opened; an ERROR event inside the stream
+(such as 410 Gone) is not an HTTP answer and is not counted again.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
-from typing import get_args
+from typing import Any, get_args
 
+import structlog
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.adapters.retry import dedicated_client
 from controller.api.rollout import Phase
+
+log = structlog.get_logger()
 
 #: Every phase a Rollout can report; each gets a series so alerts can match on 0 or 1.
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -102,7 +119,7 @@ class Metrics:
         self.reconcile_duration_seconds.observe(seconds)
 
     def count_api_request(self, verb: str, code: int) -> None:
-        """One Kubernetes API request answered with ``code``; fits ``on_request`` hooks."""
+        """One Kubernetes API request answered with ``code``; a :data:`RequestHook`."""
         self.api_requests_total.labels(verb=verb, code=str(code)).inc()
 
     def set_rollout_phase(self, namespace: str, rollout: str, phase: str) -> None:
@@ -139,3 +156,92 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+# -- request accounting -------------------------------------------------------------
+
+#: ``hook(verb, code)``: one API request, answered with HTTP status ``code`` (0: none).
+RequestHook = Callable[[str, int], None]
+
+_WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def request_verb(method: str, url: str) -> str:
+    """The Kubernetes verb of a request: ``GET .../pods`` is ``list`` (``watch`` with
+    ``watch=true``), ``GET .../pods/web`` and its subresources ``get``, ``POST`` is
+    ``create``, ``PUT`` ``update``, ``PATCH`` ``patch``, ``DELETE`` of a named object
+    ``delete`` and of a collection ``deletecollection``."""
+    parts = urllib.parse.urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:1] == ["api"]:
+        rest = segments[2:]  # /api/v1/...
+    elif segments[:1] == ["apis"]:
+        rest = segments[3:]  # /apis/group/version/...
+    else:
+        rest = segments
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # namespaces/{ns}/{resource}/...; "namespaces/{ns}" is a namespace
+    named = len(rest) >= 2
+    method = method.upper()
+    if method == "GET":
+        if named:
+            return "get"
+        watch = urllib.parse.parse_qs(parts.query).get("watch", [""])[-1].lower()
+        return "watch" if watch in ("true", "1") else "list"
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return _WRITE_VERBS.get(method, method.lower())
+
+
+class _CountedCall:
+    """Stands in for ``ApiClient.call_api``: the request, then ``hook(verb, status)``."""
+
+    def __init__(self, call: Callable[..., Any], hook: RequestHook) -> None:
+        self.call = call
+        self.hook = hook
+
+    def __call__(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        verb = request_verb(method, url)
+        try:
+            response = self.call(method, url, *args, **kwargs)
+        except ApiException as exc:
+            self._report(verb, int(exc.status or 0))
+            raise
+        except Exception:
+            self._report(verb, 0)
+            raise
+        self._report(verb, int(getattr(response, "status", 0) or 0))
+        return response
+
+    def _report(self, verb: str, code: int) -> None:
+        try:
+            self.hook(verb, code)
+        except Exception:  # accounting must never fail a request
+            log.exception("api request hook failed", verb=verb, code=code)
+
+
+def count_requests(api_client: client.ApiClient, hook: RequestHook) -> None:
+    """Report every request made through ``api_client`` (and clients derived from it
+    with :func:`dedicated` from now on) to ``hook(verb, code)``. Calling it again
+    replaces the hook; a request is never counted twice."""
+    current = api_client.__dict__.get("call_api")
+    if isinstance(current, _CountedCall):
+        current.hook = hook
+        return
+    setattr(api_client, "call_api", _CountedCall(api_client.call_api, hook))  # noqa: B010
+
+
+def request_hook(api_client: client.ApiClient) -> RequestHook | None:
+    """The hook :func:`count_requests` installed on ``api_client``, if any."""
+    current = api_client.__dict__.get("call_api")
+    return current.hook if isinstance(current, _CountedCall) else None
+
+
+def dedicated(api_client: client.ApiClient) -> client.ApiClient:
+    """:func:`controller.adapters.retry.dedicated_client` (own pool, no urllib3 retries)
+    that keeps ``api_client``'s request hook. Watches and leader election use it."""
+    own = dedicated_client(api_client)
+    hook = request_hook(api_client)
+    if hook is not None:
+        count_requests(own, hook)
+    return own

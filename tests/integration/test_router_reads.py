@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from controller.adapters.kube import count_requests
 from controller.adapters.traffic.gatewayapi import KIND
 from controller.adapters.traffic.reads import Kind
 from controller.errors import NotFoundError
+from controller.runtime.metrics import count_requests
 from controller.runtime.objects import NOTE_SECONDS, CachedReads
 from tests.support.clock import FakeClock
 from tests.support.kube import install_crds, wait_for

@@ -13,15 +13,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from controller.adapters.kube import (
-    KubeAdapter,
-    build_replica_set,
+from controller.adapters.kube import KubeAdapter, build_replica_set
+from controller.runtime.metrics import (
+    PHASES,
+    Metrics,
     count_requests,
     dedicated,
     request_hook,
     request_verb,
 )
-from controller.runtime.metrics import PHASES, Metrics
 from controller.runtime.queue import WorkQueue
 
 
