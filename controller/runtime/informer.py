@@ -65,7 +65,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 import urllib3.exceptions
@@ -159,6 +159,21 @@ class _ListPage:
 
     items: list[Any] = field(default_factory=list)
     metadata: _ListMeta = field(default_factory=lambda: _ListMeta(None))
+
+
+class Cache(Protocol[T]):
+    """What readers of a watch cache need: copies of its objects by key, or by namespace
+    and labels (an :class:`Informer`, or several seen as one, fits)."""
+
+    def get(self, key: str) -> T | None:
+        """A copy of the object with this key, or None."""
+        ...
+
+    def list(
+        self, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[T]:
+        """Copies of the objects (of one namespace, with these labels, if given)."""
+        ...
 
 
 def key_of(obj: Any) -> str:

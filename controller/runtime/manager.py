@@ -286,11 +286,11 @@ class Manager:
             cluster_templates,
         ]
         return Informers(
-            rollouts=rollouts,  # type: ignore[arg-type]
-            replica_sets=replica_sets,  # type: ignore[arg-type]
-            services=services,  # type: ignore[arg-type]
-            templates=templates,  # type: ignore[arg-type]
-            cluster_templates=cluster_templates,  # type: ignore[arg-type]
+            rollouts=rollouts,
+            replica_sets=replica_sets,
+            services=services,
+            templates=templates,
+            cluster_templates=cluster_templates,
         )
 
     def _replica_set_changed(self, key: str) -> None:

@@ -65,7 +65,7 @@ from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
 from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
-from controller.runtime.informer import Informer
+from controller.runtime.informer import Cache
 
 log = structlog.get_logger()
 
@@ -92,11 +92,11 @@ def no_router(rollout: Rollout) -> Router | None:
 class Informers:
     """The caches the reconciler reads."""
 
-    rollouts: Informer[dict[str, Any]]
-    replica_sets: Informer[client.V1ReplicaSet]
-    services: Informer[client.V1Service]
-    templates: Informer[dict[str, Any]] | None = None
-    cluster_templates: Informer[dict[str, Any]] | None = None
+    rollouts: Cache[dict[str, Any]]
+    replica_sets: Cache[client.V1ReplicaSet]
+    services: Cache[client.V1Service]
+    templates: Cache[dict[str, Any]] | None = None
+    cluster_templates: Cache[dict[str, Any]] | None = None
 
 
 class Observer(Protocol):
