@@ -6,8 +6,6 @@
     ├── InvalidSpecError          terminal: the spec is wrong; set a condition, never retry
     ├── ConfigError               the controller's own settings are wrong; exit at start-up
     ├── LeadershipLostError       this replica lost its lease; stop writing at once
-    ├── ProviderError             a metric provider failed (turned into an Error measurement,
-    │                             never raised into core)
     └── ApiError                  the Kubernetes API answered with an error
         ├── NotFoundError         404
         ├── ConflictError         409 (stale resourceVersion, or already exists)
@@ -43,10 +41,6 @@ class ConfigError(StepwiseError):
 
 class LeadershipLostError(StepwiseError):
     """This replica no longer holds the leader lease; it must not write."""
-
-
-class ProviderError(StepwiseError):
-    """A metric provider could not answer (unreachable, timeout, error payload)."""
 
 
 class ApiError(StepwiseError):
