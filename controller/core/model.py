@@ -89,7 +89,6 @@ class ScaleReplicaSet:
 
     revision: str
     replicas: int
-    kind: Literal["scale"] = "scale"
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,6 @@ class PinService:
 
     service: str
     revision: str
-    kind: Literal["pin"] = "pin"
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,6 @@ class SetWeight:
     """Send this percentage of traffic to the canary (the router verifies the write)."""
 
     weight: int
-    kind: Literal["weight"] = "weight"
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,6 @@ class SetHeaderRoute:
 
     name: str
     match: tuple[HeaderMatch, ...]
-    kind: Literal["header-route"] = "header-route"
 
 
 @dataclass(frozen=True)
@@ -123,7 +119,6 @@ class RemoveHeaderRoute:
     """Remove a header-matched route."""
 
     name: str
-    kind: Literal["remove-header-route"] = "remove-header-route"
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,6 @@ class DeleteReplicaSet:
     """Delete an old, scaled-down ReplicaSet beyond ``revisionHistoryLimit``."""
 
     name: str
-    kind: Literal["delete"] = "delete"
 
 
 Action = (

@@ -554,4 +554,4 @@ def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
 
 
 def _fields(action: Action) -> dict[str, Any]:
-    return {k: v for k, v in vars(action).items() if k != "kind" and not isinstance(v, tuple)}
+    return {k: v for k, v in vars(action).items() if not isinstance(v, tuple)}
