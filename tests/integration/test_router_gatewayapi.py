@@ -309,23 +309,6 @@ def test_deletion_mid_rollout_restores_the_route(
     )
 
 
-def test_a_canary_service_deleted_at_30_percent_gets_weight_zero_at_once(
-    env: tuple[Cluster, Routes], controller: ControllerProcess
-) -> None:
-    """The canary Service is deleted while it carries 30%: the route sends it nothing,
-    the canary is aborted naming the Service, and the route keeps the other rule."""
-    kube, routes = env
-    start(kube, routes, [{"setWeight": 30}, {"pause": {}}])
-    at_step(kube, 1)
-    assert routes.rules() == [main_rule(70, 30), other_rule()]
-    routes.core.delete_namespaced_service("app-canary", kube.ns)
-    wait_for("route weight 0", lambda: routes.rules() == [main_rule(100, 0), other_rule()])
-    abort = kube.status("app").get("abort") or {}
-    assert abort.get("reason") == "CanaryServiceMissing", kube.status("app")
-    assert "canary Service app-canary disappeared" in abort.get("message", "")
-    assert kube.status("app")["canaryWeight"] == 0
-
-
 def _exists(kube: Cluster) -> bool:
     try:
         kube.get("app")
@@ -334,67 +317,6 @@ def _exists(kube: Cluster) -> bool:
             return False
         raise
     return True
-
-
-MISFITS = {
-    "no-rule-for-stable": "HTTPRoute app has no rule with a backendRef to the stable Service",
-    "route-absent": "HTTPRoute app not found in namespace",
-    "canary-service-absent": "app-canary does not exist",
-    "unknown-rule-name": "HTTPRoute app has no rule named typo",
-}
-
-
-@pytest.mark.parametrize("case", list(MISFITS))
-def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
-    env: tuple[Cluster, Routes], controller: ControllerProcess, case: str
-) -> None:
-    """A route the router cannot use makes the Rollout Degraded with the reason (status,
-    Progressing condition and a Warning event), through a new revision too, and the route
-    is never written."""
-    kube, routes = env
-    routes.service("app-stable")
-    if case != "canary-service-absent":
-        routes.service("app-canary")
-    rules = [as_written(other_rule())]
-    if case != "no-rule-for-stable":
-        rules.insert(0, as_written(main_rule(1)))
-    if case != "route-absent":
-        routes.create(rules)
-    before = routes.get()
-    doc = routed_rollout(
-        HEADER_STEPS, **({"ruleNames": ["main", "typo"]} if case == "unknown-rule-name" else {})
-    )
-    kube.create(doc)
-    expected = MISFITS[case]
-
-    def blocked() -> bool:
-        status = kube.status("app")
-        return status.get("phase") == "Degraded" and expected in status.get("message", "")
-
-    wait_for("blocked", blocked)
-    wait_for("a Warning event with the reason", lambda: _warned(kube, expected), timeout=5)
-    canary = kube.set_image("app", "registry.local/app:v2")
-    wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
-    wait_for(  # the canary gets its pods: the next pass would route to it, were it not blocked
-        "canary pods",
-        lambda: case == "canary-service-absent" or kube.ready("app", canary)[1] >= 1,
-    )
-    assert blocked()
-    status = kube.status("app")
-    assert status["currentStepIndex"] == 0
-    assert status["canaryWeight"] == 0
-    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
-    assert expected in progressing["message"]
-    assert _version(routes.get()) == _version(before)  # never written
-
-
-def _warned(kube: Cluster, text: str) -> bool:
-    """Whether a Warning event on the Rollout says ``text``."""
-    items = kube.core.list_namespaced_event(
-        kube.ns, field_selector="involvedObject.name=app,type=Warning"
-    ).items
-    return any(text in (e.message or "") for e in items)
 
 
 def _version(route: dict[str, Any] | None) -> str | None:

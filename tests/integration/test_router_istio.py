@@ -19,7 +19,7 @@ from controller.api.rollout import Rollout
 from localcluster.controller import ControllerProcess
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import Editor, RolloutNamespace, blocked_on_missing_service
+from tests.support.routing import Editor, RolloutNamespace
 
 pytestmark = pytest.mark.integration
 
@@ -194,12 +194,13 @@ def test_abort_leaves_nothing_split(mesh: Mesh, controller: ControllerProcess) -
     assert "all traffic is on stable" in mesh.status()["message"]
 
 
-def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
+def test_a_canary_service_deleted_with_a_header_route_loses_the_header_route_too(
     mesh: Mesh, controller: ControllerProcess
 ) -> None:
-    """The canary Service is deleted while it carries 20%: the VirtualService sends it
-    nothing and drops the header route, the canary is aborted naming the Service, and the
-    other route is untouched."""
+    """The canary Service is deleted while it carries 20% and a header route: the
+    VirtualService drops the header route as well as the weight (requests matching the
+    header would go to a Service that is gone), and the other route is untouched. The
+    weight alone is tested for every router in test_router_problems."""
     mesh.create_istio(
         "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
     )
@@ -451,32 +452,6 @@ def test_misconfiguration_is_reported_and_nothing_is_split(
         {**api, "route": [stable(80), canary(20)]},
     ]
     assert mesh.status()["phase"] == "Paused"
-
-
-def test_a_missing_canary_service_blocks_with_a_warning_and_no_split(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    istio_crds: None,
-    controller: ControllerProcess,
-) -> None:
-    """No canary Service: Degraded naming it, a Warning event, and the VirtualService never
-    written (100% stable) through a new revision; once it exists the canary proceeds."""
-    mesh = Mesh(api_client, namespace)
-    mesh.service("app-stable")
-    mesh.create_istio(
-        "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
-    )
-    version = mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"]
-    mesh.create(istio_rollout())
-    blocked_on_missing_service(mesh, "app-canary")
-    assert mesh.istio("virtualservices", "app")["metadata"]["resourceVersion"] == version
-    assert mesh.vs()["http"] == [STATIC, PRIMARY]
-
-    mesh.service("app-canary")
-    mesh.poke("1")
-    wait_for("paused at step 2", lambda: mesh.status().get("currentStepIndex") == 2)
-    assert mesh.vs()["http"] == [STATIC, beta(), {**PRIMARY, "route": [stable(80), canary(20)]}]
 
 
 def test_the_api_server_enforces_the_destination_weight_limits(mesh: Mesh) -> None:

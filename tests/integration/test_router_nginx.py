@@ -15,7 +15,7 @@ from controller.api import intents
 from localcluster.controller import ControllerProcess
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import RolloutNamespace, blocked_on_missing_service
+from tests.support.routing import RolloutNamespace
 
 pytestmark = pytest.mark.integration
 
@@ -232,25 +232,6 @@ def test_deletion_mid_canary_moves_traffic_back_first(
     )
 
 
-def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
-    edge: Edge, controller: ControllerProcess
-) -> None:
-    """The canary Service is deleted while its canary Ingress carries 20%: the canary
-    Ingress goes to 0 and the canary is aborted naming the Service; the stable Ingress is
-    never written."""
-    edge.create_ingress(stable_ingress())
-    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
-    start(edge)
-    assert edge.shape(CANARY) == expected_canary(edge, 20)
-    edge.core.delete_namespaced_service("app-canary", edge.ns)
-    wait_for("canary Ingress at 0", lambda: edge.shape(CANARY) == expected_canary(edge, 0))
-    abort = edge.status().get("abort") or {}
-    assert abort.get("reason") == "CanaryServiceMissing", edge.status()
-    assert "app-canary" in abort.get("message", "")
-    assert edge.status()["canaryWeight"] == 0
-    assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
-
-
 def test_promotion_keeps_annotations_others_set(edge: Edge, controller: ControllerProcess) -> None:
     """Promotion copies the team's current annotations and keeps another tool's."""
     edge.create_ingress(stable_ingress())
@@ -301,29 +282,6 @@ def test_misconfiguration_is_reported_and_no_canary_is_created(
 
     edge.patch_ingress("web", {"spec": {"rules": RULES}})
     edge.poke("2")
-    wait_for("paused at step 1", lambda: edge.status().get("currentStepIndex") == 1)
-    assert edge.shape(CANARY) == expected_canary(edge, 20)
-
-
-def test_a_missing_canary_service_blocks_with_a_warning_and_no_canary_ingress(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    controller: ControllerProcess,
-) -> None:
-    """No canary Service: Degraded naming it, a Warning event, and no canary Ingress (all
-    traffic on the stable one) through a new revision; once it exists the canary proceeds."""
-    edge = Edge(api_client, namespace)
-    edge.service("app-stable")
-    edge.create_ingress(stable_ingress())
-    version = (edge.ingress("web") or {})["metadata"]["resourceVersion"]
-    edge.create(nginx_rollout())
-    blocked_on_missing_service(edge, "app-canary")
-    assert edge.ingress(CANARY) is None  # nothing split
-    assert (edge.ingress("web") or {})["metadata"]["resourceVersion"] == version
-
-    edge.service("app-canary")
-    edge.poke("1")
     wait_for("paused at step 1", lambda: edge.status().get("currentStepIndex") == 1)
     assert edge.shape(CANARY) == expected_canary(edge, 20)
 

@@ -165,24 +165,6 @@ def test_split_created_at_the_first_weight_and_promotion(
     assert selector["stepwise.dev/revision"] == canary
 
 
-def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
-    env: tuple[Cluster, Splits], controller: ControllerProcess
-) -> None:
-    """The canary Service is deleted while the split gives it 20%: the split goes to
-    100/0 and the canary is aborted naming the Service."""
-    kube, splits = env
-    start(kube, splits, [{"setWeight": 20}, {"pause": {}}])
-    at_step(kube, 1)
-    assert splits.spec() == spec(80, 20)
-    splits.core.delete_namespaced_service("app-canary", kube.ns)
-    wait_for("aborted", lambda: kube.status("app").get("canaryWeight") == 0)
-    assert splits.spec() == spec(100, 0)
-    abort = kube.status("app").get("abort") or {}
-    assert abort.get("reason") == "CanaryServiceMissing", kube.status("app")
-    assert "app-canary" in abort.get("message", "")
-    assert kube.status("app")["canaryWeight"] == 0
-
-
 def test_abort_retry_and_deletion_with_a_separate_root_service(
     env: tuple[Cluster, Splits], controller: ControllerProcess
 ) -> None:
@@ -222,62 +204,6 @@ def test_abort_retry_and_deletion_with_a_separate_root_service(
     assert splits.spec("app-split") == spec(100, 0, root="app")
     splits.patch("app-split", {"metadata": {"finalizers": None}})
     wait_for("split gone", lambda: splits.get("app-split") is None)
-
-
-MISFITS = {
-    "split-not-ours": "TrafficSplit app exists and is not controlled by this Rollout",
-    "canary-service-absent": "app-canary does not exist",
-    "root-service-absent": "root Service app-root does not exist",
-}
-
-
-@pytest.mark.parametrize("case", list(MISFITS))
-def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
-    env: tuple[Cluster, Splits], controller: ControllerProcess, case: str
-) -> None:
-    """A split the Rollout does not own, or a missing Service, makes the Rollout Degraded
-    with the reason (status, Progressing condition and a Warning event), through a new
-    revision too, and no split is written."""
-    kube, splits = env
-    splits.service("app-stable")
-    if case != "canary-service-absent":
-        splits.service("app-canary")
-    if case == "split-not-ours":
-        splits.create("app", spec(100, 0))
-    before = splits.get()
-    smi = {"rootService": "app-root"} if case == "root-service-absent" else {}
-    kube.create(smi_rollout([{"setWeight": 20}, {"pause": {}}], **smi))
-    expected = MISFITS[case]
-
-    def blocked() -> bool:
-        status = kube.status("app")
-        return status.get("phase") == "Degraded" and expected in status.get("message", "")
-
-    wait_for("blocked", blocked)
-    wait_for("a Warning event with the reason", lambda: _warned(kube, expected), timeout=5)
-    canary = kube.set_image("app", "registry.local/app:v2")
-    wait_for("canary seen", lambda: kube.status("app").get("canaryRevision") == canary)
-    wait_for(
-        "canary pods", lambda: case == "canary-service-absent" or kube.ready("app", canary)[1] >= 1
-    )
-    assert blocked()
-    status = kube.status("app")
-    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
-    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
-    assert expected in progressing["message"]
-    after = splits.get()
-    assert (after is None) == (before is None)
-    if after is not None and before is not None:
-        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-
-
-def _warned(kube: Cluster, text: str) -> bool:
-    """Whether a Warning event on the Rollout says ``text``."""
-    items = kube.core.list_namespaced_event(
-        kube.ns, field_selector="involvedObject.name=app,type=Warning"
-    ).items
-    return any(text in (e.message or "") for e in items)
 
 
 # -- the router alone, with another actor's write injected at the fence -----------------
