@@ -209,8 +209,8 @@ class Informer(Generic[T]):
     ``list_func`` must accept ``watch``, ``resource_version``, ``timeout_seconds``,
     ``_preload_content`` and ``_request_timeout`` keywords, and ``namespace`` if a
     namespace is given, like the generated list methods. Prefer the constructors
-    :meth:`custom_resources`, :meth:`replica_sets`, :meth:`services`, :meth:`pods`,
-    :meth:`lease` and :meth:`config_maps`.
+    :meth:`custom_resources`, :meth:`replica_sets`, :meth:`services` and :meth:`lease`
+    (or build ``list_func`` with :func:`scoped`).
 
     ``clock`` stamps the heartbeat; the health check must read it with the same clock.
     """
@@ -324,7 +324,7 @@ class Informer(Generic[T]):
         own = dedicated(api_client)
         apps = client.AppsV1Api(own)
         return Informer[client.V1ReplicaSet](
-            _scoped(apps.list_namespaced_replica_set, apps.list_replica_set_for_all_namespaces),
+            scoped(apps.list_namespaced_replica_set, apps.list_replica_set_for_all_namespaces),
             name="replicasets",
             namespace=namespace,
             owned_client=own,
@@ -339,23 +339,8 @@ class Informer(Generic[T]):
         own = dedicated(api_client)
         core = client.CoreV1Api(own)
         return Informer[client.V1Service](
-            _scoped(core.list_namespaced_service, core.list_service_for_all_namespaces),
+            scoped(core.list_namespaced_service, core.list_service_for_all_namespaces),
             name="services",
-            namespace=namespace,
-            owned_client=own,
-            **options,
-        )
-
-    @classmethod
-    def pods(
-        cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
-    ) -> Informer[client.V1Pod]:
-        """Pods."""
-        own = dedicated(api_client)
-        core = client.CoreV1Api(own)
-        return Informer[client.V1Pod](
-            _scoped(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
-            name="pods",
             namespace=namespace,
             owned_client=own,
             **options,
@@ -374,21 +359,6 @@ class Informer(Generic[T]):
             name="leases",
             namespace=namespace,
             field_selector=f"metadata.name={name}",
-            owned_client=own,
-            **options,
-        )
-
-    @classmethod
-    def config_maps(
-        cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
-    ) -> Informer[client.V1ConfigMap]:
-        """ConfigMaps."""
-        own = dedicated(api_client)
-        core = client.CoreV1Api(own)
-        return Informer[client.V1ConfigMap](
-            _scoped(core.list_namespaced_config_map, core.list_config_map_for_all_namespaces),
-            name="configmaps",
-            namespace=namespace,
             owned_client=own,
             **options,
         )
@@ -603,7 +573,7 @@ class Informer(Generic[T]):
             self._heartbeat = now
 
 
-def _scoped(namespaced: ListFunc, all_namespaces: ListFunc) -> ListFunc:
+def scoped(namespaced: ListFunc, all_namespaces: ListFunc) -> ListFunc:
     """One list function: the namespaced call when given ``namespace``, else the other."""
 
     def list_either(**kwargs: Any) -> Any:

@@ -18,7 +18,7 @@ from kubernetes import client
 
 from controller.runtime.informer import Informer, ListFunc
 from localcluster import LocalCluster
-from tests.support.kube import install_crds, wait_for
+from tests.support.kube import config_map_informer, install_crds, pod_informer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_cache_and_handlers_follow_create_update_delete_within_a_second(
     core = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(namespace, config_map("before"))
     keys = Keys()
-    informer = Informer.config_maps(api_client, namespace=namespace)
+    informer = config_map_informer(api_client, namespace=namespace)
     informer.add_handler(keys)
     with running(informer):
         assert informer.has_synced()
@@ -155,7 +155,7 @@ def test_returned_objects_are_copies_the_cache_cannot_be_mutated(
     """Mutating what get() or list() returned leaves the cached object untouched."""
     core = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(namespace, config_map("web", "original"))
-    with running(Informer.config_maps(api_client, namespace=namespace)) as informer:
+    with running(config_map_informer(api_client, namespace=namespace)) as informer:
         key = f"{namespace}/web"
         got = informer.get(key)
         assert got is not None
@@ -186,7 +186,7 @@ def test_list_filters_by_namespace_and_labels_before_copying(
         body = widget(name, 1)
         body["metadata"]["labels"] = labels
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    maps = Informer.config_maps(api_client)
+    maps = config_map_informer(api_client)
     widgets = Informer.custom_resources(api_client, group=GROUP, version=VERSION, plural=PLURAL)
     with running(maps), running(widgets):
         within(2.0, "all cached", lambda: len(maps.list(namespace)) >= 4)
@@ -290,7 +290,7 @@ def test_service_and_pod_informers_cache_typed_objects(
         ),
     )
     services = Informer.services(api_client, namespace=namespace)
-    pods = Informer.pods(api_client, namespace=namespace)
+    pods = pod_informer(api_client, namespace=namespace)
     with running(services), running(pods):
         svc = services.get(f"{namespace}/web")
         assert isinstance(svc, client.V1Service)
@@ -318,7 +318,7 @@ def test_handler_exception_does_not_stop_the_informer(
     def broken(key: str) -> None:
         raise RuntimeError(f"poison {key}")
 
-    informer = Informer.config_maps(api_client, namespace=namespace)
+    informer = config_map_informer(api_client, namespace=namespace)
     informer.add_handler(broken)
     informer.add_handler(keys)
     with running(informer), structlog.testing.capture_logs() as logs:
@@ -334,7 +334,7 @@ def test_recovers_after_api_server_restart_and_heartbeat_advances(
 ) -> None:
     """After the API server is down 2 s and back, a later change is cached within seconds."""
     core = client.CoreV1Api(api_client)
-    informer = Informer.config_maps(api_client, namespace=namespace, watch_timeout=30)
+    informer = config_map_informer(api_client, namespace=namespace, watch_timeout=30)
     with running(informer):
         before = informer.last_heartbeat
         assert before is not None
@@ -401,7 +401,7 @@ def test_watch_on_a_silent_server_times_out_client_side_and_recovers(
     """With the API server frozen (SIGSTOP), the watch read times out instead of hanging,
     the heartbeat stops, and after SIGCONT the informer catches up."""
     core = client.CoreV1Api(api_client)
-    informer = Informer.config_maps(
+    informer = config_map_informer(
         api_client, namespace=namespace, watch_timeout=2, read_grace=1.0, connect_timeout=1.0
     )
     apiserver = owned_cluster.component("kube-apiserver")
@@ -438,7 +438,7 @@ def test_stop_is_prompt_even_with_a_long_watch(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     """Stopping an informer with a 5-minute watch returns within a second; it cannot restart."""
-    informer = Informer.config_maps(api_client, namespace=namespace, watch_timeout=300)
+    informer = config_map_informer(api_client, namespace=namespace, watch_timeout=300)
     informer.start()
     assert informer.wait_for_sync(10)
     time.sleep(0.3)
@@ -458,7 +458,7 @@ def test_a_bookmark_advances_resource_version_and_heartbeat_but_not_the_cache(
     core = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(namespace, config_map("seen", labels={"watched": "yes"}))
     keys = Keys()
-    informer = Informer.config_maps(
+    informer = config_map_informer(
         api_client, namespace=namespace, label_selector="watched=yes", watch_timeout=4
     )
     informer.add_handler(keys)
