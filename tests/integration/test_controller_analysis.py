@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from localcluster import LocalPrometheus
-from localcluster.controller import ControllerProcess
+from tests.support.analysis import create_template, measuring_controller, template_doc
 from tests.support.cluster import Cluster
 from tests.support.demo import Demo
 from tests.support.kube import wait_for
@@ -35,24 +35,15 @@ def template(name: str, query: str, **metric: Any) -> dict[str, Any]:
     """An AnalysisTemplate ``name`` with one metric (named ``name`` unless ``metricName``
     says otherwise) measuring ``query``."""
     metric_name = metric.pop("metricName", name)
-    return {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": name},
-        "spec": {
-            "args": [{"name": "service"}, {"name": "version"}],
-            "metrics": [
-                {
-                    "name": metric_name,
-                    "interval": "2s",
-                    "count": 3,
-                    "thresholdRange": {"min": 0.95},
-                    "provider": {"prometheus": {"query": query}},
-                    **metric,
-                }
-            ],
-        },
+    measured = {
+        "name": metric_name,
+        "interval": "2s",
+        "count": 3,
+        "thresholdRange": {"min": 0.95},
+        "provider": {"prometheus": {"query": query}},
+        **metric,
     }
+    return template_doc(name, measured, args=[{"name": "service"}, {"name": "version"}])
 
 
 @pytest.fixture
@@ -66,12 +57,7 @@ def setup(
     demo: Demo,
 ) -> Iterator[tuple[Cluster, Demo]]:
     kube = Cluster(api_client, namespace)
-    proc = ControllerProcess(
-        kubeconfig,
-        tmp_path,
-        namespaces=[namespace],
-        extra=[f"--prometheus-address={prometheus.url}"],
-    )
+    proc = measuring_controller(kubeconfig, tmp_path, namespace, prometheus)
     proc.start()
     demo.canary.configure(errorRate=0.0)
     try:
@@ -93,10 +79,7 @@ def analysed_rollout(
 ) -> str:
     """A healthy Rollout whose canary step 1 runs analysis ``tmpl``; returns the canary.
     ``service`` replaces the service argument (``{"value": ...}`` or ``{"valueFrom": ...}``)."""
-    kube.custom.create_namespaced_custom_object(
-        "stepwise.dev", "v1alpha1", kube.ns, "analysistemplates",
-        template(tmpl, metric.pop("query", SUCCESS_RATE), **metric),
-    )  # fmt: skip
+    create_template(kube, template(tmpl, metric.pop("query", SUCCESS_RATE), **metric))
     steps = [
         {"setWeight": 20},
         {

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from controller.api.validation import validate_document
 from localcluster.controller import ControllerProcess
+from tests.support.analysis import create_template, template_doc
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -62,27 +63,16 @@ def hung_prometheus() -> Iterator[str]:
 
 def hung_template(address: str) -> dict[str, Any]:
     """One metric against the hung server, every 2 s."""
-    return {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "hung"},
-        "spec": {
-            "metrics": [
-                {
-                    "name": "success",
-                    "interval": "2s",
-                    "thresholdRange": {"min": 0.9},
-                    "provider": {
-                        "prometheus": {
-                            "address": address,
-                            "query": "vector(1)",
-                            "timeout": f"{QUERY_TIMEOUT}s",
-                        }
-                    },
-                }
-            ]
+    query = {"address": address, "query": "vector(1)", "timeout": f"{QUERY_TIMEOUT}s"}
+    return template_doc(
+        "hung",
+        {
+            "name": "success",
+            "interval": "2s",
+            "thresholdRange": {"min": 0.9},
+            "provider": {"prometheus": query},
         },
-    }
+    )
 
 
 def test_an_abort_is_not_held_back_by_a_hung_provider(
@@ -97,9 +87,7 @@ def test_an_abort_is_not_held_back_by_a_hung_provider(
     Rollout still completes (weight 0, stable full) long before any query to it could
     have timed out, because no reconcile waits on a provider."""
     kube = Cluster(api_client, namespace)
-    kube.custom.create_namespaced_custom_object(
-        "stepwise.dev", "v1alpha1", namespace, "analysistemplates", hung_template(hung_prometheus)
-    )
+    create_template(kube, hung_template(hung_prometheus))
     analysed = [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "hung"}]}}]
     names = [f"stuck-{i}" for i in range(STUCK)]
     for name in names:
@@ -274,24 +262,13 @@ def test_an_unparsable_condition_is_an_invalid_template_never_a_measurement(
     """A successCondition the runtime cannot parse (the server cannot tell) makes the run
     Error naming the template and the field before anything is measured."""
     kube = running
-    template = {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "broken"},
-        "spec": {
-            "metrics": [
-                {
-                    "name": "rate",
-                    "interval": "2s",
-                    "successCondition": "result >== 0.9 )",
-                    "provider": {"prometheus": {"query": "vector(1)"}},
-                }
-            ]
-        },
+    broken = {
+        "name": "rate",
+        "interval": "2s",
+        "successCondition": "result >== 0.9 )",
+        "provider": {"prometheus": {"query": "vector(1)"}},
     }
-    kube.custom.create_namespaced_custom_object(
-        "stepwise.dev", "v1alpha1", kube.ns, "analysistemplates", template
-    )
+    create_template(kube, template_doc("broken", broken))
     steps = [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "broken"}]}}]
     kube.create(rollout_doc("app", replicas=2, steps=steps))
     wait_for("healthy", lambda: kube.healthy("app"))

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from localcluster import LocalPrometheus
-from localcluster.controller import ControllerProcess
+from tests.support.analysis import create_template, measuring_controller, template_doc
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -25,22 +25,16 @@ COUNT = 25
 
 def template() -> dict[str, Any]:
     """One metric measured every second, always Successful (no range: no own-data wait)."""
-    return {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "every-second"},
-        "spec": {
-            "metrics": [
-                {
-                    "name": "up",
-                    "interval": "1s",
-                    "count": COUNT,
-                    "thresholdRange": {"min": 1},
-                    "provider": {"prometheus": {"query": "vector(1)"}},
-                }
-            ]
+    return template_doc(
+        "every-second",
+        {
+            "name": "up",
+            "interval": "1s",
+            "count": COUNT,
+            "thresholdRange": {"min": 1},
+            "provider": {"prometheus": {"query": "vector(1)"}},
         },
-    }
+    )
 
 
 def test_tallies_are_batched_and_nothing_counted_is_lost(
@@ -56,20 +50,13 @@ def test_tallies_are_batched_and_nothing_counted_is_lost(
     one; the run ends Successful with all 25 counted, written in the pass that counted
     the 25th."""
     kube = Cluster(api_client, namespace)
-    kube.custom.create_namespaced_custom_object(
-        "stepwise.dev", "v1alpha1", namespace, "analysistemplates", template()
-    )
+    create_template(kube, template())
     steps = [
         {"setWeight": 20},
         {"analysis": {"templates": [{"templateName": "every-second"}]}},
         {"pause": {}},
     ]
-    proc = ControllerProcess(
-        kubeconfig,
-        tmp_path,
-        namespaces=[namespace],
-        extra=[f"--prometheus-address={prometheus.url}"],
-    )
+    proc = measuring_controller(kubeconfig, tmp_path, namespace, prometheus)
     proc.start()
     try:
         kube.create(rollout_doc("app", replicas=2, steps=steps))

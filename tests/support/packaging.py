@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.core.hashing import template_hash
 from localcluster import LocalCluster, free_port
 from localcluster.controller import REPO, ControllerProcess
+from tests.support.analysis import template_doc
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
 
@@ -484,46 +485,25 @@ class World:
     def template(self) -> dict[str, Any]:
         """An AnalysisTemplate whose query carries an argument read from a Secret."""
         query = 'label_replace(vector(1), "token", "{{args.token}}", "", "")'
-        return {
-            "apiVersion": "stepwise.dev/v1alpha1",
-            "kind": "AnalysisTemplate",
-            "metadata": {"name": "token-echo"},
-            "spec": {
-                "args": [
-                    {
-                        "name": "token",
-                        "valueFrom": {"secretKeyRef": {"name": "analysis", "key": "token"}},
-                    }
-                ],
-                "metrics": [
-                    {
-                        "name": "token-echo",
-                        "interval": "1s",
-                        "count": 2,
-                        "thresholdRange": {"min": 1},
-                        "provider": {"prometheus": {"query": query}},
-                    }
-                ],
-            },
+        secret = {"secretKeyRef": {"name": "analysis", "key": "token"}}
+        metric = {
+            "name": "token-echo",
+            "interval": "1s",
+            "count": 2,
+            "thresholdRange": {"min": 1},
+            "provider": {"prometheus": {"query": query}},
         }
+        return template_doc("token-echo", metric, args=[{"name": "token", "valueFrom": secret}])
 
     def cluster_template_doc(self) -> dict[str, Any]:
         """A ClusterAnalysisTemplate that always passes."""
-        return {
-            "apiVersion": "stepwise.dev/v1alpha1",
-            "kind": "ClusterAnalysisTemplate",
-            "metadata": {"name": self.cluster_template},
-            "spec": {
-                "metrics": [
-                    {
-                        "name": "always",
-                        "interval": "1s",
-                        "thresholdRange": {"min": 1},
-                        "provider": {"prometheus": {"query": "vector(1)"}},
-                    }
-                ]
-            },
+        metric = {
+            "name": "always",
+            "interval": "1s",
+            "thresholdRange": {"min": 1},
+            "provider": {"prometheus": {"query": "vector(1)"}},
         }
+        return template_doc(self.cluster_template, metric, cluster=True)
 
     def _router_objects(self) -> None:
         stable_backend = {"service": {"name": "app-stable", "port": {"number": 80}}}
