@@ -18,6 +18,7 @@ from kubernetes import client
 
 from controller.runtime.informer import Informer, ListFunc
 from localcluster import LocalCluster
+from tests.support.crds import namespaced_crd
 from tests.support.kube import config_map_informer, install_crds, pod_informer, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,34 +26,12 @@ pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "informer-test.stepwise.dev", "v1", "widgets"
 
 #: A minimal CRD owned by these tests, so they do not depend on the Rollout schema.
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{PLURAL}.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {"replicas": {"type": "integer"}},
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+WIDGET_CRD = namespaced_crd(
+    GROUP,
+    VERSION,
+    {"plural": PLURAL, "singular": "widget", "kind": "Widget"},
+    {"spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}},
+)
 
 
 @pytest.fixture(scope="module")

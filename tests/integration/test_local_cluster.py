@@ -3,16 +3,16 @@ validation (OpenAPI and CEL), the status subresource and optimistic concurrency.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localcluster import KWOK_NODE_LABEL, KWOK_TAINT
+from tests.support.crds import namespaced_crd
+from tests.support.kube import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +24,6 @@ def fake_node_pod_spec(image: str = "registry.local/app:v1") -> client.V1PodSpec
         node_selector={KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1]},
         tolerations=[client.V1Toleration(operator="Exists", key=KWOK_TAINT["key"])],
     )
-
-
-def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
@@ -96,49 +84,24 @@ def widget_crd(api_client: client.ApiClient) -> Iterator[str]:
     ext = client.ApiextensionsV1Api(api_client)
     plural = f"widgets{uuid.uuid4().hex[:6]}"
     name = f"{plural}.{GROUP}"
-    crd: dict[str, Any] = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": name},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": plural[:-1], "kind": f"W{plural}"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {
-                                        "min": {"type": "integer", "minimum": 0},
-                                        "max": {"type": "integer"},
-                                    },
-                                    "x-kubernetes-validations": [
-                                        {
-                                            "rule": "self.min <= self.max",
-                                            "message": "min must not exceed max",
-                                            "fieldPath": ".min",
-                                        }
-                                    ],
-                                },
-                                "status": {
-                                    "type": "object",
-                                    "properties": {"phase": {"type": "string"}},
-                                },
-                            },
-                        }
-                    },
-                }
-            ],
-        },
+    spec = {
+        "type": "object",
+        "properties": {"min": {"type": "integer", "minimum": 0}, "max": {"type": "integer"}},
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.min <= self.max",
+                "message": "min must not exceed max",
+                "fieldPath": ".min",
+            }
+        ],
     }
+    crd = namespaced_crd(
+        GROUP,
+        "v1",
+        {"plural": plural, "singular": plural[:-1], "kind": f"W{plural}"},
+        {"spec": spec, "status": {"type": "object", "properties": {"phase": {"type": "string"}}}},
+        status=True,
+    )
     ext.create_custom_resource_definition(crd)
 
     def established() -> bool:
