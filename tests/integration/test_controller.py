@@ -199,23 +199,17 @@ def test_leader_election_only_the_leader_writes_and_a_successor_takes_over(
     """Two controllers: one leads and writes; kill it and the other takes over within the
     lease duration plus 2 s, and the rollout continues."""
     lease = f"lease-{namespace}"
-    a = ControllerProcess(
-        kubeconfig,
-        tmp_path,
-        name="a",
-        namespaces=[namespace],
-        leader_election=True,
-        lease_name=lease,
-        lease_namespace=namespace,
-    )
-    b = ControllerProcess(
-        kubeconfig,
-        tmp_path,
-        name="b",
-        namespaces=[namespace],
-        leader_election=True,
-        lease_name=lease,
-        lease_namespace=namespace,
+    a, b = (
+        ControllerProcess(
+            kubeconfig,
+            tmp_path,
+            name=name,
+            namespaces=[namespace],
+            leader_election=True,
+            lease_name=lease,
+            lease_namespace=namespace,
+        )
+        for name in ("a", "b")
     )
     a.start()
     wait_for("a leads", lambda: "stepwise_leader 1.0" in a.metrics())
