@@ -13,8 +13,9 @@ Paused            the rollout waits for a person or for ``spec.paused``
 Aborted           the current canary was aborted (reason: why)
 InvalidSpec       the spec cannot be acted on (only present once it has been True)
 ActionRefused     the API server refused a write (422, 400, 403, 404): the message
-                  names the object, the field and the server's words (set by the
-                  runtime; only present once it has been True)
+                  names the object, the field and the server's words (set by
+                  :func:`refused` when the runtime reports a refusal; only present
+                  once it has been True)
 AnalysisBlind     a metric of the canary's analysis is held blind: no data, or its
                   provider failing (reason NoData or ProviderError; the message names
                   each metric; set by :mod:`controller.core.plan`, only present once it
@@ -31,6 +32,13 @@ import datetime as dt
 
 from controller.api.rollout import RolloutStatus
 from controller.api.types import Condition, ConditionStatus
+from controller.core.model import (
+    Action,
+    DeleteReplicaSet,
+    PinService,
+    ScaleReplicaSet,
+    SetWeight,
+)
 
 
 def set_condition(
@@ -126,3 +134,55 @@ def invalid_spec(status: RolloutStatus, problems: list[str], now: dt.datetime) -
         list(status.conditions), "InvalidSpec", "True", "InvalidSpec", message, now
     )
     return status.model_copy(update={"phase": "Degraded", "message": message, "conditions": conds})
+
+
+REFUSED_RETRY = (5.0, 60.0)
+"""A refused action is tried again after as long as it has been refused, within these."""
+
+
+def describe_action(action: Action, rollout: str) -> str:
+    """The object an action of the Rollout ``rollout`` writes and what it asks, for a
+    person."""
+    if isinstance(action, ScaleReplicaSet):
+        return f"ReplicaSet {rollout}-{action.revision}: create or scale to {action.replicas}"
+    if isinstance(action, PinService):
+        return f"Service {action.service}: select revision {action.revision}"
+    if isinstance(action, DeleteReplicaSet):
+        return f"ReplicaSet {action.name}: delete"
+    if isinstance(action, SetWeight):
+        return f"traffic router: set the canary weight to {action.weight}"
+    return f"traffic router: header route {action.name}"
+
+
+def refused(
+    status: RolloutStatus, what: str, code: int, reason: str, error: str, now: dt.datetime
+) -> tuple[RolloutStatus, bool]:
+    """The status that reports a write the API server refused with HTTP ``code``,
+    ``reason`` and the text ``error``, and whether the refusal is new (the ActionRefused
+    condition was not True with this message)."""
+    message = f"{what}: refused by the API server ({code} {reason}): {error}"
+    before = next((c for c in status.conditions if c.type == "ActionRefused"), None)
+    changed = before is None or before.status != "True" or before.message != message
+    conditions = set_condition(
+        list(status.conditions), "ActionRefused", "True", reason or "Refused", message, now
+    )
+    return (
+        status.model_copy(
+            update={
+                "phase": "Degraded",
+                "message": message,
+                "wait_reason": "Blocked",
+                "conditions": conditions,
+            }
+        ),
+        changed,
+    )
+
+
+def refused_retry(status: RolloutStatus, now: dt.datetime) -> float:
+    """Seconds until a refused action is tried again: as long as it has been refused."""
+    since = next(
+        (c.last_transition_time for c in status.conditions if c.type == "ActionRefused"), now
+    )
+    low, high = REFUSED_RETRY
+    return min(high, max(low, (now - since).total_seconds()))

@@ -45,7 +45,7 @@ from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
 from controller.core import analysis as an
 from controller.core.batching import write_at
-from controller.core.conditions import invalid_spec, set_condition
+from controller.core.conditions import describe_action, invalid_spec, refused, refused_retry
 from controller.core.finalize import finalize_actions
 from controller.core.model import (
     Action,
@@ -63,7 +63,7 @@ from controller.core.model import (
 )
 from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
-from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
+from controller.errors import ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Cache
 
@@ -405,7 +405,8 @@ class Reconciler:
         """Report a refused action in the status (ActionRefused, the message, Blocked)
         and one Warning event per new refusal; look again after as long as it has been
         refused (5 s to a minute)."""
-        status, changed = refused(rollout.status, describe(action, rollout), exc, now)
+        what = describe_action(action, rollout.metadata.name)
+        status, changed = refused(rollout.status, what, exc.status, exc.reason, str(exc), now)
         log.warning("action refused", status=exc.status, error=str(exc))
         if status != persisted:
             self.kube.patch_status(
@@ -492,57 +493,6 @@ def _rollback_seconds(
     if not starts:
         return None
     return max(0.0, (restored - min(starts)).total_seconds())
-
-
-REFUSED_RETRY = (5.0, 60.0)
-"""A refused action is tried again after as long as it has been refused, within these."""
-
-
-def describe(action: Action, rollout: Rollout) -> str:
-    """The object an action writes and what it asks, for a person."""
-    name = rollout.metadata.name
-    if isinstance(action, ScaleReplicaSet):
-        return f"ReplicaSet {name}-{action.revision}: create or scale to {action.replicas}"
-    if isinstance(action, PinService):
-        return f"Service {action.service}: select revision {action.revision}"
-    if isinstance(action, DeleteReplicaSet):
-        return f"ReplicaSet {action.name}: delete"
-    if isinstance(action, SetWeight):
-        return f"traffic router: set the canary weight to {action.weight}"
-    return f"traffic router: header route {action.name}"
-
-
-def refused(
-    status: RolloutStatus, what: str, exc: ApiError, now: dt.datetime
-) -> tuple[RolloutStatus, bool]:
-    """The status that reports a refused write, and whether the refusal is new (the
-    ActionRefused condition was not True with this message)."""
-    message = f"{what}: refused by the API server ({exc.status} {exc.reason}): {exc}"
-    before = next((c for c in status.conditions if c.type == "ActionRefused"), None)
-    changed = before is None or before.status != "True" or before.message != message
-    conditions = set_condition(
-        list(status.conditions), "ActionRefused", "True", exc.reason or "Refused", message, now
-    )
-    return (
-        status.model_copy(
-            update={
-                "phase": "Degraded",
-                "message": message,
-                "wait_reason": "Blocked",
-                "conditions": conditions,
-            }
-        ),
-        changed,
-    )
-
-
-def refused_retry(status: RolloutStatus, now: dt.datetime) -> float:
-    """Seconds until a refused action is tried again: as long as it has been refused."""
-    since = next(
-        (c.last_transition_time for c in status.conditions if c.type == "ActionRefused"), now
-    )
-    low, high = REFUSED_RETRY
-    return min(high, max(low, (now - since).total_seconds()))
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
