@@ -19,6 +19,7 @@ from controller.core.model import Observed, Plan, ScaleReplicaSet, SetWeight, Te
 from controller.core.plan import plan
 from controller.core.replicas import canary_replicas
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.plan import ANALYSIS
 from tests.support.world import T0, World
 
 TEMPLATE = AnalysisTemplateSpec.model_validate(
@@ -44,7 +45,7 @@ one second away."""
 step_st = st.one_of(
     st.integers(0, 100).map(lambda w: {"setWeight": w}),
     st.sampled_from([{"pause": {}}, {"pause": {"duration": "5s"}}, {"pause": {"duration": 1}}]),
-    st.just({"analysis": {"templates": [{"templateName": "errors"}]}}),
+    st.just(ANALYSIS),
     st.sampled_from(
         [
             {"setCanaryScale": {"replicas": 2}},
@@ -404,6 +405,12 @@ class Harness:
         assert self.ro.status.phase == "Degraded"
 
 
+#: Hypothesis settings for whole histories: slow to run and large to generate by design.
+HISTORIES = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
 def run_history(h: Harness, events: list[str]) -> None:
     """Start stable, bring in a new revision, then play the events, one pass each."""
     h.reconcile({})
@@ -415,11 +422,7 @@ def run_history(h: Harness, events: list[str]) -> None:
         h.reconcile(measurements)
 
 
-@settings(
-    max_examples=500,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(HISTORIES, max_examples=500)
 @given(
     steps=st.lists(step_st, min_size=0, max_size=6),
     routed=st.booleans(),
@@ -435,11 +438,7 @@ def test_invariants_hold_over_random_histories(
     run_history(Harness(steps, routed, replicas, background), events)
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(HISTORIES, max_examples=150)
 @given(
     steps=st.lists(step_st, min_size=0, max_size=5),
     routed=st.booleans(),
@@ -469,14 +468,7 @@ def test_abort_restores_stable_then_traffic_then_removes_the_canary(
     h.check_abort_sequence()
 
 
-ANALYSIS_STEP = {"analysis": {"templates": [{"templateName": "errors"}]}}
-
-
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(HISTORIES, max_examples=150)
 @given(
     before=st.lists(step_st, max_size=3),
     after=st.lists(step_st, max_size=2),
@@ -495,7 +487,7 @@ def test_an_unjudged_analysis_is_released_only_by_a_promote(
 ) -> None:
     """Inconclusive, NoData and Error measurements never let a revision reach stable
     unless a promote names the Inconclusive analysis (pauses are always promoted)."""
-    steps = [*before, ANALYSIS_STEP, *after]
+    steps = [*before, ANALYSIS, *after]
     h = Harness(steps, routed, 4, background)
     run_history(h, [])
     new = template_hash(h.ro.spec.template)
