@@ -28,7 +28,6 @@ p95, p99 and max and writes ``bench/results/overhead.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,7 @@ from bench.harness import (
 )
 from controller.adapters.traffic import Router
 from controller.adapters.traffic import registry as traffic_registry
-from controller.api.rollout import HeaderMatch, Measurement, Rollout
+from controller.api.rollout import HeaderMatch, Rollout
 from controller.core import analysis as an
 from controller.core.measurement import Outcome
 from controller.core.model import TrafficState
@@ -65,7 +64,7 @@ PLURALS = {"template": "analysistemplates", "rollout": "rollouts"}
 
 
 class InjectedMeasurer:
-    """A Measurer: Successful measurements until armed, then Failed ones."""
+    """A Taker: Successful measurements until armed, then Failed ones."""
 
     def __init__(self) -> None:
         self.armed = threading.Event()
@@ -82,22 +81,14 @@ class InjectedMeasurer:
         """Succeed again."""
         self.armed.clear()
 
-    def measure(
-        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
-    ) -> dict[tuple[str, str], Measurement]:
-        """One measurement per due metric: Failed while armed, else Successful."""
-        failing = self.armed.is_set()
-        outcome = (
-            Outcome("Failed", "0.5", "bench: injected failure")
-            if failing
-            else Outcome("Successful", "1", "")
-        )
-        out = {(d.run, d.metric.name): outcome.measurement(now, now) for d in due}
-        if failing:
-            with self._lock:
-                if self.failed_at is None:
-                    self.failed_at = time.perf_counter()
-        return out
+    def take(self, rollout: Rollout, item: an.Due) -> Outcome:
+        """One measurement: Failed while armed, else Successful."""
+        if not self.armed.is_set():
+            return Outcome("Successful", "1", "")
+        with self._lock:
+            if self.failed_at is None:
+                self.failed_at = time.perf_counter()
+        return Outcome("Failed", "0.5", "bench: injected failure")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from controller.errors import ConfigError
 from controller.runtime.informer import READ_GRACE
 from controller.runtime.manager import Manager
 from controller.runtime.measure import PrometheusMeasurer, kube_secret_reader
-from controller.runtime.reconciler import Measurer
+from controller.runtime.measuring import Taker
 from controller.settings import Settings
 
 
@@ -164,7 +164,7 @@ def _api_client(kubeconfig: str | None) -> Any:
         raise ConfigError(f"cannot load Kubernetes configuration: {exc}") from exc
 
 
-def _measurer(settings: Settings, api_client: client.ApiClient) -> Measurer:
+def _measurer(settings: Settings, api_client: client.ApiClient) -> Taker:
     """Measurements from Prometheus, with Secrets read through the API."""
     return PrometheusMeasurer(
         kube_secret_reader(api_client), default_address=settings.prometheus_address

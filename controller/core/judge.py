@@ -543,8 +543,13 @@ def judge_measurement(
     increases: dict[str, float] = {}
     for name, answer in queries.items():
         read = _read(answer)
-        if isinstance(read, str):
-            return Outcome("Error", state.to_text(), f"{metric}: {_LABELS[name]}: {read}")
+        if isinstance(read, Outcome):
+            return Outcome(
+                "Error",
+                state.to_text(),
+                f"{metric}: {_LABELS[name]}: {read.message}",
+                read.error_kind,
+            )
         increases[name], readings[name] = advance(
             state.readings.get(name, {}), read, baseline=baseline
         )
@@ -585,15 +590,18 @@ def judge_measurement(
 _NAMES: Final = {"errors": "error rate", "latency": "slow requests"}
 
 
-def _read(answer: QueryResponse | None) -> tuple[Series, ...] | str:
+def _read(answer: QueryResponse | None) -> tuple[Series, ...] | Outcome:
+    """The series of an answer (none for NoData), or the Error it is."""
     if answer is None:
-        return "the query was not run"
+        return Outcome("Error", None, "the query was not run")
     series = read_series(answer)
     if isinstance(series, Outcome):
-        return () if series.phase == "NoData" else series.message
+        return () if series.phase == "NoData" else series
     if len(series) > MAX_SERIES:
-        return (
+        return Outcome(
+            "Error",
+            None,
             f"the query returned {len(series)} series (at most {MAX_SERIES}); aggregate "
-            "it to one series per process, for example with sum by (pod) (...)"
+            "it to one series per process, for example with sum by (pod) (...)",
         )
     return series

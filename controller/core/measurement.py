@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from controller.api.analysis import Metric
@@ -158,6 +158,9 @@ class Outcome:
     phase: MeasurementPhase
     value: str | None = None
     message: str = ""
+    error_kind: ErrorKind | None = None
+    """For an Error from a failed query, its kind (``timeout`` ...); the runtime's
+    measuring pool opens a provider's breaker on timeouts. Not part of the status."""
 
     def measurement(
         self, started_at: dt.datetime, finished_at: dt.datetime | None = None
@@ -181,7 +184,7 @@ def read_series(response: QueryResponse) -> tuple[Series, ...] | Outcome:
     the metric."""
     if response.error is not None:
         err = response.error
-        return Outcome("Error", None, f"query failed ({err.kind}): {err.message}")
+        return Outcome("Error", None, f"query failed ({err.kind}): {err.message}", err.kind)
     kind = response.result_type
     result = response.result
     if kind == "scalar":
@@ -405,7 +408,7 @@ def _values_text(series: tuple[Series, ...]) -> str:
 
 
 def _named(outcome: Outcome, metric: str) -> Outcome:
-    return Outcome(outcome.phase, outcome.value, f"{metric}: {outcome.message}")
+    return replace(outcome, message=f"{metric}: {outcome.message}")
 
 
 def fmt(value: float) -> str:

@@ -40,16 +40,11 @@ from controller.errors import ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.health import HealthServer
 from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
-from controller.runtime.measuring import MeasuringPool
+from controller.runtime.measuring import MeasuringPool, Taker
 from controller.runtime.metrics import Metrics, count_requests
 from controller.runtime.objects import CachedReads
 from controller.runtime.queue import WorkQueue
-from controller.runtime.reconciler import (
-    Informers,
-    Measurer,
-    Reconciler,
-    RouterFactory,
-)
+from controller.runtime.reconciler import Informers, Reconciler, RouterFactory
 from controller.settings import Settings
 
 log = structlog.get_logger()
@@ -153,7 +148,7 @@ class Manager:
         settings: Settings,
         api_client: client.ApiClient,
         *,
-        measurer: Measurer | None = None,
+        measurer: Taker | None = None,
         routers: RouterFactory | None = None,
     ) -> None:
         """Raises :class:`ConfigError` for settings that cannot work together."""

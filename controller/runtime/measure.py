@@ -107,23 +107,28 @@ class PrometheusMeasurer:
         out: dict[tuple[str, str], Measurement] = {}
         for item in due:
             started = self.clock.now()
-            try:
-                outcome = self._one(rollout, item)
-            except Exception as exc:  # never into the decision logic; the text may hold a value
-                log.error("measurement failed unexpectedly", error=type(exc).__name__)
-                outcome = measurement.Outcome(
-                    "Error", None, f"{item.metric.name}: unexpected {type(exc).__name__}"
-                )
+            outcome = self.take(rollout, item)
             out[(item.run, item.metric.name)] = outcome.measurement(started, self.clock.now())
-            log.info(
-                "measured",
-                run=item.run,
-                metric=item.metric.name,
-                phase=outcome.phase,
-                value=outcome.value if item.metric.provider.judge is None else None,
-                message=outcome.message,
-            )
         return out
+
+    def take(self, rollout: Rollout, item: an.Due) -> measurement.Outcome:
+        """One judged measurement of one due metric (never raises)."""
+        try:
+            outcome = self._one(rollout, item)
+        except Exception as exc:  # never into the decision logic; the text may hold a value
+            log.error("measurement failed unexpectedly", error=type(exc).__name__)
+            outcome = measurement.Outcome(
+                "Error", None, f"{item.metric.name}: unexpected {type(exc).__name__}"
+            )
+        log.info(
+            "measured",
+            run=item.run,
+            metric=item.metric.name,
+            phase=outcome.phase,
+            value=outcome.value if item.metric.provider.judge is None else None,
+            message=outcome.message,
+        )
+        return outcome
 
     def _one(self, rollout: Rollout, item: an.Due) -> measurement.Outcome:
         metric = item.metric

@@ -33,18 +33,28 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from controller.api.analysis import Metric
 from controller.api.rollout import Measurement, Rollout
 from controller.core import analysis as an
+from controller.core.measurement import Outcome
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
-from controller.runtime.reconciler import Measurer
 
 log = structlog.get_logger()
 
 DEFAULT_PROVIDER = "default"
+
+
+class Taker(Protocol):
+    """Takes one measurement, blocking until the provider answers (never raises: a
+    failure is an Error outcome, with its ``error_kind`` when a query failed)."""
+
+    def take(self, rollout: Rollout, item: an.Due) -> Outcome:
+        """The judged outcome of one due measurement."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class _Job:
     key: JobKey
     provider: str
     started: float
-    future: Future[Measurement] | None = None
+    future: Future[Outcome] | None = None
 
 
 @dataclass
@@ -90,11 +100,13 @@ def provider_of(metric: Metric) -> str:
 
 class MeasuringPool:
     """A non-blocking :class:`~controller.runtime.reconciler.Measurer` in front of a
-    blocking one (see the module docstring)."""
+    blocking :class:`Taker` (see the module docstring). A measurement counts as a timeout
+    for the breaker when its outcome's ``error_kind`` is ``timeout`` (the query's own
+    timeout) or when the pool's deadline gives it up."""
 
     def __init__(
         self,
-        measurer: Measurer,
+        measurer: Taker,
         wake: Callable[[str], None],
         *,
         per_provider: int = 4,
@@ -213,35 +225,35 @@ class MeasuringPool:
         self._jobs[key] = job
         started_at = self.clock.now()
 
-        def run() -> Measurement:
+        def run() -> Outcome:
             with self._lock:
                 if self._jobs.get(key) is not job:
                     raise _GivenUpError  # the deadline passed while it waited for a worker
                 if provider.open_until is not None and self.clock.monotonic() < provider.open_until:
-                    return self._error(item.metric, f"provider {name} is not answering")
-            result = self.measurer.measure(rollout, [item], started_at)
-            return result[(item.run, item.metric.name)]
+                    return Outcome(
+                        "Error", None, f"{item.metric.name}: provider {name} is not answering"
+                    )
+            return self.measurer.take(rollout, item)
 
         job.future = provider.executor.submit(run)
-        job.future.add_done_callback(lambda f: self._finished(job, f))
+        job.future.add_done_callback(lambda f: self._finished(job, f, started_at))
 
     # -- completion --------------------------------------------------------------------
 
-    def _finished(self, job: _Job, future: Future[Measurement]) -> None:
+    def _finished(self, job: _Job, future: Future[Outcome], started_at: dt.datetime) -> None:
         if future.cancelled():
             return
         try:
-            measurement = future.result()
+            outcome = future.result()
         except _GivenUpError:
             return
         except Exception as exc:  # never into the decision logic
-            measurement = Measurement(
-                phase="Error",
-                message=f"{job.key.metric}: unexpected {type(exc).__name__}",
-                started_at=self.clock.now(),
-            )
-        timed_out = "(timeout)" in measurement.message
-        self._settle(job, measurement, timed_out=timed_out)
+            outcome = Outcome("Error", None, f"{job.key.metric}: unexpected {type(exc).__name__}")
+        self._settle(
+            job,
+            outcome.measurement(started_at, self.clock.now()),
+            timed_out=outcome.error_kind == "timeout",
+        )
 
     def _settle(self, job: _Job, measurement: Measurement, *, timed_out: bool) -> None:
         with self._lock:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from controller.api.analysis import Metric
-from controller.api.rollout import AnalysisRunStatus, Measurement, Rollout
+from controller.api.rollout import AnalysisRunStatus, Rollout
 from controller.core import analysis as an
+from controller.core.measurement import ErrorKind, Outcome
 from controller.runtime.measuring import MeasuringPool
 from tests.support.clock import FakeClock
 from tests.support.kube import wait_for
@@ -23,32 +24,27 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 class Provider:
-    """A blocking measurer whose answers the test releases, per metric."""
+    """A blocking taker whose answers the test releases, per metric; ``errors`` makes a
+    metric's answers Errors (message, error kind)."""
 
     def __init__(self) -> None:
         self.gates: dict[str, threading.Event] = {}
         self.calls: list[str] = []
-        self.messages: dict[str, str] = {}
+        self.errors: dict[str, tuple[str, ErrorKind | None]] = {}
         self.lock = threading.Lock()
 
     def gate(self, metric: str) -> threading.Event:
         with self.lock:
             return self.gates.setdefault(metric, threading.Event())
 
-    def measure(
-        self, rollout: Rollout, due: list[an.Due], now: dt.datetime
-    ) -> dict[tuple[str, str], Measurement]:
-        (item,) = due
+    def take(self, rollout: Rollout, item: an.Due) -> Outcome:
         with self.lock:
             self.calls.append(item.metric.name)
         self.gate(item.metric.name).wait(timeout=30)
-        message = self.messages.get(item.metric.name, "")
-        phase: Any = "Error" if message else "Successful"
-        return {
-            (item.run, item.metric.name): Measurement(
-                phase=phase, value="1", message=message, started_at=now
-            )
-        }
+        if item.metric.name in self.errors:
+            message, kind = self.errors[item.metric.name]
+            return Outcome("Error", None, message, kind)
+        return Outcome("Successful", "1")
 
 
 def metric(name: str, address: str = "http://prom-a:9090") -> Metric:
@@ -143,7 +139,7 @@ def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> N
     no provider call; after the cool-down one trial goes through, and its answer closes
     the breaker."""
     pool, provider, clock, _ = world
-    provider.messages["m"] = "m: query failed (timeout): read timed out"
+    provider.errors["m"] = ("m: query failed (timeout): read timed out", "timeout")
     provider.gate("m").set()
     for _ in range(2):
         pool.measure(rollout(), due(metric("m")), T0)
@@ -154,7 +150,7 @@ def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> N
     assert "breaker open" in refused.message
     assert len(provider.calls) == calls
     clock.advance(61)
-    provider.messages.pop("m")
+    provider.errors.pop("m")
     assert pool.measure(rollout(), due(metric("m")), T0) == {}  # the trial
     wait_for("trial answered", lambda: pool.in_flight("default/app") == 0, 5)
     assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == (
@@ -172,3 +168,25 @@ def test_a_result_never_reaches_a_newer_run(world: Any) -> None:
     newer = rollout(started=T0 + dt.timedelta(minutes=1))
     assert pool.measure(newer, due(metric("m")), T0) == {}
     wait_for("the new run's own", lambda: len(provider.calls) == 2, 5)
+
+
+def test_only_a_timeout_kind_counts_for_the_breaker(world: Any) -> None:
+    """An Error whose text mentions a timeout but whose kind is another (a Prometheus
+    error, a condition) never opens the breaker; two timeouts by kind do."""
+    pool, provider, _, _ = world
+    provider.errors["m"] = ("m: query failed (execution): step (timeout) too small", "execution")
+    provider.gate("m").set()
+    for _ in range(3):
+        pool.measure(rollout(), due(metric("m")), T0)
+        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+        assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == "Error"
+    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # asked again: not open
+    wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+    pool.measure(rollout(), due(metric("m")), T0)
+    provider.errors["m"] = ("m: no answer", "timeout")
+    for _ in range(2):
+        pool.measure(rollout(), due(metric("m")), T0)
+        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+        pool.measure(rollout(), due(metric("m")), T0)
+    refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+    assert "breaker open" in refused.message
