@@ -153,6 +153,9 @@ class Reconciler:
         self.observer = observer
         self._unwritten: dict[str, Unwritten] = {}
         self._unwritten_lock = threading.Lock()
+        self._selecting: dict[str | None, dict[str, tuple[str, Selecting | None]]] = {}
+        """Per namespace, each Rollout's parsed selector by resourceVersion. Workers
+        replace a namespace's map whole; a race only parses a Rollout twice."""
 
     def reconcile(self, key: str) -> float | None:
         """One pass for the Rollout ``namespace/name``; seconds until the next, or None."""
@@ -421,20 +424,17 @@ class Reconciler:
 
     def _neighbours(self, namespace: str | None) -> list[Selecting]:
         """The Rollouts of the namespace, as far as selectors go (a Rollout whose selector
-        or labels do not parse selects nothing)."""
-        out: list[Selecting] = []
+        or labels do not parse selects nothing). Each Rollout is parsed once per
+        resourceVersion: a pass costs a dictionary lookup per neighbour, not a parse."""
+        seen = self._selecting.get(namespace, {})
+        now: dict[str, tuple[str, Selecting | None]] = {}
         for raw in self.informers.rollouts.list(namespace):
-            meta, spec = raw.get("metadata") or {}, raw.get("spec") or {}
-            labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-            try:
-                selector = LabelSelector.model_validate(spec.get("selector") or {})
-                created = meta.get("creationTimestamp")
-                when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
-            except (ValidationError, ValueError):
-                continue
-            if isinstance(labels, dict):
-                out.append(Selecting(str(meta.get("name")), when, selector, labels))
-        return out
+            meta = raw.get("metadata") or {}
+            name, version = str(meta.get("name")), str(meta.get("resourceVersion"))
+            cached = seen.get(name)
+            now[name] = cached if cached and cached[0] == version else (version, _selecting(raw))
+        self._selecting[namespace] = now
+        return [parsed for _, parsed in now.values() if parsed is not None]
 
     def _invalid(self, raw: dict[str, Any], exc: ValidationError, now: dt.datetime) -> None:
         self._report_invalid(raw, [f"{f}: {r}" for f, r in problems_of(exc)], now)
@@ -505,3 +505,19 @@ def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
 
 def _fields(action: Action) -> dict[str, Any]:
     return {k: v for k, v in vars(action).items() if not isinstance(v, tuple)}
+
+
+def _selecting(raw: dict[str, Any]) -> Selecting | None:
+    """A stored Rollout as :mod:`controller.core.overlap` sees it (None when its selector,
+    labels or creation time do not parse)."""
+    meta, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    try:
+        selector = LabelSelector.model_validate(spec.get("selector") or {})
+        created = meta.get("creationTimestamp")
+        when = dt.datetime.fromisoformat(created) if isinstance(created, str) else None
+    except (ValidationError, ValueError):
+        return None
+    if not isinstance(labels, dict):
+        return None
+    return Selecting(str(meta.get("name")), when, selector, labels)
