@@ -128,6 +128,10 @@ class SizeResult:
     requests_per_min_progressing: float = 0.0
     requests_per_release: float = 0.0
     lateness: list[float] = field(default_factory=list)
+    passes_per_release: float = 0.0
+    """Reconcile passes in the progressing window, per progressing Rollout."""
+    cpu_ms_per_pass: float = 0.0
+    """Controller CPU in the progressing window, per reconcile pass."""
     controller_429: float = 0.0
     retried_429: int = 0
     apiserver_429: float = 0.0
@@ -262,6 +266,9 @@ class Bench:
         result.requests_per_min_progressing = beyond_idle / len(progressing) / window * 60
         result.requests_per_release = beyond_idle / len(progressing)
         result.cpu_progressing_percent = 100 * (after.cpu - before.cpu) / window
+        passes = after.reconciles - before.reconciles
+        result.passes_per_release = passes / len(progressing)
+        result.cpu_ms_per_pass = 1000 * (after.cpu - before.cpu) / max(passes, 1)
         for key, revision in wanted.items():
             snapshots = self.recorder.snapshots(key)
             result.lateness += pause_lateness(snapshots, revision, STEPS).values()
@@ -464,6 +471,11 @@ def table(results: Sequence[SizeResult]) -> str:
         [
             "controller CPU, 10% progressing",
             *each(lambda r: f"{r.cpu_progressing_percent:.1f}%"),
+            "",
+        ],
+        [
+            "reconcile passes per release / CPU per pass",
+            *each(lambda r: f"{r.passes_per_release:.1f} / {r.cpu_ms_per_pass:.1f} ms"),
             "",
         ],
         [

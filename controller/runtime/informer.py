@@ -175,11 +175,27 @@ class Cache(Protocol[T]):
         """Copies of the objects (of one namespace, with these labels, if given)."""
         ...
 
+    def versions(self, namespace: str | None = None) -> dict[str, str]:
+        """The key and resourceVersion of every object (of one namespace), copying none:
+        a reader that keeps what it derived from each object re-reads only those that
+        changed."""
+        ...
+
 
 def key_of(obj: Any) -> str:
     """The cache key of an object (model or dict): ``namespace/name``, or ``name``."""
     key: str = _meta_namespace_key(obj)  # type: ignore[no-untyped-call]
     return key
+
+
+def version_of(obj: Any) -> str:
+    """The resourceVersion of a cached object (model or dict), without copying it."""
+    if isinstance(obj, dict):
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+    else:
+        meta = getattr(obj, "metadata", None)
+        version = getattr(meta, "resource_version", None)
+    return str(version or "")
 
 
 def labels_of(obj: Any) -> Mapping[str, str]:
@@ -469,6 +485,13 @@ class Informer(Generic[T]):
             wanted = labels.items()
             objs = [obj for obj in objs if wanted <= labels_of(obj).items()]
         return [copy.deepcopy(obj) for obj in objs]
+
+    def versions(self, namespace: str | None = None) -> dict[str, str]:
+        """Key -> resourceVersion of every cached object (of ``namespace``), no copies."""
+        objs: builtins.list[T] = self._informer.cache.list()
+        prefix = f"{namespace}/" if namespace is not None else ""
+        out = {key_of(obj): version_of(obj) for obj in objs}
+        return {k: v for k, v in out.items() if k.startswith(prefix)}
 
     # -- the wrapped list function (runs on the informer thread) --------------------
 

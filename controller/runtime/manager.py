@@ -77,6 +77,13 @@ class MultiInformer(Generic[T]):
         """Copies of the cached objects (of one namespace, with these labels, if given)."""
         return [obj for informer in self.informers for obj in informer.list(namespace, labels)]
 
+    def versions(self, namespace: str | None = None) -> dict[str, str]:
+        """Key -> resourceVersion of every cached object (of ``namespace``), no copies."""
+        out: dict[str, str] = {}
+        for informer in self.informers:
+            out.update(informer.versions(namespace))
+        return out
+
     def keys(self) -> builtins.list[str]:
         """Every cached key."""
         return [k for informer in self.informers for k in informer.keys()]

@@ -65,7 +65,7 @@ from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
 from controller.errors import ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
-from controller.runtime.informer import Cache
+from controller.runtime.informer import Cache, version_of
 
 log = structlog.get_logger()
 
@@ -424,15 +424,18 @@ class Reconciler:
 
     def _neighbours(self, namespace: str | None) -> list[Selecting]:
         """The Rollouts of the namespace, as far as selectors go (a Rollout whose selector
-        or labels do not parse selects nothing). Each Rollout is parsed once per
-        resourceVersion: a pass costs a dictionary lookup per neighbour, not a parse."""
+        or labels do not parse selects nothing). Each Rollout is read and parsed once per
+        resourceVersion: a pass costs a dictionary lookup per neighbour, not a copy and a
+        parse (copying the namespace's Rollouts on every pass cost 25 ms a pass with 100
+        of them)."""
         seen = self._selecting.get(namespace, {})
         now: dict[str, tuple[str, Selecting | None]] = {}
-        for raw in self.informers.rollouts.list(namespace):
-            meta = raw.get("metadata") or {}
-            name, version = str(meta.get("name")), str(meta.get("resourceVersion"))
-            cached = seen.get(name)
-            now[name] = cached if cached and cached[0] == version else (version, _selecting(raw))
+        for key, version in self.informers.rollouts.versions(namespace).items():
+            cached = seen.get(key)
+            if cached is not None and cached[0] == version:
+                now[key] = cached
+            elif (raw := self.informers.rollouts.get(key)) is not None:
+                now[key] = (version_of(raw), _selecting(raw))
         self._selecting[namespace] = now
         return [parsed for _, parsed in now.values() if parsed is not None]
 
