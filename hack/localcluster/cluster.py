@@ -41,6 +41,13 @@ STAGES = REPO / "hack" / "cluster" / "kwok-stages.yaml"
 KWOK_NODE_LABEL = ("type", "kwok")
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+#: Pod IPs (kwok's ``--cidr``; the first pod gets 127.1.0.1) and the fake nodes' IP, both
+#: in the loopback range so that a process can serve a pod on its podIP:port here
+#: (hack/podrunner). 127.0.0.0/16 stays for the local processes (127.0.0.1, 127.0.0.x).
+#: The API server refuses loopback addresses in IPv4 EndpointSlices, so the controller
+#: manager cannot publish these pods; the pod runner publishes its pods' slices itself.
+POD_CIDR = "127.1.0.0/16"
+NODE_IP = "127.2.0.1"
 
 
 def ensure_binaries() -> Path:
@@ -337,8 +344,8 @@ class LocalCluster:
                 f"--config={STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
-                "--cidr=10.0.0.1/16",
-                "--node-ip=10.0.0.1",
+                f"--cidr={POD_CIDR}",
+                f"--node-ip={NODE_IP}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{self._ports['kwok']}",
             ],
