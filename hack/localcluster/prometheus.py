@@ -179,8 +179,8 @@ class LocalPrometheus:
             ],
             self.workdir / "prometheus.log",
         )
-        self.component.start()
         try:
+            self.component.start()
             wait_until("prometheus", self._ready, [self.component], timeout)
         except BaseException:
             self.stop()
@@ -311,25 +311,43 @@ class PodDiscovery:
     ``controller_kind``/``_name``, ``container_name``/``_image``/``_init``,
     ``container_port_name``/``_number``/``_protocol``, ``label_<name>`` and
     ``labelpresent_<name>``, ``annotation_<name>`` and ``annotationpresent_<name>``
-    (names sanitized to ``[a-zA-Z0-9_]``). Init containers are left out."""
+    (names sanitized to ``[a-zA-Z0-9_]``). Init containers are left out.
 
-    def __init__(self, kubeconfig: Path, path: Path, *, watch_timeout: int = 2) -> None:
+    The file is rewritten at most every ``write_interval`` seconds (a burst of pod
+    events costs one write); Prometheus reads it every second."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        path: Path,
+        *,
+        watch_timeout: int = 2,
+        write_interval: float = 0.25,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.path = path
         self.watch_timeout = watch_timeout
+        self.write_interval = write_interval
+        self._lock = threading.Lock()  # the pods and the dirty flag
+        self._write_lock = threading.Lock()  # one writer of the file at a time
         self._pods: dict[str, dict[str, Any]] = {}
+        self._dirty = True
         self._written: str | None = None
         self._stop = threading.Event()
         self._synced = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._api: Any = None
 
     def start(self, timeout: float = 30.0) -> None:
         """Start watching; returns once the first list is written."""
         self._api = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
         self._write()
-        self._thread = threading.Thread(target=self._run, name="pod-discovery", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name="pod-discovery", daemon=True),
+            threading.Thread(target=self._writer, name="pod-discovery-file", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         if not self._synced.wait(timeout):
             self.stop()
             raise ComponentError(f"pod discovery: listing pods failed within {timeout:.0f}s")
@@ -337,12 +355,16 @@ class PodDiscovery:
     def stop(self) -> None:
         """Stop watching (within the watch timeout)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.watch_timeout + 5)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=self.watch_timeout + 5)
+        self._threads = []
         if self._api is not None:
             self._api.close()
             self._api = None
+
+    def _writer(self) -> None:
+        while not self._stop.wait(self.write_interval):
+            self._write()
 
     def _run(self) -> None:
         core = client.CoreV1Api(self._api)
@@ -352,7 +374,9 @@ class PodDiscovery:
                     _preload_content=False, _request_timeout=30
                 )
                 body = json.loads(resp.data)
-                self._pods = {p["metadata"]["uid"]: p for p in body.get("items") or []}
+                with self._lock:
+                    self._pods = {p["metadata"]["uid"]: p for p in body.get("items") or []}
+                    self._dirty = True
                 self._write()
                 self._synced.set()
                 rv = str(body["metadata"]["resourceVersion"])
@@ -378,27 +402,33 @@ class PodDiscovery:
         ):
             pod = event["object"]
             rv = str(pod["metadata"].get("resourceVersion", rv))
-            if event["type"] in ("ADDED", "MODIFIED"):
-                self._pods[pod["metadata"]["uid"]] = pod
-            elif event["type"] == "DELETED":
-                self._pods.pop(pod["metadata"]["uid"], None)
-            else:
-                continue
-            self._write()
+            with self._lock:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._pods[pod["metadata"]["uid"]] = pod
+                    self._dirty = True
+                elif event["type"] == "DELETED":
+                    self._pods.pop(pod["metadata"]["uid"], None)
+                    self._dirty = True
             if self._stop.is_set():
                 w.stop()  # type: ignore[no-untyped-call]
         return rv
 
     def _write(self) -> None:
-        groups = [group for pod in self._pods.values() for group in pod_target_groups(pod)]
-        groups.sort(key=lambda g: (g["labels"]["__meta_kubernetes_namespace"], g["targets"]))
-        text = json.dumps(groups)
-        if text == self._written:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(self.path)  # atomic: Prometheus never reads half a file
-        self._written = text
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty:
+                    return
+                self._dirty = False
+                pods = list(self._pods.values())
+            groups = [group for pod in pods for group in pod_target_groups(pod)]
+            groups.sort(key=lambda g: (g["labels"]["__meta_kubernetes_namespace"], g["targets"]))
+            text = json.dumps(groups)
+            if text == self._written:
+                return
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)  # atomic: Prometheus never reads half a file
+            self._written = text
 
 
 def pod_target_groups(pod: dict[str, Any]) -> list[dict[str, Any]]:
