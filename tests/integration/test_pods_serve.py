@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
-from podrunner import MANAGED_BY, SERVING_ANNOTATION, PodRunner
 
 from controller.api.analysis import ClusterAnalysisTemplate, Metric
 from controller.api.rollout import Rollout, SecretKeyRef
@@ -27,6 +26,7 @@ from controller.core import analysis as an
 from controller.runtime.measure import PrometheusMeasurer
 from localcluster import LocalCluster, LocalPrometheus
 from localcluster.cluster import POD_CIDR
+from podrunner import MANAGED_BY, SERVING_ANNOTATION, PodRunner
 from tests.support.kube import wait_for
 from tests.support.manifests import pod_spec
 from tests.support.podrunner import PORT, get, ready, replica_set, served_template, service

@@ -8,8 +8,8 @@ import urllib.request
 from typing import Any
 
 from kubernetes import client
-from podrunner import SERVE_ANNOTATION
 
+from podrunner import SERVE_ANNOTATION
 from tests.support.manifests import pod_spec
 
 PORT = 8080
