@@ -9,7 +9,8 @@ Endpoints:
 
 ======================  ==================================================================
 ``GET /`` (any path)    a request: waits ``latencyMs`` (± ``jitterMs``), then answers 500
-                        with probability ``errorRate`` and 200 otherwise; counted
+                        with probability ``errorRate`` and 200 otherwise, with the
+                        version in ``X-Served-By``; counted
 ``GET /metrics``        Prometheus metrics: ``http_requests_total{service,version,code}``
                         and ``http_request_duration_seconds{service,version}`` (histogram)
 ``GET /healthz``        200 ``ok`` (not counted)
@@ -33,6 +34,9 @@ from typing import Any, ClassVar
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
+SERVED_BY = "X-Served-By"
+"""The response header naming the version that answered a simulated request (success or
+failure), so a client behind a Gateway can count requests per version."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 MAX_LATENCY_MS = 10_000.0
 
@@ -180,15 +184,19 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
         code = HTTPStatus.INTERNAL_SERVER_ERROR if fail else HTTPStatus.OK
         body = b"simulated failure\n" if fail else f"hello from {self.app.version}\n".encode()
-        self._send(code, body, "text/plain")
+        self._send(code, body, "text/plain", served_by=self.app.version)
         self.app.record(int(code), time.perf_counter() - started)
 
     def _json(self, code: HTTPStatus, payload: Any) -> None:
         self._send(code, json.dumps(payload).encode() + b"\n", "application/json")
 
-    def _send(self, code: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(
+        self, code: HTTPStatus, body: bytes, content_type: str, served_by: str | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        if served_by is not None:
+            self.send_header(SERVED_BY, served_by)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
