@@ -44,6 +44,7 @@ control-plane: ## build etcd, kube-apiserver, controller-manager, scheduler, kub
 
 .PHONY: deps
 deps: python-deps prometheus control-plane ## everything the tests and the demo need
+	@bash hack/cluster/build-traefik.sh >/dev/null
 
 # --- checks and tests ---------------------------------------------------------------
 
