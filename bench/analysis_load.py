@@ -223,6 +223,11 @@ def in_analysis(revision: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
+def aborted(revision: str) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: the status records an abort of ``revision``."""
+    return lambda status: (status.get("abort") or {}).get("revision") == revision
+
+
 def aborted_off(revision: str) -> Callable[[dict[str, Any]], bool]:
     """Predicate: ``revision`` is aborted and its weight is 0 (traffic all on stable)."""
 
@@ -249,6 +254,9 @@ class LatencyResult:
     in_analysis: int = 0
     abort_seconds: list[float] = field(default_factory=list)
     abort_missed: int = 0
+    abort_seen_seconds: list[float] = field(default_factory=list)
+    """To the first status with the abort (the controller's reaction; the rest of
+    ``abort_seconds`` is the stable's pods coming back before the canary goes)."""
     reconcile_seconds: list[float] = field(default_factory=list)
     reconcile_missed: int = 0
     provider_queries: int = 0
@@ -263,9 +271,10 @@ def abort_latency(
     recorder: StatusRecorder,
     targets: dict[Member, str],
     timeout: float,
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, list[float]]:
     """Annotate each target with an abort of its revision (all at once); seconds from
-    each annotation's acknowledgement to the first status with the abort and weight 0."""
+    each annotation's acknowledgement to the first status with the abort and weight 0,
+    how many never got there, and seconds to the first status with the abort."""
     custom = client.CustomObjectsApi(api)
     acked: dict[str, float] = {}
     for m, revision in targets.items():
@@ -277,12 +286,15 @@ def abort_latency(
     late = recorder.wait_each(
         {m.key: aborted_off(r) for m, r in targets.items()}, timeout, what="aborted"
     )
-    out = []
+    out, reacted = [], []
     for m, revision in targets.items():
         seen = recorder.first(m.key, aborted_off(revision))
         if seen is not None and m.key not in late:
             out.append(max(0.0, seen.at - acked[m.key]))
-    return out, len(late)
+        first = recorder.first(m.key, aborted(revision))
+        if first is not None:
+            reacted.append(max(0.0, first.at - acked[m.key]))
+    return out, len(late), reacted
 
 
 def reconcile_latency(

@@ -40,8 +40,10 @@ Two analysis cases follow (``--no-analysis`` skips them):
    step is an analysis measuring every 10 s against the 200 ms stand-in, so about 10
    queries a second are in flight. After ``--analysis-window`` seconds, ``--aborts``
    of them are aborted by annotation (abort latency: acknowledgement of the annotation
-   to the first status with the abort and canary weight 0; in replica-ratio mode the
-   stable ReplicaSet was never scaled down), and ``--reconciles`` Rollouts without
+   to the first status with the abort and canary weight 0; the stable ReplicaSet, at
+   half size during the step, must be back at full size and Ready before the canary
+   goes, so the table also gives the time to the first status recording the abort,
+   which is the controller's own reaction), and ``--reconciles`` Rollouts without
    analysis get a spec change (``spec.paused`` flipped; reconcile latency:
    acknowledgement to the first status that shows the new generation). Then 20 of the
    Rollouts in analysis get a release whose analysis uses a provider that accepts
@@ -365,7 +367,7 @@ def analysis_case(
             half = args.aborts // 2
             others = [m for m in running if m not in releasing]
             targets = releasing[:half] + others[-(args.aborts - half) :]
-        result.abort_seconds, result.abort_missed = al.abort_latency(
+        result.abort_seconds, result.abort_missed, result.abort_seen_seconds = al.abort_latency(
             api, bench.recorder, {m: running.pop(m) for m in targets}, 120
         )
         chosen = (
@@ -420,6 +422,11 @@ def analysis_table(
                 "  abort latency median / p99 / max",
                 q(r.abort_seconds, r.abort_missed),
                 "p99 <= 2 s",
+            ],
+            [
+                "    of which to the abort in status",
+                q(r.abort_seen_seconds, 0),
+                "",
             ],
             [
                 "  no-analysis reconcile median / p99 / max",
