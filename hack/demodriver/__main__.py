@@ -1,6 +1,7 @@
-"""``python -m demodriver`` (``make demo``): start a local cluster and Prometheus, run the
-demo scenario, print the timeline and the measured time from regression to rollback,
-and tear everything down."""
+"""``python -m demodriver`` (``make demo``): start a local cluster, run the demo scenario
+on the real data plane (Traefik, pods that serve, a Prometheus that discovers them),
+print the timeline and the measured time from regression to rollback, and tear
+everything down."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 from pathlib import Path
 
 from demodriver import scenario
-from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
+from localcluster import LocalCluster, ensure_binaries
+from localcluster.traefik import ensure_traefik
 
 
 def main() -> int:
@@ -19,15 +21,10 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="stepwise-demo-"))
     print("Stepwise demo: building or reusing the local control plane ...", flush=True)
     bin_dir = ensure_binaries()
-    with LocalCluster(bin_dir) as cluster, LocalPrometheus(scrape_interval="1s") as prometheus:
-        print(
-            f"cluster up ({cluster.endpoints.server}), Prometheus at {prometheus.url}; "
-            f"logs in {workdir}",
-            flush=True,
-        )
-        result = scenario.run(
-            cluster.endpoints.kubeconfig, prometheus, workdir, say=lambda s: print(s, flush=True)
-        )
+    ensure_traefik()
+    with LocalCluster(bin_dir) as cluster:
+        print(f"cluster up ({cluster.endpoints.server}); logs in {workdir}", flush=True)
+        result = scenario.run(cluster.endpoints, workdir, say=lambda s: print(s, flush=True))
     for line in scenario.summary(result):
         print(line)
     print(f"  demo took {time.monotonic() - started:.0f}s")

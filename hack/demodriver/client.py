@@ -99,9 +99,12 @@ class GatewayLoad:
         with self._lock:
             return [a for a in self._answers if since <= a.at < until]
 
-    def counts(self, since: float = 0.0, until: float = float("inf")) -> Counter[Outcome]:
-        """Requests by outcome within ``[since, until)``."""
-        return Counter(a.outcome for a in self.answers(since, until))
+    def counts(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
+        """Requests by outcome within ``[since, until)`` (outcomes with none left out)."""
+        out: Counter[str] = Counter()
+        for answer in self.answers(since, until):
+            out[answer.outcome] += 1
+        return dict(out)
 
     def versions(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
         """Requests answered by each version within ``[since, until)``."""

@@ -1,27 +1,27 @@
 """The demo scenario, shared by ``make demo`` and the end-to-end test.
 
-On a running cluster and Prometheus it sets up a ``checkout`` Rollout routed through a
-Gateway API HTTPRoute, a weighted proxy that follows the route (the stand-in for a
-Gateway implementation), one demo-app process per revision (scraped by Prometheus with
-the ``namespace``/``pod`` labels a Kubernetes scrape gives), load through the proxy,
-and the controller. Then:
+On a running cluster it starts the real data plane (:class:`~localcluster.dataplane.DataPlane`:
+Traefik as the Gateway, a demo-app process serving each ``checkout`` pod on its pod IP,
+and a Prometheus that discovers the pods through the API server), sets up a ``checkout``
+Rollout routed through a Gateway API HTTPRoute on Traefik's Gateway, sends 60 requests/s
+through the Gateway (every answer counted at the client, with the version that served
+it), and starts the controller. Then:
 
 1. ``v1`` becomes stable (first revision, no canary);
-2. ``v2`` (healthy) goes through the steps under analysis and is promoted;
-3. ``v3`` starts healthy; once it has traffic its error rate jumps to 40%, and the
-   analysis rolls it back. The time from the jump to the route weight reaching 0, and to
-   the last request reaching ``v3``, is measured.
+2. ``v2`` (healthy) goes through the steps under analysis and is promoted; every request
+   during the promotion is counted by outcome;
+3. ``v3`` starts healthy; once it has traffic its pods' error rate jumps to 40%, and the
+   analysis rolls it back. The time from the jump to Traefik's weight reaching 0, and to
+   the last request served by ``v3``, is measured.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +29,19 @@ from typing import Any
 
 from kubernetes import client, config
 
-from demodriver.proxy import WeightedProxy
-from localcluster import LocalPrometheus, free_port, install_crds
+from demodriver.client import GatewayLoad
+from localcluster import install_crds
+from localcluster.cluster import Endpoints
 from localcluster.controller import ControllerProcess
+from localcluster.dataplane import DataPlane, served_pod_template
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
 GROUP, VERSION = "stepwise.dev", "v1alpha1"
 ERROR_RATE_OF_BAD_RELEASE = 0.4
+PORT = 8080
+#: Pod IPs are reached directly, never through a proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -51,9 +56,22 @@ class Result:
     bad_rolled_back: bool = False
     regression_to_weight_zero: float | None = None
     regression_to_last_bad_request: float | None = None
-    revisions_after_rollback: set[str] = field(default_factory=set)
+    versions_after_rollback: set[str] = field(default_factory=set)
+    """Versions that served requests from 0.5 s after Traefik's weight reached 0."""
     bad_requests_seen: int = 0
+    """Requests v3 answered with an error after its regression."""
+    promotion_counts: dict[str, int] = field(default_factory=dict)
+    """Requests by outcome from v2's release to its promotion (see demodriver.client)."""
     abort_message: str = ""
+
+
+def _last_seconds(load: GatewayLoad) -> str:
+    """The client's count of the last 2 s: requests by version and outcome."""
+    now = time.monotonic()
+    answers = load.answers(since=now - 2)
+    by = Counter((a.version or "-", a.outcome) for a in answers)
+    shown = ", ".join(f"{v} {o} {n}" for (v, o), n in sorted(by.items()))
+    return f"last 2 s at the client: {shown or 'no requests'}"
 
 
 class Timeline:
@@ -67,105 +85,42 @@ class Timeline:
     def note(self, text: str) -> None:
         self.say(f"[{time.monotonic() - self.start:6.1f}s] {text}")
 
-    def observe(self, rollout: dict[str, Any], route_weight: int | None) -> None:
+    def observe(
+        self, rollout: dict[str, Any], route_weight: int | None, load: GatewayLoad | None
+    ) -> None:
         s = rollout.get("status") or {}
         line = (
             f"{s.get('phase', '-'):<11} step {s.get('currentStepIndex', '-')}"
-            f"  route weight {route_weight if route_weight is not None else '-':>3}%"
+            f"  Traefik weight {route_weight if route_weight is not None else '-':>3}%"
             f"  stable {s.get('stableRevision', '-')}  canary {s.get('canaryRevision', '-')}"
-            f"  {s.get('message', '')[:90]}"
+            f"  {s.get('message', '')[:80]}"
         )
         if line != self.last:
-            self.note(line)
+            self.note(line + (f"\n{' ' * 10}{_last_seconds(load)}" if load else ""))
             self.last = line
 
 
-class Apps:
-    """One demo-app process per revision, registered with Prometheus."""
-
-    def __init__(self, prometheus: LocalPrometheus, namespace: str, workdir: Path) -> None:
-        self.prometheus = prometheus
-        self.namespace = namespace
-        self.workdir = workdir
-        self.ports: dict[str, int] = {}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def ensure(self, revision: str, version: str) -> None:
-        if revision in self.ports:
-            return
-        port = free_port()
-        log = (self.workdir / f"app-{version}-{revision}.log").open("wb")
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "demoapp",
-                    "--port",
-                    str(port),
-                    "--version",
-                    version,
-                    "--service",
-                    "checkout",
-                    "--latency-ms",
-                    "10",
-                    "--jitter-ms",
-                    "5",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_env(),
-            )
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while not _ok(f"http://127.0.0.1:{port}/healthz"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"demo app {version} did not start")
-            time.sleep(0.1)
-        self.prometheus.add_target(
-            f"checkout-{revision}",
-            f"127.0.0.1:{port}",
-            {"namespace": self.namespace, "pod": f"checkout-{revision}-local"},
-        )
-        self.ports[revision] = port
-
-    def configure(self, revision: str, **changes: float) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports[revision]}/admin/config",
-            data=json.dumps(changes).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - loopback
-            pass
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-        for revision in self.ports:
-            self.prometheus.remove_target(f"checkout-{revision}")
+VERSION_ENV = {"SERVICE": "checkout", "LATENCY_MS": "10", "JITTER_MS": "5"}
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HACK)])}
+def container(version: str) -> dict[str, Any]:
+    """The checkout container of release ``version`` (its image and ``VERSION``)."""
+    template = served_pod_template({"app": "checkout"}, {"VERSION": version, **VERSION_ENV})
+    found: dict[str, Any] = template["spec"]["containers"][0]
+    found["name"] = "checkout"
+    found["image"] = f"demo/checkout:{version}"
+    return found
 
 
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def manifests(namespace: str) -> list[tuple[str, dict[str, Any]]]:
-    """The objects the demo applies: (kind, body)."""
+def manifests(parent_ref: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The objects the demo applies: (kind, body); the HTTPRoute attaches to ``parent_ref``."""
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {
+            "selector": {"app": "checkout"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
     }
     template = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -201,10 +156,12 @@ def manifests(namespace: str) -> list[tuple[str, dict[str, Any]]]:
         "kind": "HTTPRoute",
         "metadata": {"name": "checkout"},
         "spec": {
-            "parentRefs": [{"name": "demo-gateway"}],
+            "parentRefs": [parent_ref],
             "rules": [{"backendRefs": [{"name": "checkout-stable", "port": 80, "weight": 100}]}],
         },
     }
+    pod_template = served_pod_template({"app": "checkout"}, {"VERSION": "v1", **VERSION_ENV})
+    pod_template["spec"]["containers"] = [container("v1")]
     rollout = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Rollout",
@@ -212,14 +169,7 @@ def manifests(namespace: str) -> list[tuple[str, dict[str, Any]]]:
         "spec": {
             "replicas": 4,
             "selector": {"matchLabels": {"app": "checkout"}},
-            "template": {
-                "metadata": {"labels": {"app": "checkout"}},
-                "spec": {
-                    "containers": [{"name": "checkout", "image": "demo/checkout:v1"}],
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                },
-            },
+            "template": pod_template,
             "strategy": {
                 "canary": {
                     "stableService": "checkout-stable",
@@ -251,26 +201,20 @@ class Scenario:
     """The demo's moving parts and its three acts."""
 
     def __init__(
-        self,
-        kubeconfig: Path,
-        prometheus: LocalPrometheus,
-        workdir: Path,
-        say: Callable[[str], None],
-        namespace: str,
+        self, endpoints: Endpoints, workdir: Path, say: Callable[[str], None], namespace: str
     ) -> None:
-        self.api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        self.api = config.new_client_from_config(config_file=str(endpoints.kubeconfig))  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api)
-        self.apps_api = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.namespace = namespace
         self.timeline = Timeline(say)
-        self.apps = Apps(prometheus, namespace, workdir)
-        self.controller = ControllerProcess(
-            kubeconfig, workdir, namespaces=[namespace],
-            extra=[f"--prometheus-address={prometheus.url}", "--workers=2"],
-        )  # fmt: skip
-        self.proxy: WeightedProxy | None = None
-        self.load: subprocess.Popen[bytes] | None = None
+        self.dataplane = DataPlane(endpoints, [namespace], workdir=workdir / "dataplane")
+        self.kubeconfig, self.workdir = endpoints.kubeconfig, workdir
+        self.controller: ControllerProcess | None = None
+        self.load: GatewayLoad | None = None
+        self.bad_pods: set[str] = set()
+        """v3 pods whose error rate was raised."""
+        self.bad_rate: float | None = None
         self.result = Result()
 
     # -- reading the world ------------------------------------------------------------
@@ -286,24 +230,20 @@ class Scenario:
         return self.rollout().get("status") or {}
 
     def route_weight(self) -> int | None:
-        """The canary's share of the route, as the proxy follows it."""
-        if self.proxy is None:
+        """The canary's share of the route as Traefik applies it (None before it has the
+        route)."""
+        try:
+            weights = self.dataplane.traefik.weights(self.namespace, "checkout")
+        except OSError:
             return None
-        backends = self.proxy.backends
-        total = sum(b.weight for b in backends) or 1
-        return sum(
-            round(100 * b.weight / total) for b in backends if b.service == "checkout-canary"
-        )
+        total = sum(weights.values())
+        return round(100 * weights.get("checkout-canary", 0) / total) if total else None
 
     def sync(self) -> None:
-        """Start a demo-app process for any new revision; note what changed."""
-        ro = self.rollout()
-        s = ro.get("status") or {}
-        for rev in {s.get("stableRevision"), s.get("canaryRevision")} - {None}:
-            rs = self.apps_api.read_namespaced_replica_set(f"checkout-{rev}", self.namespace)
-            image = str(rs.spec.template.spec.containers[0].image)  # type: ignore[union-attr]
-            self.apps.ensure(str(rev), image.rsplit(":", 1)[-1])
-        self.timeline.observe(ro, self.route_weight())
+        """Raise the error rate of any new bad pod; note what changed."""
+        if self.bad_rate is not None:
+            self._make_bad(self.result.v3, self.bad_rate)
+        self.timeline.observe(self.rollout(), self.route_weight(), self.load)
 
     def wait(self, what: str, done: Callable[[dict[str, Any]], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -318,22 +258,51 @@ class Scenario:
         self.timeline.note(f"gave up waiting for {what} after {timeout:.0f}s")
         return False
 
+    def _make_bad(self, revision: str, rate: float) -> None:
+        """Set ``errorRate`` on every Running pod of ``revision`` not yet changed."""
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"stepwise.dev/revision={revision}"
+        ).items
+        for pod in pods:
+            name = str(pod.metadata.name) if pod.metadata else ""
+            status = pod.status
+            if name in self.bad_pods or status is None or status.phase != "Running":
+                continue
+            ip = status.pod_ip
+            if not ip:
+                continue
+            request = urllib.request.Request(
+                f"http://{ip}:{PORT}/admin/config",
+                data=json.dumps({"errorRate": rate}).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with _DIRECT.open(request, timeout=2):
+                    self.bad_pods.add(name)
+            except OSError:
+                continue  # not serving yet: tried again on the next sync
+
     # -- the acts ---------------------------------------------------------------------
 
     def setup(self) -> None:
-        install_crds(
-            self.api,
-            [
-                *sorted((REPO / "deploy" / "crds").glob("*.yaml")),
-                REPO / "hack" / "crds" / "gateway-api-httproute.yaml",
-            ],
-        )
+        install_crds(self.api, sorted((REPO / "deploy" / "crds").glob("*.yaml")))
         ns = client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
         self.core.create_namespace(ns)
+        self.dataplane.start()  # Traefik installs the Gateway API's standard CRDs
+        self.timeline.note(
+            f"data plane up: Traefik's Gateway at {self.dataplane.url}, pods served on "
+            f"loopback pod IPs, Prometheus at {self.dataplane.prometheus.url}"
+        )
+        # Prometheus has its port once started: the controller is made after it.
+        self.controller = ControllerProcess(
+            self.kubeconfig, self.workdir, namespaces=[self.namespace],
+            extra=[f"--prometheus-address={self.dataplane.prometheus.url}", "--workers=2"],
+        )  # fmt: skip
         self.controller.start()
         self.timeline.note(f"controller running (log: {self.controller.log_path})")
         plurals = {"template": "analysistemplates", "rollout": "rollouts"}
-        for kind, body in manifests(self.namespace):
+        for kind, body in manifests(self.dataplane.parent_ref()):
             if kind == "service":
                 self.core.create_namespaced_service(self.namespace, body)  # type: ignore[arg-type]
             elif kind == "route":
@@ -349,19 +318,16 @@ class Scenario:
     def first_release(self) -> None:
         self.wait("v1 to become stable", lambda s: s.get("phase") == "Healthy", 60)
         self.result.v1 = str(self.status()["stableRevision"])
-        self.proxy = WeightedProxy(self.api, self.namespace, "checkout", self.apps.ports.get)
-        self.proxy.start()
-        self.load = subprocess.Popen(
-            [sys.executable, "-m", "demoapp.load", "--target", self.proxy.url, "--rps", "60",
-             "--duration", "900"],
-            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.timeline.note(f"v1 stable; 60 requests/s through the weighted proxy {self.proxy.url}")
+        self.wait("Traefik to route to v1", lambda s: self.route_weight() is not None, 30)
+        self.load = GatewayLoad(self.dataplane.url, rps=60).start()
+        self.timeline.note(
+            f"v1 stable; 60 requests/s through Traefik's Gateway {self.dataplane.url}"
+        )
 
     def good_release(self) -> None:
         r = self.result
-        _set_image(self.custom, self.namespace, "demo/checkout:v2")
         started = time.monotonic()
+        _release(self.custom, self.namespace, "v2")
         self.timeline.note("release v2 (healthy): image set to demo/checkout:v2")
         self.wait("v2 to start", lambda s: s.get("canaryRevision") != r.v1, 30)
         r.v2 = str(self.status()["canaryRevision"])
@@ -371,31 +337,38 @@ class Scenario:
             180,
         )
         r.good_seconds = time.monotonic() - started
+        time.sleep(3)  # the old pods go after scaleDownDelaySeconds: count through that
+        assert self.load is not None
+        r.promotion_counts = self.load.counts(started, time.monotonic())
+        counts = _counts(r.promotion_counts)
         self.timeline.note(
-            f"v2 promoted in {r.good_seconds:.1f}s" if r.good_promoted else "v2 NOT promoted"
+            f"v2 promoted in {r.good_seconds:.1f}s; requests meanwhile: {counts}"
+            if r.good_promoted
+            else "v2 NOT promoted"
         )
 
     def bad_release(self) -> None:
         r = self.result
-        _set_image(self.custom, self.namespace, "demo/checkout:v3")
+        _release(self.custom, self.namespace, "v3")
         self.timeline.note("release v3 (turns bad): image set to demo/checkout:v3")
         self.wait("v3 to start", lambda s: s.get("canaryRevision") != r.v2, 30)
         r.v3 = str(self.status()["canaryRevision"])
         self.wait("v3 to take traffic", lambda s: (self.route_weight() or 0) > 0, 90)
         time.sleep(2)
-        self.apps.configure(r.v3, errorRate=ERROR_RATE_OF_BAD_RELEASE)
+        self.bad_rate = ERROR_RATE_OF_BAD_RELEASE
+        self._make_bad(r.v3, self.bad_rate)
         jump = time.monotonic()
         self.timeline.note(f"v3 error rate jumps to {ERROR_RATE_OF_BAD_RELEASE:.0%}")
         zero = self._until_rolled_back(jump)
         time.sleep(3)
-        assert self.proxy is not None
-        bad = [s for s in list(self.proxy.served) if s.revision == r.v3 and s.at >= jump]
-        r.bad_requests_seen = len(bad)
+        assert self.load is not None
+        bad = [a for a in self.load.answers(since=jump) if a.version == "v3"]
+        r.bad_requests_seen = sum(1 for a in bad if a.outcome == "app error")
         if bad:
-            r.regression_to_last_bad_request = max(s.at for s in bad) - jump
+            r.regression_to_last_bad_request = max(a.at for a in bad) - jump
         if zero is not None:
-            r.revisions_after_rollback = self.proxy.revisions_since(zero + 0.5)
-        self.timeline.observe(self.rollout(), self.route_weight())
+            r.versions_after_rollback = set(self.load.versions(since=zero + 0.5))
+        self.timeline.observe(self.rollout(), self.route_weight(), self.load)
 
     def _until_rolled_back(self, jump: float) -> float | None:
         r = self.result
@@ -407,7 +380,7 @@ class Scenario:
                 zero = time.monotonic()
                 r.regression_to_weight_zero = zero - jump
                 self.timeline.note(
-                    f"route weight 0, all traffic on stable: {zero - jump:.1f}s after the jump"
+                    f"Traefik's weight 0, all traffic on stable: {zero - jump:.1f}s after the jump"
                 )
             abort = self.status().get("abort") or {}
             if zero is not None and abort.get("revision") == r.v3:
@@ -419,23 +392,20 @@ class Scenario:
 
     def close(self) -> None:
         if self.load is not None:
-            self.load.kill()
-            self.load.wait()
-        if self.proxy is not None:
-            self.proxy.stop()
-        self.controller.stop()
-        self.apps.stop()
+            self.load.stop()
+        if self.controller is not None:
+            self.controller.stop()
+        self.dataplane.stop()
 
 
 def run(
-    kubeconfig: Path,
-    prometheus: LocalPrometheus,
+    endpoints: Endpoints,
     workdir: Path,
     say: Callable[[str], None] = print,
     namespace: str = "demo",
 ) -> Result:
     """Run the whole scenario; returns what was measured."""
-    demo = Scenario(kubeconfig, prometheus, workdir, say, namespace)
+    demo = Scenario(endpoints, workdir, say, namespace)
     try:
         demo.setup()
         demo.first_release()
@@ -446,12 +416,19 @@ def run(
         demo.close()
 
 
-def _set_image(custom: client.CustomObjectsApi, namespace: str, image: str) -> None:
-    ops = [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}]
+def _release(custom: client.CustomObjectsApi, namespace: str, version: str) -> None:
+    ops = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0", "value": container(version)}
+    ]
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, "rollouts", "checkout", ops,
         _content_type="application/json-patch+json",
     )  # fmt: skip
+
+
+def _counts(counts: dict[str, int]) -> str:
+    order = ("ok", "app error", "gateway error", "no answer")
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in order)
 
 
 def summary(result: Result) -> list[str]:
@@ -466,15 +443,17 @@ def summary(result: Result) -> list[str]:
     ]
     if result.regression_to_weight_zero is not None:
         lines.append(
-            f"  regression to route weight 0: {result.regression_to_weight_zero:.1f}s"
+            f"  regression to weight 0 in Traefik: {result.regression_to_weight_zero:.1f}s"
             " (bound: scrape 1s + rate window 5s + analysis interval 1s = 7s)"
         )
     if result.regression_to_last_bad_request is not None:
         last = result.regression_to_last_bad_request
         lines.append(f"  regression to the last request served by v3: {last:.1f}s")
-    lines.append(
-        f"  revisions serving after the rollback: {sorted(result.revisions_after_rollback)}"
-    )
+    if result.promotion_counts:
+        lines.append(
+            f"  requests during v2's release and promotion: {_counts(result.promotion_counts)}"
+        )
+    lines.append(f"  versions serving after the rollback: {sorted(result.versions_after_rollback)}")
     if result.abort_message:
         lines.append(f"  why: {result.abort_message}")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

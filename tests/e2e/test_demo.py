@@ -1,5 +1,7 @@
-"""The demo scenario end to end, without a terminal: a good release is promoted, a bad
-one is rolled back automatically, and afterwards requests reach only the stable version."""
+"""The demo scenario end to end on the real data plane (Traefik as the Gateway, pods that
+serve, a Prometheus that discovers them), without a terminal: a good release is promoted
+with no failed request through the Gateway, a bad one is rolled back automatically, and
+afterwards requests reach only the stable version."""
 
 from __future__ import annotations
 
@@ -8,17 +10,18 @@ from pathlib import Path
 import pytest
 
 from demodriver import scenario
-from localcluster import LocalCluster, LocalPrometheus
+from localcluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
 
 def test_good_release_promoted_bad_release_rolled_back(
-    local_cluster: LocalCluster, kubeconfig: Path, prometheus: LocalPrometheus, tmp_path: Path
+    local_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    """v2 is promoted; v3's regression is rolled back; after the rollback only v2 serves."""
+    """v2 is promoted and no request fails through the Gateway meanwhile; v3's
+    regression is rolled back; after the rollback only v2 serves."""
     lines: list[str] = []
-    result = scenario.run(kubeconfig, prometheus, tmp_path, say=lines.append, namespace="e2e-demo")
+    result = scenario.run(local_cluster.endpoints, tmp_path, say=lines.append, namespace="e2e-demo")
     report = "\n".join(lines + scenario.summary(result))
     assert result.good_promoted, report
     assert result.bad_rolled_back, report
@@ -26,4 +29,9 @@ def test_good_release_promoted_bad_release_rolled_back(
     assert result.regression_to_weight_zero is not None
     assert result.regression_to_weight_zero < 30, report
     assert result.bad_requests_seen > 0, report  # the canary really served the regression
-    assert result.revisions_after_rollback == {result.v2}, report
+    assert result.versions_after_rollback == {"v2"}, report
+    counts = result.promotion_counts
+    assert counts.get("ok", 0) > 100, report  # 60 requests/s through the whole release
+    assert counts.get("gateway error", 0) == 0, report
+    assert counts.get("no answer", 0) == 0, report
+    assert counts.get("app error", 0) == 0, report  # v1 and v2 are both healthy

@@ -57,14 +57,14 @@ def test_each_answer_is_counted_by_outcome_and_version(
     answers = load.answers()
     assert {a.outcome for a in answers} == {outcome}
     assert {a.version for a in answers} == {version}
-    assert load.counts()[outcome] == len(answers)
+    assert load.counts() == {outcome: len(answers)}
 
 
 def test_no_listener_is_no_answer() -> None:
     """A refused connection is a request without an answer, counted, never dropped."""
     with GatewayLoad("http://127.0.0.1:9/", rps=50, connections=1, timeout=1) as load:
         wait_for("answers", lambda: len(load.answers()) >= 5, 10)
-    assert load.counts()["no answer"] == len(load.answers())
+    assert load.counts() == {"no answer": len(load.answers())}
     assert all(a.failure for a in load.answers())
 
 
