@@ -320,9 +320,8 @@ def test_a_canary_service_deleted_at_20_percent_gets_weight_zero_at_once(
     assert status["abort"]["reason"] == "CanaryServiceMissing", status
     assert "app-canary" in status["abort"]["message"]
     assert status["canaryWeight"] == 0
-    if routed.routing.object_name != (routed.routing.team_object or {}).get("metadata", {}).get(
-        "name"
-    ):
+    team = routed.routing.team_object
+    if team is not None and team["metadata"]["name"] != routed.routing.object_name:
         assert routed.versions()[0] == team_version  # the team's own object is only read
 
 
