@@ -52,7 +52,8 @@ def serve(state: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     bin_dir = ensure_binaries()
-    cluster = LocalCluster(bin_dir, workdir=state / "cluster")
+    # Every node here is fake: no taint, so manifests schedule as they are written.
+    cluster = LocalCluster(bin_dir, workdir=state / "cluster", taint=False)
     prom = LocalPrometheus(workdir=state / "prometheus")
     try:
         endpoints = cluster.start()

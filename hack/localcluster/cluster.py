@@ -94,17 +94,22 @@ class LocalCluster:
         external_kubeconfig: Path | None = None,
         controller_manager_qps: int | None = None,
         port_allocator: Callable[[], int] = free_port,
+        taint: bool = True,
     ) -> None:
         """``external_kubeconfig`` attaches to a running cluster (kind, say): only kwok is
         started, to provide the fake nodes. ``controller_manager_qps`` raises the
         controller-manager's client rate limit (``--kube-api-qps``, burst 1.5 times
         that) from its default of 20, which otherwise paces pod creation in bursts.
-        ``port_allocator`` hands out the components' ports (a free one each call)."""
+        ``port_allocator`` hands out the components' ports (a free one each call).
+        ``taint`` puts :data:`KWOK_TAINT` on the fake nodes, which the tests tolerate so
+        that they also run on kind beside a real node; ``make cluster-up``, where every
+        node is fake, leaves it off so that any manifest's pods schedule as written."""
         self.bin_dir = bin_dir
         self._port = port_allocator
         self.controller_manager_qps = controller_manager_qps
         self.external_kubeconfig = external_kubeconfig
         self.nodes = nodes
+        self.taint = taint
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stepwise-cluster-"))
         self.components: dict[str, Component] = {}
@@ -398,8 +403,7 @@ class LocalCluster:
         with urllib.request.urlopen(req, context=self._ssl, timeout=2) as resp:  # noqa: S310
             return bool(resp.status == 200)
 
-    @staticmethod
-    def _register_node(core: client.CoreV1Api, name: str) -> None:
+    def _register_node(self, core: client.CoreV1Api, name: str) -> None:
         node = client.V1Node(
             metadata=client.V1ObjectMeta(
                 name=name,
@@ -411,7 +415,7 @@ class LocalCluster:
                 },
                 annotations={KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
             ),
-            spec=client.V1NodeSpec(taints=[client.V1Taint(**KWOK_TAINT)]),
+            spec=client.V1NodeSpec(taints=[client.V1Taint(**KWOK_TAINT)] if self.taint else None),
         )
         try:
             core.create_node(node)
