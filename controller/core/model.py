@@ -43,6 +43,10 @@ class TrafficState:
     problem: str | None = None
     """Set when the router object is missing or does not fit (no rule for the stable
     Service, say); the plan then holds traffic where it is and says why."""
+    settled: bool = True
+    """False while the data plane shows it has not yet taken in the router object's
+    latest spec (a Gateway reports an older generation in the route's status). Only
+    routers whose data plane reports it can say False; the others are always True."""
 
 
 @dataclass(frozen=True)

@@ -297,8 +297,10 @@ def _canary(p: _Pass, desired: str, stable: str) -> None:
             "traffic; all traffic goes back to stable (recreate it, then retry)",
         )
     if p.routed and p.weight == 0 and not (paused and not p.aborted()):
-        # Only the canary Service reaches a canary, and it selects the current one.
-        _drain_others(p, keep={stable, desired})
+        # Only the canary Service reaches a canary: the current one, or a superseded one
+        # it still selects until the data plane has moved off it (_may_repin_canary).
+        selected = p.pins.get(p.canary.canary_service or "")
+        _drain_others(p, keep={stable, desired} | ({selected} if selected else set()))
 
     if not p.aborted():
         _advance(p, desired, stable, intents)
@@ -699,8 +701,7 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
     True once the canary has its Ready pods (and, by ratio, the stable gave up its share)."""
     targets = _targets(p.canary.steps, upto)
     want = canary_replicas(targets.weight, p.total, targets.scale)
-    _pin_services(p, stable=stable, canary=canary)
-    if p.problem:
+    if not _pin_services(p, stable=stable, canary=canary) or p.problem:
         return False
     if p.routed:
         traffic = p.observed.traffic
@@ -892,16 +893,45 @@ def _scale(p: _Pass, revision: str, replicas: int) -> None:
     p.sizes[revision] = replicas
 
 
-def _pin_services(p: _Pass, *, stable: str, canary: str) -> None:
+def _pin_services(p: _Pass, *, stable: str, canary: str) -> bool:
+    """Point the stable and canary Services at their revisions; False while the canary
+    Service must keep selecting a canary that still receives traffic (see
+    :func:`_may_repin_canary`)."""
+    pinned = True
     for service, revision in ((p.canary.stable_service, stable), (p.canary.canary_service, canary)):
         if service is None:
             continue
         if service in p.observed.missing_services:
             p.block(f"Service {service} does not exist; create it or fix the Rollout")
             continue
-        if p.pins.get(service) != revision:
-            p.actions.append(PinService(service, revision))
-            p.pins[service] = revision
+        current = p.pins.get(service)
+        if current == revision:
+            continue
+        if service == p.canary.canary_service and not _may_repin_canary(p, current):
+            p.wait(
+                "Progressing",
+                f"waiting for the data plane to send nothing to canary Service {service} "
+                f"(revision {current}) before it selects {revision}",
+                "TrafficShifting",
+            )
+            p.wake_at(p.now + SETTLE_RECHECK)
+            pinned = False
+            continue
+        p.actions.append(PinService(service, revision))
+        p.pins[service] = revision
+    return pinned
+
+
+def _may_repin_canary(p: _Pass, current: str | None) -> bool:
+    """Whether the canary Service may select another revision now: only once the router
+    has been seen sending it nothing, and the data plane has taken that in. A Gateway
+    that still applies the old weights would otherwise send the new revision's pods
+    requests before they are Ready (or to none at all), and the old canary's pods keep
+    serving until then."""
+    traffic = p.observed.traffic
+    if not p.routed or traffic is None or current is None or current == p.status.stable_revision:
+        return True
+    return traffic.canary_weight == 0 and traffic.settled
 
 
 def _drain_others(p: _Pass, *, keep: set[str]) -> None:
@@ -922,6 +952,10 @@ def _others_have_pods(p: _Pass, keep: set[str]) -> bool:
     )
 
 
+SETTLE_RECHECK = dt.timedelta(seconds=1)
+"""How soon a pass waiting on the data plane (:attr:`TrafficState.settled`) looks again."""
+
+
 def _schedule_scale_down(p: _Pass, revision: str, delay: int) -> None:
     if any(s.revision == revision for s in p.status.scale_down):
         return
@@ -935,14 +969,18 @@ def _scheduled_scale_downs(p: _Pass) -> None:
     protected = {p.status.stable_revision}
     if p.status.abort is None:
         protected.add(p.status.canary_revision)
+    traffic = p.observed.traffic
+    settled = traffic is None or traffic.settled
     for item in p.status.scale_down:
         if item.revision in protected or item.revision not in p.sizes:
             continue
-        if p.now >= item.at:
+        if p.now >= item.at and settled:
             _scale(p, item.revision, 0)
         else:
+            # Due, but the data plane has not taken in the last route change: the old
+            # pods may still get requests. Looked at again shortly.
             keep.append(item)
-            p.wake_at(item.at)
+            p.wake_at(max(item.at, p.now + SETTLE_RECHECK))
     if keep != p.status.scale_down:
         p.set(scale_down=keep)
 

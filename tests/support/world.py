@@ -54,6 +54,10 @@ class World:
     router_problem: str | None = None
     weight_history: list[int] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    taken_in: bool = True
+    """Whether the data plane has taken in the last weight written: False from a
+    SetWeight until :meth:`catch_up` (time passing), as a Gateway that applies a route
+    change a moment after it is written."""
 
     def observed(self, measurements: dict[tuple[str, str], Measurement] | None = None) -> Observed:
         """The world as the runtime would observe it."""
@@ -62,7 +66,9 @@ class World:
                 ReplicaSetState(f"app-{rev}", rev, rs.replicas, rs.ready, rs.created)
                 for rev, rs in sorted(self.replica_sets.items())
             ),
-            traffic=TrafficState(self.weight, frozenset(self.header_routes), self.router_problem)
+            traffic=TrafficState(
+                self.weight, frozenset(self.header_routes), self.router_problem, self.taken_in
+            )
             if self.routed
             else None,
             service_revisions=dict(self.services),
@@ -82,6 +88,7 @@ class World:
             elif isinstance(action, SetWeight):
                 self.weight = action.weight
                 self.weight_history.append(action.weight)
+                self.taken_in = False
             elif isinstance(action, PinService):
                 self.services[action.service] = action.revision
             elif isinstance(action, SetHeaderRoute):
@@ -96,6 +103,10 @@ class World:
         """Every pod becomes Ready."""
         for rs in self.replica_sets.values():
             rs.ready = rs.replicas
+
+    def catch_up(self) -> None:
+        """The data plane takes in the last weight written."""
+        self.taken_in = True
 
 
 def step(
@@ -118,6 +129,7 @@ def settle(
     for _ in range(passes):
         rollout, result = step(rollout, world, now)
         world.ready_all()
+        world.catch_up()
         if not result.actions:
             rollout, result = step(rollout, world, now)
             if not result.actions:

@@ -146,6 +146,7 @@ class Harness:
         self.ro = self.ro.model_copy(update={"metadata": meta})
 
     def event(self, name: str) -> dict[tuple[str, str], Measurement]:
+        self.world.catch_up()  # time passes between events: the Gateway takes writes in
         status = self.ro.status
         rev = status.canary_revision or ""
         measurements: dict[tuple[str, str], Measurement] = {}

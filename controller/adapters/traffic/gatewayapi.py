@@ -229,6 +229,22 @@ def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
     return next(iter(weights.values())), None
 
 
+def taken_in(route: Route) -> bool:
+    """Whether the Gateways have taken in the route's current spec: False while a parent's
+    status reports a condition for an older generation than ``metadata.generation`` (the
+    implementation has not processed the last write yet). A route with no parent status
+    (no implementation reports one) counts as taken in: there is nothing to wait for."""
+    generation = (route.get("metadata") or {}).get("generation")
+    if not isinstance(generation, int):
+        return True
+    for parent in (route.get("status") or {}).get("parents") or []:
+        for condition in parent.get("conditions") or []:
+            seen = condition.get("observedGeneration")
+            if isinstance(seen, int) and seen < generation:
+                return False
+    return True
+
+
 # -- computing writes ------------------------------------------------------------------
 
 
@@ -403,6 +419,7 @@ class GatewayApiRouter(RouterBase):
         return TrafficState(
             canary_weight=weight,
             header_routes=header_routes(route, self._target),
+            settled=taken_in(route),
             problem=problem
             or self._services_problem(
                 {"canary": self._target.canary}, "the HTTPRoute cannot route to it"

@@ -1,0 +1,91 @@
+"""The plan waits for the data plane where a lagging Gateway would drop requests: a
+superseded canary keeps its Service and pods until the router shows it gets nothing and
+the Gateway has taken that in, and old revisions are scaled down only once the Gateway
+has taken in the last route change. And how the Gateway API router reads "taken in"
+from an HTTPRoute's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.adapters.traffic.gatewayapi import taken_in
+from controller.core.model import PinService, ScaleReplicaSet, SetWeight
+from controller.core.plan import plan
+from tests.support.plan import at, canary_of, make, new_image, stable_world
+from tests.support.world import settle, step
+
+STEPS = [{"setWeight": 30}, {"pause": {}}]
+
+
+def test_a_superseded_canary_keeps_its_service_and_pods_until_the_gateway_moved() -> None:
+    """A new revision while the canary carries 30%: the weight goes to 0 at once, but the
+    canary Service keeps selecting the old canary, whose pods stay, until the Gateway has
+    taken in the weight; then the Service selects the new revision and the old canary
+    goes."""
+    ro, world = stable_world(make(STEPS, routed=True), routed=True)
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(1))
+    old = canary_of(ro)
+    assert world.weight == 30
+    ro = new_image(ro, "registry.local/app:v3")
+    new = canary_of(ro)
+
+    ro, first = step(ro, world, at(2))
+    assert SetWeight(0) in first.actions
+    assert not [a for a in first.actions if isinstance(a, PinService)]
+    assert ScaleReplicaSet(old, 0) not in first.actions  # still reached by the Service
+    assert world.services["app-canary"] == old
+    assert first.status.wait_reason == "TrafficShifting"
+    assert "waiting for the data plane" in first.status.message
+    assert first.requeue_after is not None
+    assert first.requeue_after <= 1
+
+    again = plan(ro, world.observed(), at(2))  # the Gateway has not caught up yet
+    assert not [a for a in again.actions if isinstance(a, PinService)]
+
+    world.catch_up()
+    _, second = step(ro, world, at(3))
+    assert PinService("app-canary", new) in second.actions
+    # The Gateway sends the canary Service nothing: the old canary goes in the same pass.
+    assert ScaleReplicaSet(old, 0) in second.actions
+
+
+def test_old_revisions_scale_down_only_once_the_gateway_took_in_the_promotion() -> None:
+    """After promotion the old stable is scaled down when its delay has passed and the
+    Gateway has taken in the last route write, not before."""
+    ro, world = stable_world(
+        make([{"setWeight": 50}], routed=True, scaleDownDelaySeconds=5), routed=True
+    )
+    first_stable = ro.status.stable_revision
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(1))
+    assert ro.status.stable_revision == canary_of(ro)
+    world.taken_in = False  # a route write the Gateway has not applied yet
+    _, due = step(ro, world, at(30))
+    assert ScaleReplicaSet(str(first_stable), 0) not in due.actions
+    assert due.requeue_after is not None
+    assert due.requeue_after <= 1
+    world.catch_up()
+    _, later = step(ro, world, at(31))
+    assert ScaleReplicaSet(str(first_stable), 0) in later.actions
+
+
+def route(generation: int, *observed: int) -> dict[str, Any]:
+    """An HTTPRoute at ``generation`` whose parents report these observed generations."""
+    return {
+        "metadata": {"name": "app", "generation": generation},
+        "status": {
+            "parents": [
+                {"conditions": [{"type": "Accepted", "observedGeneration": g}]} for g in observed
+            ]
+        },
+    }
+
+
+def test_a_route_is_taken_in_when_every_parent_reports_its_generation() -> None:
+    """Every parent at the route's generation: taken in; one behind: not yet; no status
+    at all (no implementation reports one): nothing to wait for."""
+    assert taken_in(route(4, 4, 4))
+    assert not taken_in(route(4, 4, 3))
+    assert taken_in(route(4))
+    assert taken_in({"metadata": {"name": "app", "generation": 2}})
