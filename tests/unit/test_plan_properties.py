@@ -347,10 +347,12 @@ class Harness:
         delay = self.ro.spec.strategy.canary.abort_scale_down_delay_seconds
         for _ in range(3):
             self.world.ready_all()
+            self.world.catch_up()
             self.reconcile({})
         self.now += dt.timedelta(seconds=delay + 1)
         for _ in range(3):
             self.world.ready_all()
+            self.world.catch_up()
             self.reconcile({})
         assert self.passes[-1][2].actions == ()
 
