@@ -924,10 +924,10 @@ def _pin_services(p: _Pass, *, stable: str, canary: str) -> bool:
 
 def _may_repin_canary(p: _Pass, current: str | None) -> bool:
     """Whether the canary Service may select another revision now: only once the router
-    has been seen sending it nothing, and the data plane has taken that in. A Gateway
-    that still applies the old weights would otherwise send the new revision's pods
-    requests before they are Ready (or to none at all), and the old canary's pods keep
-    serving until then."""
+    has been seen sending it nothing and the data plane has applied that
+    (:attr:`~controller.core.model.TrafficState.settled`). A Gateway that still applies
+    the old weights would otherwise send the new revision's pods requests before they
+    are Ready (or to none at all); the old canary's pods keep serving until then."""
     traffic = p.observed.traffic
     if not p.routed or traffic is None or current is None or current == p.status.stable_revision:
         return True

@@ -6,9 +6,10 @@ from an HTTPRoute's status."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from controller.adapters.traffic.gatewayapi import taken_in
+from controller.adapters.traffic.gatewayapi import APPLY_SECONDS, applied, last_written, taken_in
 from controller.core.model import PinService, ScaleReplicaSet, SetWeight
 from controller.core.plan import plan
 from tests.support.plan import at, canary_of, make, new_image, stable_world
@@ -20,7 +21,7 @@ STEPS = [{"setWeight": 30}, {"pause": {}}]
 def test_a_superseded_canary_keeps_its_service_and_pods_until_the_gateway_moved() -> None:
     """A new revision while the canary carries 30%: the weight goes to 0 at once, but the
     canary Service keeps selecting the old canary, whose pods stay, until the Gateway has
-    taken in the weight; then the Service selects the new revision and the old canary
+    applied the weight; then the Service selects the new revision and the old canary
     goes."""
     ro, world = stable_world(make(STEPS, routed=True), routed=True)
     ro = new_image(ro)
@@ -89,3 +90,26 @@ def test_a_route_is_taken_in_when_every_parent_reports_its_generation() -> None:
     assert not taken_in(route(4, 4, 3))
     assert taken_in(route(4))
     assert taken_in({"metadata": {"name": "app", "generation": 2}})
+
+
+def written(doc: dict[str, Any], at: dt.datetime, manager: str = "stepwise-controller") -> None:
+    """Record that ``manager`` last updated the route's spec at ``at``."""
+    doc["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Update", "time": "2026-01-01T00:00:00Z"},
+        {"manager": manager, "operation": "Update", "time": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        {"manager": "traefik", "operation": "Update", "subresource": "status",
+         "time": (at + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    ]  # fmt: skip
+
+
+def test_a_route_is_applied_only_some_seconds_after_our_last_write() -> None:
+    """Processed by every parent is not enough: the data plane may apply a processed
+    route later, so Stepwise's own last write must be APPLY_SECONDS old."""
+    now = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    doc = route(4, 4)
+    written(doc, now - dt.timedelta(seconds=1))
+    assert last_written(doc) == now - dt.timedelta(seconds=1)
+    assert not applied(doc, now)
+    assert applied(doc, now + dt.timedelta(seconds=APPLY_SECONDS))
+    assert not applied(route(4, 3), now)  # not processed yet
+    assert applied(route(4, 4), now)  # nothing written by Stepwise

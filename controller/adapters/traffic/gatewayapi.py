@@ -49,12 +49,14 @@ patch replaces lists whole.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client
 
+from controller.adapters.kube import FIELD_MANAGER
 from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
     Fence,
@@ -229,6 +231,13 @@ def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
     return next(iter(weights.values())), None
 
 
+APPLY_SECONDS: Final = 3.0
+"""How long after Stepwise's last write of a route its data plane may still apply the
+old one, beyond the route's status saying it has the new generation: a Gateway reports
+what it has processed, and may apply it later (Traefik applies a configuration up to its
+``providersThrottleDuration``, 2 s by default, after it has processed it)."""
+
+
 def taken_in(route: Route) -> bool:
     """Whether the Gateways have taken in the route's current spec: False while a parent's
     status reports a condition for an older generation than ``metadata.generation`` (the
@@ -243,6 +252,26 @@ def taken_in(route: Route) -> bool:
             if isinstance(seen, int) and seen < generation:
                 return False
     return True
+
+
+def last_written(route: Route, manager: str = FIELD_MANAGER) -> dt.datetime | None:
+    """When ``manager`` last changed the route's spec (``managedFields``, to the second)."""
+    times = [
+        entry.get("time")
+        for entry in (route.get("metadata") or {}).get("managedFields") or []
+        if entry.get("manager") == manager and entry.get("subresource") in (None, "")
+    ]
+    parsed = [dt.datetime.fromisoformat(str(t).replace("Z", "+00:00")) for t in times if t]
+    return max(parsed) if parsed else None
+
+
+def applied(route: Route, now: dt.datetime) -> bool:
+    """Whether the data plane has applied the route as it is: taken in by every parent
+    (:func:`taken_in`), and Stepwise's last write at least :data:`APPLY_SECONDS` old. A
+    route no implementation reports on is judged by the time alone."""
+    written = last_written(route)
+    recent = written is not None and (now - written).total_seconds() < APPLY_SECONDS
+    return taken_in(route) and not recent
 
 
 # -- computing writes ------------------------------------------------------------------
@@ -419,7 +448,7 @@ class GatewayApiRouter(RouterBase):
         return TrafficState(
             canary_weight=weight,
             header_routes=header_routes(route, self._target),
-            settled=taken_in(route),
+            settled=applied(route, dt.datetime.now(dt.UTC)),
             problem=problem
             or self._services_problem(
                 {"canary": self._target.canary}, "the HTTPRoute cannot route to it"

@@ -1,0 +1,186 @@
+"""No request fails through a real Gateway while releases move: Traefik in front of pods
+that serve (one demo-app process per pod, Ready only while it answers), the controller
+routing a Gateway API canary, and 50 requests a second counted at the client.
+
+The transitions where a lagging data plane drops requests are each tried: a new revision
+superseding a canary that carries 50% (the canary Service must not select the new,
+unready pods while the Gateway still sends it traffic), a promotion (the old stable's
+pods must outlive the Gateway's switch), and an abort (traffic back to stable before
+the canary's pods go). Failures are counted by outcome: a Gateway 5xx (no backend
+reached) or no answer at all would be the controller's fault; an app's own 5xx cannot
+happen here (every version is healthy)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.api import intents
+from demodriver.client import GatewayLoad
+from localcluster import LocalCluster
+from localcluster.controller import ControllerProcess
+from localcluster.dataplane import DataPlane, served_pod_template
+from tests.support.kube import wait_for
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION = "stepwise.dev", "v1alpha1"
+
+
+@pytest.fixture
+def dataplane(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, stepwise_crds: None
+) -> Iterator[DataPlane]:
+    with DataPlane(local_cluster.endpoints, [namespace], workdir=tmp_path / "dp") as plane:
+        yield plane
+
+
+class Release:
+    """The ``web`` Rollout of one namespace and its objects."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, plane: DataPlane) -> None:
+        self.ns = namespace
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.plane = plane
+
+    def setup(self) -> None:
+        for name in ("web-stable", "web-canary"):
+            self.core.create_namespaced_service(
+                self.ns,
+                {
+                    "metadata": {"name": name},
+                    "spec": {
+                        "selector": {"app": "web"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+                    },
+                },
+            )
+        self.custom.create_namespaced_custom_object(
+            "gateway.networking.k8s.io",
+            "v1",
+            self.ns,
+            "httproutes",
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "parentRefs": [self.plane.parent_ref()],
+                    "rules": [{"backendRefs": [{"name": "web-stable", "port": 80}]}],
+                },
+            },
+        )
+        self.custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.ns,
+            "rollouts",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Rollout",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": 4,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": served_pod_template({"app": "web"}, {"VERSION": "v1"}, "web"),
+                    "strategy": {
+                        "canary": {
+                            "stableService": "web-stable",
+                            "canaryService": "web-canary",
+                            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+                            "steps": [{"setWeight": 50}, {"pause": {}}],
+                            "scaleDownDelaySeconds": 2,
+                            "abortScaleDownDelaySeconds": 2,
+                        }
+                    },
+                },
+            },
+        )
+
+    def status(self) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "rollouts", "web")
+        assert isinstance(found, dict)
+        return found.get("status") or {}
+
+    def release(self, version: str) -> None:
+        container = served_pod_template({"app": "web"}, {"VERSION": version}, "web")
+        path = "/spec/template/spec/containers/0"
+        ops = [{"op": "replace", "path": path, "value": container["spec"]["containers"][0]}]
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "rollouts", "web", ops,
+            _content_type="application/json-patch+json",
+        )  # fmt: skip
+
+    def annotate(self, key: str, value: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "rollouts", "web", {"metadata": {"annotations": {key: value}}}
+        )
+
+    def traefik_share(self) -> int | None:
+        weights = self.plane.traefik.weights(self.ns, "web")
+        total = sum(weights.values())
+        return round(100 * weights.get("web-canary", 0) / total) if total else None
+
+
+def test_no_request_fails_through_a_supersede_a_promotion_and_an_abort(
+    api_client: client.ApiClient, namespace: str, dataplane: DataPlane, tmp_path: Path
+) -> None:
+    web = Release(api_client, namespace, dataplane)
+    controller = ControllerProcess(
+        dataplane.traefik.kubeconfig, tmp_path, namespaces=[namespace], extra=["--workers=2"]
+    )
+    controller.start()
+    try:
+        web.setup()
+        wait_for("v1 stable", lambda: web.status().get("phase") == "Healthy", 60)
+        wait_for("Traefik routes to v1", lambda: web.traefik_share() == 0, 30)
+        with GatewayLoad(dataplane.url, rps=50) as load:
+            time.sleep(1)
+            web.release("v2")
+            wait_for("v2 at 50% in Traefik", lambda: web.traefik_share() == 50, 60)
+            wait_for("v2 serving", lambda: load.versions(time.monotonic() - 1).get("v2", 0) > 0)
+
+            # A new revision while v2 carries 50%.
+            start = time.monotonic()
+            web.release("v3")
+            wait_for(
+                "v3 at 50% in Traefik",
+                lambda: (
+                    load.versions(time.monotonic() - 1).get("v3", 0) > 10
+                    and web.status().get("phase") == "Paused"
+                ),
+                60,
+            )
+            superseded = load.counts(start)
+
+            # Promotion of v3, through its old stable's scale-down.
+            start = time.monotonic()
+            canary = web.status()["canaryRevision"]
+            web.annotate(intents.PROMOTE_FULL, canary)
+            wait_for("v3 stable", lambda: web.status().get("stableRevision") == canary, 60)
+            wait_for("v1 gone", lambda: set(load.versions(time.monotonic() - 1)) == {"v3"}, 30)
+            time.sleep(4)  # beyond scaleDownDelaySeconds: the old pods go meanwhile
+            promoted = load.counts(start)
+
+            # An abort of v4 at 50%.
+            web.release("v4")
+            wait_for("v4 serving", lambda: load.versions(time.monotonic() - 1).get("v4", 0) > 5)
+            start = time.monotonic()
+            web.annotate(intents.ABORT, web.status()["canaryRevision"])
+            wait_for("Traefik back on stable", lambda: web.traefik_share() == 0, 30)
+            zero = time.monotonic()
+            time.sleep(4)  # beyond abortScaleDownDelaySeconds
+            aborted = load.counts(start)
+            after_abort = load.versions(zero + 0.5)
+    finally:
+        controller.stop()
+    for what, counts in (("supersede", superseded), ("promotion", promoted), ("abort", aborted)):
+        assert set(counts) == {"ok"}, (what, counts)
+        assert counts["ok"] > 50, (what, counts)
+    assert set(after_abort) == {"v3"}, after_abort
