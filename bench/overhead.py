@@ -20,9 +20,11 @@ So the figures are the controller's own work between the two: building the obser
 world, ``core.plan`` deciding the abort, and the route write with its verification;
 nothing of Prometheus or of the analysis interval. The objects are the demo's
 (:func:`demodriver.scenario.manifests`), with the canary held at 20% by a long pause and
-a 1 s analysis interval. Each trial releases a new revision, waits until it has 20% and
-a Successful measurement, arms the measurer and waits for the rollback. It prints p50,
-p95, p99 and max and writes ``bench/results/overhead.json``.
+a 1 s analysis interval. There is no data plane: the HTTPRoute names a Gateway that no
+implementation serves (:data:`PARENT_REF`), and the pods are not opted in to being
+served, so kwok makes them Ready by itself. Each trial releases a new revision, waits
+until it has 20% and a Successful measurement, arms the measurer and waits for the
+rollback. It prints p50, p95, p99 and max and writes ``bench/results/overhead.json``.
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ from controller.core.model import TrafficState
 from controller.runtime.manager import Manager
 from controller.settings import Settings
 from demodriver.scenario import GROUP, VERSION, manifests
+from podrunner import SERVE_ANNOTATION
 
 NAMESPACE = "overhead"
+#: The HTTPRoute's parent: a Gateway that nothing implements (only the route's weights
+#: are measured here, as the controller writes them).
+PARENT_REF: dict[str, Any] = {"name": "demo-gateway"}
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "1h"}}]
 PLURALS = {"template": "analysistemplates", "rollout": "rollouts"}
 
@@ -154,7 +160,7 @@ def apply_demo_objects(api: client.ApiClient) -> None:
     """The demo's Services, HTTPRoute, AnalysisTemplate and Rollout, with a 1 s interval,
     a count that outlasts the run, and the canary held at 20%."""
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    for kind, body in manifests(NAMESPACE):
+    for kind, body in manifests(PARENT_REF):
         if kind == "service":
             core.create_namespaced_service(NAMESPACE, body)  # type: ignore[arg-type]
             continue
@@ -167,6 +173,8 @@ def apply_demo_objects(api: client.ApiClient) -> None:
             body["spec"]["metrics"][0].update(interval="1s", count=100_000)
         else:
             body["spec"]["strategy"]["canary"]["steps"] = STEPS
+            # No pod runner here: a pod that asks to be served would never be Ready.
+            body["spec"]["template"]["metadata"]["annotations"].pop(SERVE_ANNOTATION)
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURALS[kind], body)
 
 
