@@ -371,7 +371,8 @@ def _aborted(p: _Pass, canary: str, stable: str) -> None:
             return
         restored = _restore_traffic(p)
         if restored:
-            _schedule_scale_down(p, canary, p.canary.abort_scale_down_delay_seconds)
+            if p.sizes.get(canary, 0) > 0:  # once at 0, nothing is left to schedule
+                _schedule_scale_down(p, canary, p.canary.abort_scale_down_delay_seconds)
             p.set(canary_weight=0)
         p.wait("Degraded", f"{degraded}; all traffic is on stable {stable}", None)
         return

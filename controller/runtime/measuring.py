@@ -226,6 +226,11 @@ class MeasuringPool:
         started_at = self.clock.now()
 
         def run() -> Outcome:
+            namespace, _, name = key.rollout.partition("/")
+            with structlog.contextvars.bound_contextvars(rollout=name, namespace=namespace):
+                return take()
+
+        def take() -> Outcome:
             with self._lock:
                 if self._jobs.get(key) is not job:
                     raise _GivenUpError  # the deadline passed while it waited for a worker

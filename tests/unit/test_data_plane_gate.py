@@ -10,9 +10,10 @@ import datetime as dt
 from typing import Any
 
 from controller.adapters.traffic.gatewayapi import APPLY_SECONDS, applied, last_written, taken_in
+from controller.api import intents
 from controller.core.model import PinService, ScaleReplicaSet, SetWeight
 from controller.core.plan import plan
-from tests.support.plan import at, canary_of, make, new_image, stable_world
+from tests.support.plan import annotate, at, canary_of, make, new_image, stable_world
 from tests.support.world import settle, step
 
 STEPS = [{"setWeight": 30}, {"pause": {}}]
@@ -113,3 +114,25 @@ def test_a_route_is_applied_only_some_seconds_after_our_last_write() -> None:
     assert applied(doc, now + dt.timedelta(seconds=APPLY_SECONDS))
     assert not applied(route(4, 3), now)  # not processed yet
     assert applied(route(4, 4), now)  # nothing written by Stepwise
+
+
+def annotate_abort(ro: Any) -> Any:
+    """The Rollout with an abort of its current canary asked for."""
+    return annotate(ro, **{intents.ABORT: canary_of(ro)})
+
+
+def test_an_aborted_canary_at_zero_is_not_scheduled_again() -> None:
+    """Once the aborted canary's scale-down has run, later passes leave the status as it
+    is: no new scale-down entry, nothing to write (it was rescheduled every delay)."""
+    ro, world = stable_world(make(STEPS, routed=True, abortScaleDownDelaySeconds=5), routed=True)
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(1))
+    ro = annotate_abort(ro)
+    ro, _ = settle(ro, world, at(2))
+    ro, _ = settle(ro, world, at(10))  # past the delay: the canary goes to 0
+    assert world.replica_sets[canary_of(ro)].replicas == 0
+    for seconds in (20, 30, 60):
+        ro, later = step(ro, world, at(seconds))
+        assert later.actions == ()
+        assert later.status.scale_down == []
+        assert later.status == ro.status

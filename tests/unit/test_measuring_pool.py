@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from controller.api.analysis import Metric
 from controller.api.rollout import AnalysisRunStatus, Rollout
@@ -32,12 +33,15 @@ class Provider:
         self.calls: list[str] = []
         self.errors: dict[str, tuple[str, ErrorKind | None]] = {}
         self.lock = threading.Lock()
+        self.contexts: list[dict[str, Any]] = []
+        """The structlog context each call ran in."""
 
     def gate(self, metric: str) -> threading.Event:
         with self.lock:
             return self.gates.setdefault(metric, threading.Event())
 
     def take(self, rollout: Rollout, item: an.Due) -> Outcome:
+        self.contexts.append(structlog.contextvars.get_contextvars())
         with self.lock:
             self.calls.append(item.metric.name)
         self.gate(item.metric.name).wait(timeout=30)
@@ -190,3 +194,13 @@ def test_only_a_timeout_kind_counts_for_the_breaker(world: Any) -> None:
         pool.measure(rollout(), due(metric("m")), T0)
     refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
     assert "breaker open" in refused.message
+
+
+def test_a_measurement_logs_with_its_rollout_and_namespace(world: Any) -> None:
+    """The worker thread's log lines name the Rollout and namespace, as the reconcile's
+    do (the measurement runs outside the reconcile's logging context)."""
+    pool, provider, _, _ = world
+    provider.gate("m").set()
+    pool.measure(rollout(), due(metric("m")), T0)
+    wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+    assert provider.contexts == [{"rollout": "app", "namespace": "default"}]
