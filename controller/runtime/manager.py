@@ -231,17 +231,20 @@ class Manager:
         def each(make: Callable[[str | None], Informer[T]], name: str) -> MultiInformer[T]:
             return MultiInformer([make(ns) for ns in scopes], name)
 
-        rollouts = each(
-            lambda ns: Informer.custom_resources(
-                self.api_client,
-                group=GROUP,
-                version=VERSION,
-                plural="rollouts",
-                namespace=ns,
-                **opts,
-            ),
-            "rollouts",
-        )
+        def stepwise(plural: str) -> MultiInformer[dict[str, Any]]:
+            return each(
+                lambda ns: Informer.custom_resources(
+                    self.api_client,
+                    group=GROUP,
+                    version=VERSION,
+                    plural=plural,
+                    namespace=ns,
+                    **opts,
+                ),
+                plural,
+            )
+
+        rollouts = stepwise("rollouts")
         replica_sets = each(
             lambda ns: Informer.replica_sets(
                 self.api_client, namespace=ns, label_selector=ROLLOUT_LABEL, **opts
@@ -251,17 +254,7 @@ class Manager:
         services = each(
             lambda ns: Informer.services(self.api_client, namespace=ns, **opts), "services"
         )
-        templates = each(
-            lambda ns: Informer.custom_resources(
-                self.api_client,
-                group=GROUP,
-                version=VERSION,
-                plural="analysistemplates",
-                namespace=ns,
-                **opts,
-            ),
-            "analysistemplates",
-        )
+        templates = stepwise("analysistemplates")
         cluster_templates = MultiInformer(
             [
                 Informer.custom_resources(

@@ -102,6 +102,11 @@ class RouterBase:
         self._custom = client.CustomObjectsApi(api_client)
         self._reads = reads or DirectReads(api_client)
         self._fence = fence
+        self.setup(rollout)
+
+    def setup(self, rollout: Rollout) -> None:
+        """What the router reads of the Rollout (its routing fields); raises ValueError
+        when the Rollout does not route with this router."""
 
     # -- reading ----------------------------------------------------------------------
 
@@ -165,21 +170,8 @@ class RouterBase:
         :class:`MovedError` when the object changed (or went) meanwhile; a rejection of
         the change itself is raised as it came."""
         version = resource_version(current)
-        ns = self.namespace
-        self._fence()
         try:
-            call_api(
-                lambda: self._custom.patch_namespaced_custom_object(
-                    kind.group,
-                    kind.version,
-                    ns,
-                    kind.plural,
-                    name,
-                    guarded(version, ops),
-                    field_manager=FIELD_MANAGER,
-                    _content_type=JSON_PATCH,
-                )
-            )
+            self._send(kind, name, guarded(version, ops), JSON_PATCH)
         except NotFoundError as err:
             raise MovedError(f"{kind.plural} {name} was deleted meanwhile") from err
         except (InvalidError, ConflictError) as err:
@@ -203,7 +195,14 @@ class RouterBase:
 
     def _apply(self, kind: Kind, name: str, body: Obj) -> None:
         """Server-side apply of a whole object Stepwise owns (``force``)."""
+        self._send(kind, name, body, APPLY_PATCH, force=True)
+
+    def _send(
+        self, kind: Kind, name: str, body: Any, content_type: str, *, force: bool = False
+    ) -> None:
+        """One PATCH of ``name`` as Stepwise's field manager, after the fence."""
         ns = self.namespace
+        extra: dict[str, Any] = {"force": True} if force else {}
         self._fence()
         call_api(
             lambda: self._custom.patch_namespaced_custom_object(
@@ -214,8 +213,8 @@ class RouterBase:
                 name,
                 body,
                 field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY_PATCH,
+                _content_type=content_type,
+                **extra,
             )
         )
 

@@ -54,17 +54,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubernetes import client
-
 from controller.adapters.kube import FIELD_MANAGER
 from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
-    Fence,
     Op,
     RouterBase,
     header_route_name,
 )
-from controller.adapters.traffic.reads import Kind, Reads
+from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import ApiError, ConflictError
@@ -413,14 +410,8 @@ class GatewayApiRouter(RouterBase):
 
     name = "gatewayAPI"
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        rollout: Rollout,
-        fence: Fence,
-        reads: Reads | None = None,
-    ) -> None:
-        super().__init__(api_client, rollout, fence, reads)
+    def setup(self, rollout: Rollout) -> None:
+        """The routing fields of the Rollout."""
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
         if routing is None or not canary.stable_service or not canary.canary_service:

@@ -58,17 +58,15 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
-from kubernetes import client
 
 from controller.adapters.kube import REVISION_LABEL
 from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
-    Fence,
     Op,
     RouterBase,
     header_route_name,
 )
-from controller.adapters.traffic.reads import Kind, Obj, Reads
+from controller.adapters.traffic.reads import Kind, Obj
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import ApiError, ConflictError, NotFoundError
@@ -571,14 +569,8 @@ class IstioRouter(RouterBase):
 
     name = "istio"
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        rollout: Rollout,
-        fence: Fence,
-        reads: Reads | None = None,
-    ) -> None:
-        super().__init__(api_client, rollout, fence, reads)
+    def setup(self, rollout: Rollout) -> None:
+        """The routing fields of the Rollout."""
         self.target = Target.of(rollout)
 
     # -- the protocol -----------------------------------------------------------------

@@ -58,11 +58,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from kubernetes import client
 
 from controller.adapters.kube import ROLLOUT_LABEL, owner_reference
-from controller.adapters.traffic.base import Fence, RouterBase
-from controller.adapters.traffic.reads import Kind, Obj, Reads
+from controller.adapters.traffic.base import RouterBase
+from controller.adapters.traffic.reads import Kind, Obj
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import ApiError, ConflictError, InvalidSpecError
@@ -293,14 +292,8 @@ class NginxRouter(RouterBase):
 
     name = "nginx"
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        rollout: Rollout,
-        fence: Fence,
-        reads: Reads | None = None,
-    ) -> None:
-        super().__init__(api_client, rollout, fence, reads)
+    def setup(self, rollout: Rollout) -> None:
+        """The routing fields of the Rollout."""
         self.target = Target.of(rollout)
 
     # -- the protocol -----------------------------------------------------------------

@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from kubernetes import client
 
 from controller.adapters.kube import owner_reference
-from controller.adapters.traffic.base import Fence, MovedError, Op, RouterBase
-from controller.adapters.traffic.reads import Kind, Reads
+from controller.adapters.traffic.base import MovedError, Op, RouterBase
+from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState
 from controller.errors import ApiError, ConflictError, InvalidSpecError
@@ -143,14 +142,8 @@ class SmiRouter(RouterBase):
 
     name = "smi"
 
-    def __init__(
-        self,
-        api_client: client.ApiClient,
-        rollout: Rollout,
-        fence: Fence,
-        reads: Reads | None = None,
-    ) -> None:
-        super().__init__(api_client, rollout, fence, reads)
+    def setup(self, rollout: Rollout) -> None:
+        """The routing fields of the Rollout."""
         canary = rollout.spec.strategy.canary
         routing = canary.traffic_routing.smi if canary.traffic_routing else None
         meta = rollout.metadata
