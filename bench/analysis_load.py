@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -29,12 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness import Member, StatusRecorder, Usage, revision_with_image, summarize
 from controller.api import intents
 from localcluster.crds import install_crds
+from localcluster.traefik import gateway_api_crds
 from tests.support.http import send_json
 from tests.support.manifests import rollout as rollout_manifest
 
 GROUP, VERSION = "stepwise.dev", "v1alpha1"
 JSON_PATCH = "application/json-patch+json"
-HTTPROUTE_CRD = Path(__file__).resolve().parents[1] / "hack" / "crds" / "gateway-api-httproute.yaml"
 
 
 # -- stand-in Prometheus servers ---------------------------------------------------------
@@ -355,7 +354,7 @@ def gateway_rollout(name: str, template_name: str) -> dict[str, Any]:
 
 def gateway_objects(api: client.ApiClient, namespace: str, name: str) -> None:
     """The two Services and the HTTPRoute a Gateway API Rollout needs."""
-    install_crds(api, [HTTPROUTE_CRD])
+    install_crds(api, gateway_api_crds())
     core = client.CoreV1Api(api)
     for svc in (f"{name}-stable", f"{name}-canary"):
         core.create_namespaced_service(

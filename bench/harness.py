@@ -44,12 +44,12 @@ from controller.api.rollout import GROUP, VERSION
 from controller.core.hashing import template_hash
 from controller.runtime.informer import Informer
 from localcluster import Endpoints, LocalCluster, ensure_binaries, install_crds
+from localcluster.traefik import gateway_api_crds
 from tests.support.kube import CRD_DIR
 from tests.support.manifests import rollout as rollout_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-GATEWAY_CRD = REPO / "hack" / "crds" / "gateway-api-httproute.yaml"
 PLURAL = "rollouts"
 
 Number = float | int
@@ -344,7 +344,7 @@ def bench_cluster(
     configuration.connection_pool_maxsize = 32  # several client threads share this client
     api = client.ApiClient(configuration)
     try:
-        install_crds(api, [*sorted(CRD_DIR.glob("*.yaml")), GATEWAY_CRD])
+        install_crds(api, [*sorted(CRD_DIR.glob("*.yaml")), *gateway_api_crds()])
         yield cluster, api
     finally:
         api.close()  # type: ignore[no-untyped-call]

@@ -107,12 +107,17 @@ def ensure_traefik() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def gateway_api_crds() -> list[Path]:
+    """The Gateway API's standard-channel CRDs (built or reused with Traefik)."""
+    return standard_crds(ensure_traefik())
+
+
 def standard_crds(build_dir: Path) -> list[Path]:
     """The Gateway API standard-channel CRD files of a build directory.
 
     The channel also ships ``*_vap_safeupgrades.yaml``, a ValidatingAdmissionPolicy that
-    refuses Gateway API CRDs without its bundle-version annotation; it is left out, since
-    other tests apply their own minimal HTTPRoute CRD (hack/crds) to the same cluster."""
+    refuses Gateway API CRDs without its bundle-version annotation; it is left out (the
+    tests install the CRDs as they are, and a cluster may hold CRDs from elsewhere)."""
     files = [
         path
         for path in sorted((build_dir / "gateway-api-crds").glob("*.yaml"))

@@ -5,7 +5,6 @@ unrelated rule that survive every write of ours."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from controller.api import intents
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.errors import LeadershipLostError
 from localcluster.controller import ControllerProcess
+from localcluster.traefik import gateway_api_crds
 from tests.support.cluster import Cluster
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -25,7 +25,6 @@ from tests.support.routing import Editor
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
-CRD = Path(__file__).resolve().parents[2] / "hack" / "crds" / "gateway-api-httproute.yaml"
 BETA_MATCH = [{"headerName": "x-canary", "headerValue": {"exact": "beta"}}]
 HEADER_STEPS = [
     {"setWeight": 20},
@@ -154,7 +153,7 @@ def as_written(rule: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway_crd(api_client: client.ApiClient) -> None:
-    install_crds(api_client, [CRD])
+    install_crds(api_client, gateway_api_crds())
 
 
 @pytest.fixture

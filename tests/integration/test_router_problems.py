@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client
 
 from localcluster.controller import ControllerProcess
+from localcluster.traefik import gateway_api_crds
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
 from tests.support.routing import RolloutNamespace, blocked_on_missing_service
@@ -64,7 +65,8 @@ class Routing:
     """(group, version, plural) of the object the weight is read from."""
     object_name: str
     """The name of that object (the one Stepwise writes)."""
-    crds: tuple[str, ...]
+    crds: Callable[[], list[Path]]
+    """The CRDs the router's objects need."""
     traffic_routing: Obj
     team_object: Obj | None
     """The object the team writes before the Rollout (None: Stepwise creates it)."""
@@ -131,7 +133,7 @@ ROUTINGS = [
         "gatewayAPI",
         ("gateway.networking.k8s.io", "v1", "httproutes"),
         "app",
-        ("gateway-api-httproute.yaml",),
+        gateway_api_crds,
         {"gatewayAPI": {"httpRoute": "app"}},
         _httproute(MAIN_RULE, OTHER_RULE),
         _httproute_share,
@@ -151,7 +153,7 @@ ROUTINGS = [
         "istio",
         ("networking.istio.io", "v1", "virtualservices"),
         "app",
-        ("istio-virtualservice.yaml", "istio-destinationrule.yaml"),
+        lambda: [CRDS / "istio-virtualservice.yaml", CRDS / "istio-destinationrule.yaml"],
         {"istio": {"virtualService": {"name": "app"}}},
         {
             "apiVersion": "networking.istio.io/v1",
@@ -174,7 +176,7 @@ ROUTINGS = [
         "nginx",
         ("networking.k8s.io", "v1", "ingresses"),
         "web-app-canary",
-        (),
+        list,
         {"nginx": {"stableIngress": "web"}},
         _ingress("app-stable"),
         _ingress_share,
@@ -190,7 +192,7 @@ ROUTINGS = [
         "smi",
         ("split.smi-spec.io", "v1alpha2", "trafficsplits"),
         "app",
-        ("smi-trafficsplit.yaml",),
+        lambda: [CRDS / "smi-trafficsplit.yaml"],
         {"smi": {}},
         None,
         _split_share,
@@ -297,8 +299,8 @@ def routed(
 
 
 def _routed(api_client: client.ApiClient, namespace: str, routing: Routing) -> Routed:
-    if routing.crds:
-        install_crds(api_client, [CRDS / name for name in routing.crds])
+    if crds := routing.crds():
+        install_crds(api_client, crds)
     return Routed(api_client, namespace, routing)
 
 

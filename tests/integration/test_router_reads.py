@@ -17,12 +17,11 @@ from controller.adapters.traffic.reads import Kind
 from controller.errors import NotFoundError
 from controller.runtime.metrics import count_requests
 from controller.runtime.objects import NOTE_SECONDS, CachedReads
+from localcluster.traefik import gateway_api_crds
 from tests.support.clock import FakeClock
 from tests.support.kube import install_crds, wait_for
 
 pytestmark = pytest.mark.integration
-
-CRD = Path(__file__).resolve().parents[2] / "hack" / "crds" / "gateway-api-httproute.yaml"
 
 
 class NoServices:
@@ -56,7 +55,7 @@ def reads(
     kubeconfig: Path, namespace: str, api_client: client.ApiClient
 ) -> tuple[CachedReads, Counter[str], client.ApiClient]:
     """Cached reads over their own API client, whose requests are counted by verb."""
-    install_crds(api_client, [CRD])
+    install_crds(api_client, gateway_api_crds())
     own = client.ApiClient(api_client.configuration)
     counted: Counter[str] = Counter()
     count_requests(own, lambda verb, code: counted.update([verb]))

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.core.hashing import template_hash
 from localcluster import LocalCluster, free_port
 from localcluster.controller import REPO, ControllerProcess
+from localcluster.traefik import gateway_api_crds
 from tests.support.analysis import template_doc
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -431,7 +432,7 @@ def install_router_crds(api_client: client.ApiClient) -> None:
     install_crds(
         api_client,
         [
-            HACK_CRDS / "gateway-api-httproute.yaml",
+            *gateway_api_crds(),
             HACK_CRDS / "smi-trafficsplit.yaml",
             HACK_CRDS / "istio-virtualservice.yaml",
             HACK_CRDS / "istio-destinationrule.yaml",
