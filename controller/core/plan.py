@@ -971,7 +971,11 @@ def _scheduled_scale_downs(p: _Pass) -> None:
     if p.status.abort is None:
         protected.add(p.status.canary_revision)
     traffic = p.observed.traffic
-    settled = traffic is None or traffic.settled
+    # The data plane must have applied the traffic as it was observed, and this pass must
+    # not have just changed it: a weight or a Service's revision written in this pass is
+    # not in the Gateway yet, and pods removed now would still get its requests.
+    moved = any(isinstance(a, SetWeight | PinService) for a in p.actions)
+    settled = (traffic is None or traffic.settled) and not (p.routed and moved)
     for item in p.status.scale_down:
         if item.revision in protected or item.revision not in p.sizes:
             continue

@@ -136,3 +136,39 @@ def test_an_aborted_canary_at_zero_is_not_scheduled_again() -> None:
         assert later.actions == ()
         assert later.status.scale_down == []
         assert later.status == ro.status
+
+
+def test_no_pods_go_in_the_pass_that_moves_traffic_even_with_no_delay() -> None:
+    """With scaleDownDelaySeconds and abortScaleDownDelaySeconds 0, a promotion and an
+    abort still never scale a revision down in the pass that writes a weight or points a
+    Service elsewhere: the Gateway has not applied that write yet."""
+    for abort in (False, True):
+        ro, world = stable_world(
+            make(
+                [{"setWeight": 50}, {"pause": {"duration": "1s"}}],
+                routed=True,
+                scaleDownDelaySeconds=0,
+                abortScaleDownDelaySeconds=0,
+            ),
+            routed=True,
+        )
+        ro = new_image(ro)
+        passes = []
+        for second in range(1, 30):
+            if abort and second == 3:
+                ro = annotate_abort(ro)
+            ro, result = step(ro, world, at(second))
+            passes.append(result)
+            world.ready_all()
+            world.catch_up()
+        moved = [r for r in passes if any(isinstance(a, SetWeight | PinService) for a in r.actions)]
+        assert moved
+        for result in moved:
+            downs = [
+                a for a in result.actions if isinstance(a, ScaleReplicaSet) and a.replicas == 0
+            ]
+            assert downs == [], (abort, result.actions)
+        # ...and the scale-down does happen, in a later pass.
+        assert any(
+            isinstance(a, ScaleReplicaSet) and a.replicas == 0 for r in passes for a in r.actions
+        ), abort
