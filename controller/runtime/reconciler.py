@@ -132,6 +132,13 @@ class Unwritten:
     since: dt.datetime
 
 
+CACHE_BEHIND_RECHECK = 0.2
+"""Seconds before a pass that found the cache behind our own status write tries again."""
+CACHE_BEHIND_LIMIT = 5.0
+"""Seconds a key waits for the cache to show our status write before it reconciles on
+whatever the cache has (a watch that stalls must not stall the Rollout)."""
+
+
 class Reconciler:
     """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
 
@@ -153,6 +160,10 @@ class Reconciler:
         self.observer = observer
         self._unwritten: dict[str, Unwritten] = {}
         self._unwritten_lock = threading.Lock()
+        self._behind: dict[str, tuple[str, float]] = {}
+        """Per key, the resourceVersion our last status write replaced (and until when to
+        wait for the cache): a cache still showing it has not seen that write, and a
+        pass on it would act on the past."""
         self._selecting: dict[str | None, dict[str, tuple[str, Selecting | None]]] = {}
         """Per namespace, each Rollout's parsed selector by resourceVersion. Workers
         replace a namespace's map whole; a race only parses a Rollout twice."""
@@ -162,11 +173,27 @@ class Reconciler:
         raw = self.informers.rollouts.get(key)
         if raw is None:
             self._take_unwritten(key)
+            with self._unwritten_lock:
+                self._behind.pop(key, None)
             if self.observer is not None:
                 namespace, _, name = key.partition("/")
                 self.observer.deleted(namespace, name)
             return None
         namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        with self._unwritten_lock:
+            behind = self._behind.get(key)
+            if behind is not None and (
+                behind[0] != raw["metadata"].get("resourceVersion")
+                or self.clock.monotonic() > behind[1]
+            ):
+                del self._behind[key]
+                behind = None
+        if behind is not None:
+            # Our own status write is not in the cache yet: a pass on this copy would redo
+            # what the last one did (re-pin, re-scale, undo a promotion) before its status
+            # write failed on the conflict. The watch brings the write in a moment.
+            log.debug("cache behind our status write; waiting", rollout=name, namespace=namespace)
+            return CACHE_BEHIND_RECHECK
         with structlog.contextvars.bound_contextvars(
             rollout=name, namespace=namespace, reconcile_id=uuid.uuid4().hex[:12]
         ):
@@ -277,12 +304,13 @@ class Reconciler:
             return wait if requeue is None else min(requeue, wait)
         if when is not None:
             # A failed write raises before the unwritten status is dropped: kept for the retry.
-            self.kube.patch_status(
-                raw["metadata"]["namespace"],
-                raw["metadata"]["name"],
-                raw["metadata"]["resourceVersion"],
-                wanted,
+            before = raw["metadata"]["resourceVersion"]
+            written = self.kube.patch_status(
+                raw["metadata"]["namespace"], raw["metadata"]["name"], before, wanted
             )
+            if (written.get("metadata") or {}).get("resourceVersion") != before:
+                with self._unwritten_lock:
+                    self._behind[key] = (before, self.clock.monotonic() + CACHE_BEHIND_LIMIT)
             log.info(
                 "status written",
                 phase=wanted.phase,
