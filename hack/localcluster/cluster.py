@@ -24,13 +24,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from localcluster import pki as pki_mod
-from localcluster.process import Component, ComponentError, free_port, wait_until
+from localcluster.process import Component, ComponentError, Running, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "cluster" / "build.sh"
@@ -82,7 +81,7 @@ _PORT_TAKEN = "address already in use"
 _API_CLIENTS = ("kube-controller-manager", "kube-scheduler", "kwok")
 
 
-class LocalCluster:
+class LocalCluster(Running):
     """The control plane. Use as a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(
@@ -213,18 +212,6 @@ class LocalCluster:
     def component(self, name: str) -> Component:
         """One running component by name (etcd, kube-apiserver, ...)."""
         return self.components[name]
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- start-up -------------------------------------------------------------------
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from localcluster.cluster import KWOK_NODE_LABEL, KWOK_TAINT, Endpoints
+from localcluster.process import Running
 from localcluster.prometheus import LocalPrometheus
 from localcluster.traefik import LocalTraefik
 from podrunner import SERVE_ANNOTATION, PodRunner
@@ -63,7 +63,7 @@ def served_pod_template(
     }
 
 
-class DataPlane:
+class DataPlane(Running):
     """Traefik, the pod runner for ``namespaces`` and a pod-discovering Prometheus.
 
     Use as a context manager, or ``start()`` / ``stop()``."""
@@ -117,14 +117,3 @@ class DataPlane:
             self._started.pop().stop()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> DataPlane:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,8 +13,29 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
+
+
+class Running:
+    """A context manager over ``start()`` and ``stop()``: ``with Thing(...) as thing``
+    starts it, and stops it on the way out, whatever happened."""
+
+    def start(self) -> object:
+        """Start; subclasses do the work."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop; subclasses do the work."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class ComponentError(RuntimeError):

@@ -35,13 +35,12 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.process import Component, ComponentError, free_port, wait_until
+from localcluster.process import Component, ComponentError, Running, free_port, wait_until
 
 if TYPE_CHECKING:
     from localcluster.cluster import Endpoints
@@ -104,7 +103,7 @@ def find_binary() -> Path:
     return Path(found)
 
 
-class LocalPrometheus:
+class LocalPrometheus(Running):
     """Prometheus on a free 127.0.0.1 port with a dynamic list of scrape targets."""
 
     def __init__(
@@ -287,18 +286,6 @@ class LocalPrometheus:
     def _ready(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:  # noqa: S310
             return bool(resp.status == 200)
-
-    def __enter__(self) -> LocalPrometheus:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class PodDiscovery:

@@ -38,7 +38,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -46,7 +45,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.crds import install_crds
-from localcluster.process import Component, ComponentError, free_port, wait_until
+from localcluster.process import Component, ComponentError, Running, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "cluster" / "build-traefik.sh"
@@ -154,7 +153,7 @@ def loopback_endpoint_slice(
     }
 
 
-class LocalTraefik:
+class LocalTraefik(Running):
     """Traefik on free 127.0.0.1 ports, serving one Gateway of the cluster.
 
     Use as a context manager, or ``start()`` / ``stop()``. ``stop()`` deletes what
@@ -306,18 +305,6 @@ class LocalTraefik:
                 name = _backend_service(str(backend["name"]), route_namespace)
                 found[name] = found.get(name, 0) + int(backend.get("weight", 1))
         return found
-
-    def __enter__(self) -> LocalTraefik:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- start-up -------------------------------------------------------------------
 

@@ -33,12 +33,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from localcluster.process import Running
 from podrunner import slices as slices_mod
 from podrunner.child import Child
 from podrunner.spec import (
@@ -80,7 +80,7 @@ class ServedPod:
     log_path: Path
 
 
-class PodRunner:
+class PodRunner(Running):
     """Serves opted-in pods with demo-app processes. Use as a context manager, or
     ``start()`` / ``stop()``."""
 
@@ -201,18 +201,6 @@ class PodRunner:
                 s.namespace, s.name, s.uid, s.address, sup.pid, sup.state, sup.child.log_path
             )
         return out
-
-    def __enter__(self) -> PodRunner:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- caches (the watch threads call these) ----------------------------------------
 

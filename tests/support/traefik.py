@@ -7,17 +7,17 @@ import http.client
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from kubernetes import client
 
+from localcluster.process import Running
 from localcluster.traefik import CONTROLLER_NAME, GATEWAY_GROUP, loopback_endpoint_slice
 
 HTTPROUTES = (GATEWAY_GROUP, "v1", "httproutes")
 
 
-class NamedBackend:
+class NamedBackend(Running):
     """An HTTP server on ``host`` (a 127.0.0.x address) answering every GET with its name.
 
     ``port`` 0 takes a free one; each backend has its own address, so a request's answer
@@ -56,18 +56,6 @@ class NamedBackend:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> NamedBackend:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def publish(api_client: client.ApiClient, namespace: str, backend: NamedBackend) -> None:
