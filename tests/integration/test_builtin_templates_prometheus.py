@@ -4,8 +4,6 @@ PrometheusMeasurer (variables, escaping, adapter, evaluation)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +12,9 @@ import yaml
 
 from controller.api.analysis import ClusterAnalysisTemplate, Metric
 from controller.api.rollout import Rollout, SecretKeyRef
-from controller.core import analysis as an
 from controller.runtime.measure import PrometheusMeasurer
 from localcluster import LocalPrometheus
+from tests.support.analysis import measure_until
 from tests.support.demo import Demo
 from tests.support.manifests import rollout as rollout_doc
 
@@ -63,21 +61,6 @@ def metric(name: str) -> Metric:
                 # same query, a short window so the test is quick
                 return m.model_copy(update={"interval": "5s"})
     raise AssertionError(name)
-
-
-def measure_until(
-    measurer: PrometheusMeasurer, ro: Rollout, m: Metric, phase: str, timeout: float = 30
-) -> tuple[str, str | None, str]:
-    deadline = time.monotonic() + timeout
-    got: tuple[str, str | None, str] = ("", None, "")
-    while time.monotonic() < deadline:
-        result = measurer.measure(ro, [an.Due("step-1", m, (), ())], dt.datetime.now(dt.UTC))
-        taken = result[("step-1", m.name)]
-        got = (taken.phase, taken.value, taken.message)
-        if taken.phase == phase:
-            return got
-        time.sleep(1)
-    return got
 
 
 def test_generic_success_rate_and_latency_pass_a_healthy_canary(

@@ -6,7 +6,6 @@ so the built-in ``http-*`` templates measure them unchanged."""
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import logging
 import os
@@ -22,11 +21,11 @@ from kubernetes import client
 
 from controller.api.analysis import ClusterAnalysisTemplate, Metric
 from controller.api.rollout import Rollout, SecretKeyRef
-from controller.core import analysis as an
 from controller.runtime.measure import PrometheusMeasurer
 from localcluster import LocalCluster, LocalPrometheus
 from localcluster.cluster import POD_CIDR
 from podrunner import MANAGED_BY, SERVING_ANNOTATION, PodRunner
+from tests.support.analysis import measure_until
 from tests.support.kube import wait_for
 from tests.support.manifests import pod_spec
 from tests.support.podrunner import PORT, get, ready, replica_set, served_template, service
@@ -258,7 +257,7 @@ def test_prometheus_discovers_served_pods_and_the_http_templates_measure_them(
         ro = _rollout(namespace)
         measurer = PrometheusMeasurer(_no_secrets, default_address=prom.url)
         for name in ("http-success-rate", "http-latency-p99"):
-            phase, value, message = _measure_until(measurer, ro, _metric(name), "Successful")
+            phase, value, message = measure_until(measurer, ro, _metric(name), "Successful")
             assert phase == "Successful", (name, value, message)
             if name == "http-success-rate":
                 assert float(value or "nan") == pytest.approx(1.0)
@@ -317,18 +316,3 @@ def _rollout(namespace: str) -> Rollout:
             )
         }
     )
-
-
-def _measure_until(
-    measurer: PrometheusMeasurer, ro: Rollout, m: Metric, phase: str, timeout: float = 30
-) -> tuple[str, str | None, str]:
-    deadline = time.monotonic() + timeout
-    got: tuple[str, str | None, str] = ("", None, "")
-    while time.monotonic() < deadline:
-        result = measurer.measure(ro, [an.Due("step-1", m, (), ())], dt.datetime.now(dt.UTC))
-        taken = result[("step-1", m.name)]
-        got = (taken.phase, taken.value, taken.message)
-        if taken.phase == phase:
-            return got
-        time.sleep(1)
-    return got

@@ -3,9 +3,15 @@ them against a Prometheus, for the integration tests of analysis."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
+from controller.api.analysis import Metric
+from controller.api.rollout import Rollout
+from controller.core import analysis as an
+from controller.runtime.measure import PrometheusMeasurer
 from localcluster import LocalPrometheus
 from localcluster.controller import ControllerProcess
 from tests.support.cluster import Cluster
@@ -47,3 +53,20 @@ def measuring_controller(
         namespaces=[namespace],
         extra=[f"--prometheus-address={prometheus.url}"],
     )
+
+
+def measure_until(
+    measurer: PrometheusMeasurer, ro: Rollout, m: Metric, phase: str, timeout: float = 30
+) -> tuple[str, str | None, str]:
+    """Measure ``m`` of step 1 every second until it is ``phase`` (or the time is up);
+    the last (phase, value, message)."""
+    deadline = time.monotonic() + timeout
+    got: tuple[str, str | None, str] = ("", None, "")
+    while time.monotonic() < deadline:
+        result = measurer.measure(ro, [an.Due("step-1", m, (), ())], dt.datetime.now(dt.UTC))
+        taken = result[("step-1", m.name)]
+        got = (taken.phase, taken.value, taken.message)
+        if taken.phase == phase:
+            return got
+        time.sleep(1)
+    return got
