@@ -46,6 +46,8 @@ KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedul
 #: The API server refuses loopback addresses in IPv4 EndpointSlices, so the controller
 #: manager cannot publish these pods; the pod runner publishes its pods' slices itself.
 POD_CIDR = "127.1.0.0/16"
+#: Set on every pod before a new kwok starts; its ``pod-recall-ip`` stage removes it.
+RECALL_IP_ANNOTATION = "stepwise.dev/recall-ip"
 NODE_IP = "127.2.0.1"
 
 
@@ -184,9 +186,29 @@ class LocalCluster(Running):
         for name in _API_CLIENTS:
             self.components[name].stop()
         self._release_node_leases()
+        self._recall_pod_ips()
         for name in _API_CLIENTS:
             self.components[name].start()
         self._wait_clients_ready(deadline)
+
+    def _recall_pod_ips(self) -> None:
+        """Annotate every pod that holds an IP ``stepwise.dev/recall-ip``, so that the next
+        kwok plays ``pod-recall-ip`` on it and marks its IP used (kwok keeps its IP pool
+        in memory; see hack/cluster/kwok-stages.yaml). Without this, a pod created after a
+        restart could get the address of a pod that lives on."""
+        patch = {"metadata": {"annotations": {RECALL_IP_ANNOTATION: "true"}}}
+        with self._admin_api() as api:
+            core = client.CoreV1Api(api)
+            pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces())  # type: ignore[no-untyped-call]
+            for pod in pods.get("items") or []:
+                meta, spec = pod["metadata"], pod.get("spec") or {}
+                if not (pod.get("status") or {}).get("podIP") or spec.get("hostNetwork"):
+                    continue
+                try:
+                    core.patch_namespaced_pod(meta["name"], meta["namespace"], patch)
+                except ApiException as exc:
+                    if exc.status != 404:  # gone meanwhile: its IP is free anyway
+                        raise
 
     def _release_node_leases(self) -> None:
         """Delete the fake nodes' leases: a new kwok manages a node only once it holds its

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client, config
+
 from localcluster.cluster import KWOK_NODE_LABEL, KWOK_TAINT, Endpoints
 from localcluster.process import Running
 from localcluster.prometheus import LocalPrometheus
@@ -90,6 +92,7 @@ class DataPlane(Running):
             discover_pods=endpoints,
         )
         self._started: list[Any] = []
+        self._kubeconfig = endpoints.kubeconfig
 
     @property
     def url(self) -> str:
@@ -117,3 +120,45 @@ class DataPlane(Running):
             self._started.pop().stop()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def describe(self, namespace: str) -> str:
+        """What the data plane holds for ``namespace``, for a failing test's message: each
+        pod's address and readiness, each EndpointSlice's endpoints, and the servers and
+        weights Traefik routes to."""
+        lines: list[str] = []
+        with config.new_client_from_config(config_file=str(self._kubeconfig)) as api:  # type: ignore[no-untyped-call]
+            pods = api.sanitize_for_serialization(
+                client.CoreV1Api(api).list_namespaced_pod(namespace)
+            )
+            slices = api.sanitize_for_serialization(
+                client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(namespace)
+            )
+        for pod in pods.get("items") or []:
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
+            deleting = " deleting" if meta.get("deletionTimestamp") else ""
+            lines.append(f"pod {meta.get('name')} {status.get('podIP')} Ready={ready}{deleting}")
+        for item in slices.get("items") or []:
+            endpoints = [
+                ",".join(e.get("addresses") or [])
+                + ("" if (e.get("conditions") or {}).get("ready") else "(not ready)")
+                for e in item.get("endpoints") or []
+            ]
+            meta = item.get("metadata") or {}
+            service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+            lines.append(f"slice {meta.get('name')} ({service}): {' '.join(endpoints)}")
+        try:
+            for service in self.traefik.api("/api/http/services?per_page=10000"):
+                if f"-{namespace}-" not in str(service.get("name")):
+                    continue
+                servers = (service.get("loadBalancer") or {}).get("servers") or []
+                weighted = (service.get("weighted") or {}).get("services") or []
+                lines.append(
+                    f"traefik {service['name']}: "
+                    + " ".join(str(s.get("url")) for s in servers)
+                    + " ".join(f"{w.get('name')}={w.get('weight')}" for w in weighted)
+                    + f" {service.get('serverStatus') or ''}"
+                )
+        except OSError as exc:
+            lines.append(f"traefik API: {exc}")
+        return "\n".join(lines)

@@ -385,6 +385,8 @@ class LocalTraefik(Running):
                 },
             },
             "ping": {"entryPoint": "traefik"},
+            # One JSON line a request: which server answered, and how (for diagnosis).
+            "accessLog": {"filePath": str(self.workdir / "access.log"), "format": "json"},
             "api": {"insecure": True, "dashboard": False},
             "providers": {
                 # Apply a changed configuration 100 ms after the last event, not 2 s.

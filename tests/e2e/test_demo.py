@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from demodriver import scenario
 from localcluster import LocalCluster
@@ -16,12 +17,18 @@ pytestmark = pytest.mark.e2e
 
 
 def test_good_release_promoted_bad_release_rolled_back(
-    local_cluster: LocalCluster, tmp_path: Path
+    local_cluster: LocalCluster, api_client: client.ApiClient, tmp_path: Path
 ) -> None:
     """v2 is promoted and no request fails through the Gateway meanwhile; v3's
     regression is rolled back; after the rollback only v2 serves."""
     lines: list[str] = []
-    result = scenario.run(local_cluster.endpoints, tmp_path, say=lines.append, namespace="e2e-demo")
+    try:
+        result = scenario.run(
+            local_cluster.endpoints, tmp_path, say=lines.append, namespace="e2e-demo"
+        )
+    finally:
+        # Its pods would otherwise hold their addresses for the rest of the session.
+        client.CoreV1Api(api_client).delete_namespace("e2e-demo", propagation_policy="Background")
     report = "\n".join(lines + scenario.summary(result))
     assert result.good_promoted, report
     assert result.bad_rolled_back, report

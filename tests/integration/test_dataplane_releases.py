@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,18 @@ class Release:
         return round(100 * weights.get("web-canary", 0) / total) if total else None
 
 
+@contextmanager
+def explained(plane: DataPlane, namespace: str, load: GatewayLoad) -> Iterator[None]:
+    """A failed wait says what the data plane held and how requests fared just before."""
+    try:
+        yield
+    except AssertionError as exc:
+        recent = load.counts(time.monotonic() - 5)
+        raise AssertionError(
+            f"{exc}\nrequests in the last 5 s: {recent}\n{plane.describe(namespace)}"
+        ) from exc
+
+
 def test_no_request_fails_through_a_supersede_a_promotion_and_an_abort(
     api_client: client.ApiClient, namespace: str, dataplane: DataPlane, tmp_path: Path
 ) -> None:
@@ -140,7 +153,7 @@ def test_no_request_fails_through_a_supersede_a_promotion_and_an_abort(
         web.setup()
         wait_for("v1 stable", lambda: web.status().get("phase") == "Healthy", 60)
         wait_for("Traefik routes to v1", lambda: web.traefik_share() == 0, 30)
-        with GatewayLoad(dataplane.url, rps=50) as load:
+        with GatewayLoad(dataplane.url, rps=50) as load, explained(dataplane, namespace, load):
             time.sleep(1)
             web.release("v2")
             wait_for("v2 at 50% in Traefik", lambda: web.traefik_share() == 50, 60)
