@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 from kubernetes import client
@@ -135,6 +135,10 @@ def adoptable(obj_meta: client.V1ObjectMeta | None, rollout: dict[str, Any]) -> 
     return all(_stale_rollout_ref(ref, rollout) for ref in controllers)
 
 
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+"""The label an EndpointSlice names its Service by."""
+
+
 class KubeAdapter:
     """The Kubernetes writes of one controller process. ``fence`` is called before every
     write and raises :class:`controller.errors.LeadershipLostError` on a lost lease."""
@@ -143,6 +147,7 @@ class KubeAdapter:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
         self._fence = fence
 
     def _write(self, fn: Callable[[], T]) -> T:
@@ -252,6 +257,26 @@ class KubeAdapter:
                 service, namespace, patch, field_manager=FIELD_MANAGER
             ),
         )
+
+    def ready_endpoints(self, namespace: str, service: str, pod_prefix: str) -> int | None:
+        """How many pods whose names start with ``pod_prefix`` (a ReplicaSet's) are ready
+        endpoints in ``service``'s EndpointSlices; None when the Service has no
+        EndpointSlice at all. One LIST (a read, so no fence)."""
+        found = call_api(
+            lambda: self.discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
+            )
+        )
+        if not found.items:
+            return None
+        pods: set[str] = set()
+        for item in found.items:
+            for endpoint in item.endpoints or []:
+                ref = endpoint.target_ref
+                ready = endpoint.conditions is not None and endpoint.conditions.ready
+                if ready and ref is not None and (ref.name or "").startswith(pod_prefix):
+                    pods.add(ref.name or "")
+        return len(pods)
 
     # -- the Rollout ----------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class Observed:
     """Referenced analysis templates, or the reason one could not be read."""
     measurements: Mapping[tuple[str, str], Measurement] = field(default_factory=dict)
     """Measurements taken this pass, keyed by (analysis run name, metric name)."""
+    canary_endpoints: int | None = None
+    """How many of the canary's pods are ready endpoints in the canary Service's
+    EndpointSlices: read only while the canary carries no traffic and has Ready pods
+    (the passes that may give it its first share); None when not read, unreadable, or
+    when the Service has no EndpointSlice at all (nothing publishes them)."""
     measuring: frozenset[tuple[str, str]] = frozenset()
     """Measurements due but still being taken (run, metric): the runtime wakes the Rollout
     when each finishes, so they need no timer of their own."""

@@ -720,6 +720,18 @@ def _apply_targets(p: _Pass, canary: str, stable: str, upto: int) -> bool:
         if ready < want:
             p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready", "PodsNotReady")
             return False
+        endpoints = p.observed.canary_endpoints
+        if endpoints is not None and endpoints < want:
+            # The data plane routes by the EndpointSlices, which follow pod readiness with
+            # a lag: a share given before they list the canary's pods would find none.
+            p.wait(
+                "Progressing",
+                f"canary {canary}: {ready} of {want} pods Ready, {endpoints} of them ready "
+                f"endpoints of canary Service {p.canary.canary_service}",
+                "PodsNotReady",
+            )
+            p.wake_at(p.now + SETTLE_RECHECK)
+            return False
         return True
     reached = _ratio_scale(p, canary, stable, canary_target=want, weight=targets.weight)
     if not reached:

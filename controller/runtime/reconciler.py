@@ -40,7 +40,13 @@ from controller.adapters.kube import (
 )
 from controller.adapters.traffic import Router
 from controller.api.analysis import AnalysisTemplateSpec
-from controller.api.rollout import Measurement, Rollout, RolloutAnalysis, RolloutStatus
+from controller.api.rollout import (
+    CanaryStrategy,
+    Measurement,
+    Rollout,
+    RolloutAnalysis,
+    RolloutStatus,
+)
 from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
 from controller.core import analysis as an
@@ -63,7 +69,7 @@ from controller.core.model import (
 )
 from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
-from controller.errors import ForbiddenError, InvalidError, NotFoundError
+from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Cache, version_of
 
@@ -361,6 +367,7 @@ class Reconciler:
             service_revisions=revisions,
             missing_services=frozenset(missing),
             templates=templates,
+            canary_endpoints=self._canary_endpoints(namespace, canary, revisions, sets, traffic),
         )
         due = an.due_in(rollout, templates, now)
         if due and self.measurer is not None:
@@ -371,6 +378,34 @@ class Reconciler:
                 observed, measurements=measurements, measuring=frozenset(measuring)
             )
         return observed
+
+    def _canary_endpoints(
+        self,
+        namespace: str,
+        canary: CanaryStrategy,
+        revisions: dict[str, str | None],
+        sets: list[ReplicaSetState],
+        traffic: TrafficState | None,
+    ) -> int | None:
+        """The canary's ready endpoints in the canary Service's EndpointSlices
+        (:attr:`Observed.canary_endpoints`), read only in a pass that may give the canary
+        its first share: traffic routed, none on the canary yet, the canary Service pinned
+        to a revision other than the stable's, and some of its pods Ready."""
+        service = canary.canary_service
+        if traffic is None or traffic.canary_weight != 0 or service is None:
+            return None
+        revision = revisions.get(service)
+        if revision is None or revision == revisions.get(canary.stable_service or ""):
+            return None
+        rs = next((s for s in sets if s.revision == revision), None)
+        if rs is None or rs.ready == 0:
+            return None
+        try:
+            return self.kube.ready_endpoints(namespace, service, f"{rs.name}-")
+        except ApiError as err:
+            # Unknown is not zero: without the read the weight waits for pods only.
+            log.warning("cannot read EndpointSlices", service=service, error=str(err))
+            return None
 
     def _templates(
         self, namespace: str, rollout: Rollout

@@ -67,6 +67,8 @@ def served_pod_template(
 
 class DataPlane(Running):
     """Traefik, the pod runner for ``namespaces`` and a pod-discovering Prometheus.
+    ``endpoint_lag`` delays each pod's ready endpoint by that many seconds after the pod
+    is Ready, as a slow EndpointSlice controller would.
 
     Use as a context manager, or ``start()`` / ``stop()``."""
 
@@ -77,6 +79,7 @@ class DataPlane(Running):
         *,
         workdir: Path | None = None,
         scrape_interval: str = "1s",
+        endpoint_lag: float = 0.0,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stepwise-dataplane-"))
@@ -84,7 +87,10 @@ class DataPlane(Running):
             (self.workdir / part).mkdir(parents=True, exist_ok=True)
         self.traefik = LocalTraefik(endpoints.kubeconfig, workdir=self.workdir / "traefik")
         self.runner = PodRunner(
-            endpoints.kubeconfig, workdir=self.workdir / "podrunner", namespaces=namespaces
+            endpoints.kubeconfig,
+            workdir=self.workdir / "podrunner",
+            namespaces=namespaces,
+            endpoint_lag=endpoint_lag,
         )
         self.prometheus = LocalPrometheus(
             scrape_interval=scrape_interval,

@@ -92,12 +92,15 @@ class PodRunner(Running):
         python: str = sys.executable,
         healthz_timeout: float = 30.0,
         publish_slices: bool = True,
+        endpoint_lag: float = 0.0,
         namespaces: list[str] | None = None,
         watch_timeout: int = 2,
     ) -> None:
         """``kubeconfig`` may be any cluster's (the local one, or kind's); the processes'
         logs go to ``workdir/logs``. ``publish_slices`` writes EndpointSlices for the
-        Services of served pods. ``namespaces`` limits the runner to these (default: all;
+        Services of served pods; ``endpoint_lag`` lists a pod as a ready endpoint only
+        that many seconds after it became Ready (a slow EndpointSlice controller).
+        ``namespaces`` limits the runner to these (default: all;
         two runners must not serve the same namespace). ``watch_timeout`` bounds each
         watch request (seconds), and so how long ``stop()`` waits for the watch threads."""
         self.kubeconfig = kubeconfig
@@ -107,6 +110,7 @@ class PodRunner(Running):
         self.python = python
         self.healthz_timeout = healthz_timeout
         self.publish_slices = publish_slices
+        self.endpoint_lag = endpoint_lag
         self.watch_timeout = watch_timeout
         self._cond = threading.Condition()
         self._dirty = False
@@ -284,7 +288,7 @@ class PodRunner(Running):
     def _reconcile_slices(self, pods: list[dict[str, Any]], services: list[dict[str, Any]]) -> None:
         assert self._api is not None
         discovery = client.DiscoveryV1Api(self._api)
-        desired = slices_mod.desired_slices(pods, services)
+        desired = slices_mod.desired_slices(pods, services, ready_lag=self.endpoint_lag)
         for (namespace, name), body in desired.items():
             if self._applied.get((namespace, name)) == body:
                 continue

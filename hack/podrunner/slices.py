@@ -13,12 +13,16 @@ and an owner reference to the Service, so they go with it.
 Only pods that opted in (``stepwise.dev/serve``) are listed, with the conditions the
 controller manager would give them: ``ready`` when the pod is Ready and not being
 deleted (or the Service publishes not-ready addresses), ``serving`` when Ready,
-``terminating`` while being deleted. Pods whose ports resolve differently (a named
-``targetPort`` that only some pods declare) go into separate slices, one per port set.
+``terminating`` while being deleted. ``ready_lag`` holds a pod's endpoint un-ready for
+that many seconds after the pod became Ready, like a slow EndpointSlice controller (a
+test's way to open the gap between pod readiness and the data plane). Pods whose ports
+resolve differently (a named ``targetPort`` that only some pods declare) go into separate
+slices, one per port set.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -34,9 +38,15 @@ Key = tuple[str, str]
 
 
 def desired_slices(
-    pods: list[dict[str, Any]], services: list[dict[str, Any]]
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    *,
+    ready_lag: float = 0.0,
+    now: dt.datetime | None = None,
 ) -> dict[Key, dict[str, Any]]:
-    """The slices that should exist, by (namespace, name)."""
+    """The slices that should exist, by (namespace, name), at ``now`` (default: the
+    current time; it matters only with a ``ready_lag``)."""
+    at = now or dt.datetime.now(dt.UTC)
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
         if opted_in(pod) and _has_address(pod):
@@ -56,7 +66,8 @@ def desired_slices(
             if not ports:
                 continue
             digest = hashlib.sha256(json.dumps(ports, sort_keys=True).encode()).hexdigest()
-            groups.setdefault(digest[:8], (ports, []))[1].append(_endpoint(svc, pod))
+            endpoint = _endpoint(svc, pod, _lagging(pod, ready_lag, at))
+            groups.setdefault(digest[:8], (ports, []))[1].append(endpoint)
         for digest, (ports, endpoints) in sorted(groups.items()):
             name = f"{meta(svc)['name'][:50]}-podrunner-{digest}"
             endpoints.sort(key=lambda e: str(e["targetRef"]["name"]))
@@ -90,9 +101,20 @@ def _endpoint_ports(svc: dict[str, Any], pod: dict[str, Any]) -> list[dict[str, 
     return out
 
 
-def _endpoint(svc: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+def _lagging(pod: dict[str, Any], lag: float, now: dt.datetime) -> bool:
+    """The pod became Ready less than ``lag`` seconds before ``now``."""
+    if lag <= 0:
+        return False
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("lastTransitionTime"):
+            since = dt.datetime.fromisoformat(condition["lastTransitionTime"])
+            return (now - since).total_seconds() < lag
+    return False
+
+
+def _endpoint(svc: dict[str, Any], pod: dict[str, Any], lagging: bool) -> dict[str, Any]:
     m = meta(pod)
-    ready = is_ready(pod)
+    ready = is_ready(pod) and not lagging
     terminating = bool(m.get("deletionTimestamp"))
     publish_not_ready = bool((svc.get("spec") or {}).get("publishNotReadyAddresses"))
     endpoint: dict[str, Any] = {

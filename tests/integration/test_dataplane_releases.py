@@ -41,6 +41,20 @@ def dataplane(
         yield plane
 
 
+@pytest.fixture
+def lagging_dataplane(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, stepwise_crds: None
+) -> Iterator[DataPlane]:
+    """A data plane whose EndpointSlices list a pod ready only 4 s after it is Ready."""
+    with DataPlane(
+        local_cluster.endpoints, [namespace], workdir=tmp_path / "dp", endpoint_lag=LAG
+    ) as plane:
+        yield plane
+
+
+LAG = 4.0
+
+
 class Release:
     """The ``web`` Rollout of one namespace and its objects."""
 
@@ -197,3 +211,35 @@ def test_no_request_fails_through_a_supersede_a_promotion_and_an_abort(
         assert set(counts) == {"ok"}, (what, counts)
         assert counts["ok"] > 50, (what, counts)
     assert set(after_abort) == {"v3"}, after_abort
+
+
+def test_the_canary_gets_traffic_only_once_its_endpoints_are_published(
+    api_client: client.ApiClient, namespace: str, lagging_dataplane: DataPlane, tmp_path: Path
+) -> None:
+    """EndpointSlices that follow pod readiness 4 s late (a slow EndpointSlice controller):
+    the first share waits for the canary's pods to be listed ready, so no request finds a
+    canary Service without endpoints; meanwhile the status says what it waits for."""
+    plane = lagging_dataplane
+    web = Release(api_client, namespace, plane)
+    controller = ControllerProcess(plane.traefik.kubeconfig, tmp_path, namespaces=[namespace])
+    controller.start()
+    messages: list[str] = []
+    try:
+        web.setup()
+        wait_for("v1 stable", lambda: web.status().get("phase") == "Healthy", 60)
+        wait_for("Traefik routes to v1", lambda: web.traefik_share() == 0, 30)
+        with GatewayLoad(plane.url, rps=50) as load, explained(plane, namespace, load):
+            start = time.monotonic()
+            web.release("v2")
+
+            def at_half() -> bool:
+                messages.append(str(web.status().get("message", "")))
+                return web.traefik_share() == 50
+
+            wait_for("v2 at 50% in Traefik", at_half, 60)
+            wait_for("v2 serving", lambda: load.versions(time.monotonic() - 1).get("v2", 0) > 10)
+            counts = load.counts(start)
+    finally:
+        controller.stop()
+    assert set(counts) == {"ok"}, counts
+    assert any("ready endpoints of canary Service web-canary" in m for m in messages), messages

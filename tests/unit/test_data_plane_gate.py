@@ -6,6 +6,7 @@ from an HTTPRoute's status."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -70,6 +71,37 @@ def test_old_revisions_scale_down_only_once_the_gateway_took_in_the_promotion() 
     world.catch_up()
     _, later = step(ro, world, at(31))
     assert ScaleReplicaSet(str(first_stable), 0) in later.actions
+
+
+def test_the_first_share_waits_until_the_canary_pods_are_ready_endpoints() -> None:
+    """Canary pods Ready are not yet pods the data plane routes to: the weight goes up
+    from 0 only once the canary Service's EndpointSlices list them ready (when the
+    runtime could read them: None means unknown, and the pods alone decide)."""
+    ro, world = stable_world(make(STEPS, routed=True), routed=True)
+    ro = new_image(ro)
+    ro, _ = step(ro, world, at(1))  # the canary's ReplicaSet; the canary Service pinned
+    world.ready_all()
+    canary = canary_of(ro)
+    assert world.services["app-canary"] == canary
+    want = world.replica_sets[canary].replicas
+    assert want > 0
+    assert world.replica_sets[canary].ready == want
+
+    for listed in (0, want - 1):
+        held = plan(ro, dataclasses.replace(world.observed(), canary_endpoints=listed), at(5))
+        assert not [a for a in held.actions if isinstance(a, SetWeight)], listed
+        assert held.status.wait_reason == "PodsNotReady"
+        assert f"{listed} of them ready endpoints of canary Service app-canary" in (
+            held.status.message
+        )
+        assert held.requeue_after is not None
+        assert held.requeue_after <= 1  # slices are not watched: look again soon
+
+    for listed_or_unknown in (want, None):
+        moved = plan(
+            ro, dataclasses.replace(world.observed(), canary_endpoints=listed_or_unknown), at(5)
+        )
+        assert SetWeight(30) in moved.actions, listed_or_unknown
 
 
 def route(generation: int, *observed: int) -> dict[str, Any]:

@@ -42,6 +42,12 @@ the cluster's ReplicaSet controller, never by Stepwise.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "patch"]
+# EndpointSlices: listed (one request, by the Service's label) while a canary waits for
+# its first share of traffic, which is given only once its Ready pods are endpoints
+# (runtime/reconciler.py _canary_endpoints).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 # Events on the Rollout, router problems included (adapters/kube.py emit_event).
 - apiGroups: [""]
   resources: ["events"]
