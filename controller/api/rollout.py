@@ -474,11 +474,97 @@ class CanaryStrategy(ApiModel):
     )
 
 
-class Strategy(ApiModel):
-    """The deployment strategy."""
+class BlueGreenStrategy(ApiModel):
+    """Blue-green: the new revision runs beside the live one behind a preview Service,
+    is judged there, and takes all traffic at once when the active Service is switched
+    to it; the old revision stays up for a delay, so switching back is instant."""
 
-    canary: CanaryStrategy
+    active_service: ServiceName
+    """Service that sends production traffic to the live revision (Stepwise pins its
+    selector to that revision's pod-template hash)."""
+    preview_service: ServiceName | None = None
+    """Service that selects the new revision before the switch (for tests and the
+    pre-promotion analysis)."""
+    preview_replica_count: Annotated[int, Field(ge=1)] | None = None
+    """Pods of the new revision until promotion; before the switch it is scaled to
+    ``spec.replicas`` and must be Ready at that size (default: full size throughout)."""
+    auto_promotion_enabled: bool = True
+    """Switch once the new revision is Ready (and its pre-promotion analysis succeeded);
+    false pauses for ``stepwise promote``."""
+    auto_promotion_seconds: Annotated[int, Field(ge=0)] | None = None
+    """With auto-promotion, wait this long after the new revision is Ready (and judged)
+    before the switch."""
+    pre_promotion_analysis: RolloutAnalysis | None = None
+    """Judged on the preview before the switch; a failure aborts, and the active Service
+    never moves."""
+    post_promotion_analysis: RolloutAnalysis | None = None
+    """Judged after the switch, while the old revision is still up; a failure switches
+    the active Service back to it."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
+    """After the switch (and a successful post-promotion analysis), how long the old
+    revision keeps its pods."""
+    scale_down_delay_revision_limit: Annotated[int, Field(ge=0)] | None = None
+    """At most this many old revisions wait out their scale-down delay; older ones go to
+    zero at once (default: no limit)."""
+    abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
+    """After an abort, how long the new revision keeps its pods."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.previewService) || self.previewService != self.activeService",
+            message="previewService must differ from activeService",
+            check=lambda b: b.preview_service is None or b.preview_service != b.active_service,
+            field=".previewService",
+        ),
+    )
+
+
+class Strategy(ApiModel):
+    """The deployment strategy: exactly one of ``canary`` and ``blueGreen``."""
+
+    canary: CanaryStrategy | None = None
     """Canary: shift traffic in steps, judge, then promote or roll back."""
+    blue_green: BlueGreenStrategy | None = None
+    """Blue-green: run the new revision beside the live one, judge it, switch at once."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.canary) != has(self.blueGreen)",
+            message="set exactly one of canary and blueGreen",
+            check=lambda s: (s.canary is None) != (s.blue_green is None),
+        ),
+    )
+
+    @property
+    def traffic_routing(self) -> TrafficRouting | None:
+        """The canary's router; None in replica-ratio mode and for blue-green."""
+        return self.canary.traffic_routing if self.canary is not None else None
+
+    @property
+    def services(self) -> tuple[str | None, str | None]:
+        """The Services Stepwise pins, by role: (the live revision's, the new one's):
+        stable and canary Services, or active and preview Services."""
+        if self.blue_green is not None:
+            return self.blue_green.active_service, self.blue_green.preview_service
+        if self.canary is not None:
+            return self.canary.stable_service, self.canary.canary_service
+        return None, None
+
+    def analyses(self) -> list[RolloutAnalysis]:
+        """Every analysis the strategy runs (steps, background, pre- and post-promotion)."""
+        if self.blue_green is not None:
+            bg = self.blue_green
+            return [a for a in (bg.pre_promotion_analysis, bg.post_promotion_analysis) if a]
+        if self.canary is None:
+            return []
+        found = [s.analysis for s in self.canary.steps if s.analysis is not None]
+        return found + ([self.canary.analysis] if self.canary.analysis is not None else [])
+
+    def require_canary(self) -> CanaryStrategy:
+        """The canary strategy, for code that only canaries reach (a router, say)."""
+        if self.canary is None:
+            raise ValueError("this Rollout has no canary strategy")
+        return self.canary
 
 
 # -- spec ------------------------------------------------------------------------------
@@ -654,6 +740,15 @@ class ScheduledScaleDown(ApiModel):
     """When to scale it to zero."""
 
 
+class BlueGreenStatus(ApiModel):
+    """Which revision each blue-green Service selects (as Argo Rollouts reports them)."""
+
+    active_selector: str | None = None
+    """Pod-template hash the active Service selects."""
+    preview_selector: str | None = None
+    """Pod-template hash the preview Service selects."""
+
+
 class RolloutStatus(ApiModel):
     """The observed state of a Rollout: enough to resume after a crash and to explain it."""
 
@@ -688,6 +783,8 @@ class RolloutStatus(ApiModel):
     scale_down: list[ScheduledScaleDown] = Field(default_factory=list)
     """ReplicaSets kept up after traffic left them (scaleDownDelaySeconds,
     abortScaleDownDelaySeconds), and when each goes to zero."""
+    blue_green: BlueGreenStatus | None = None
+    """Blue-green only: the revisions the active and preview Services select."""
     replicas: int = 0
     """Pods of all revisions."""
     ready_replicas: int = 0

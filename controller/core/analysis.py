@@ -59,6 +59,7 @@ from controller.api.rollout import (
     MetricResult,
     Rollout,
     RolloutAnalysis,
+    Strategy,
 )
 from controller.core import expr, promql
 from controller.core.model import TemplateKey
@@ -86,6 +87,25 @@ def run_analysis(canary: CanaryStrategy, run_name: str) -> RolloutAnalysis | Non
     index = step_index(run_name)
     step = canary.steps[index] if index < len(canary.steps) else None
     return step.analysis if step is not None else None
+
+
+PRE_PROMOTION = "pre-promotion"
+"""The run of a blue-green ``prePromotionAnalysis``."""
+POST_PROMOTION = "post-promotion"
+"""The run of a blue-green ``postPromotionAnalysis``."""
+
+
+def strategy_run_analysis(strategy: Strategy, run_name: str) -> RolloutAnalysis | None:
+    """The analysis the run ``run_name`` measures, whatever the strategy."""
+    if strategy.blue_green is not None:
+        if run_name == PRE_PROMOTION:
+            return strategy.blue_green.pre_promotion_analysis
+        if run_name == POST_PROMOTION:
+            return strategy.blue_green.post_promotion_analysis
+        return None
+    if strategy.canary is None:
+        return None
+    return run_analysis(strategy.canary, run_name)
 
 
 @dataclass(frozen=True)
@@ -240,12 +260,11 @@ def due_in(
 ) -> list[Due]:
     """The measurements due at ``now`` for the runs in the status of the canary revision
     (runs start in a plan; their first measurement is taken on the next pass)."""
-    canary = rollout.spec.strategy.canary
     out: list[Due] = []
     for run in rollout.status.analysis_runs:
         if run.revision != rollout.status.canary_revision:
             continue
-        analysis = run_analysis(canary, run.name)
+        analysis = strategy_run_analysis(rollout.spec.strategy, run.name)
         if analysis is None:
             continue
         resolved = resolve(analysis, templates)

@@ -31,6 +31,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from controller.api.rollout import Rollout
+from controller.core.bluegreen import plan_blue_green
 from controller.core.canary import plan_canary
 from controller.core.hashing import template_hash
 from controller.core.model import Observed, Plan
@@ -50,4 +51,6 @@ def plan(rollout: Rollout, observed: Observed, now: dt.datetime) -> Plan:
 def _strategy(rollout: Rollout) -> Callable[[Pass, str], None]:
     """What decides the strategy's part of a pass toward the desired revision: one
     entry point per strategy module, chosen here and only here."""
+    if rollout.spec.strategy.blue_green is not None:
+        return plan_blue_green
     return plan_canary

@@ -219,17 +219,19 @@ class PrometheusMeasurer:
     def _variables(
         self, rollout: Rollout, item: an.Due, namespace: str
     ) -> tuple[dict[str, str], tuple[str, ...]]:
-        canary = rollout.spec.strategy.canary
+        live, new = rollout.spec.strategy.services
         status = rollout.status
         variables = {
             "namespace": namespace,
             "rollout": rollout.metadata.name,
             "stableRevision": status.stable_revision or "",
             "canaryRevision": status.canary_revision or "",
-            "stableService": canary.stable_service or "",
-            "canaryService": canary.canary_service or "",
+            "stableService": live or "",
+            "canaryService": new or "",
             "interval": promql_duration(item.metric.interval),
         }
+        if rollout.spec.strategy.blue_green is not None:
+            variables |= {"activeService": live or "", "previewService": new or ""}
         redact: list[str] = []
         # Template defaults first; the Rollout's values override them.
         merged: list[TemplateArg | AnalysisArg] = [*item.template_args, *item.args]

@@ -347,10 +347,9 @@ class Reconciler:
             state = replica_set_state(rs)
             if state is not None:
                 sets.append(state)
-        canary = rollout.spec.strategy.canary
         revisions: dict[str, str | None] = {}
         missing: set[str] = set()
-        for service in (canary.stable_service, canary.canary_service):
+        for service in rollout.spec.strategy.services:
             if service is None:
                 continue
             svc = self.informers.services.get(f"{namespace}/{service}")
@@ -367,7 +366,9 @@ class Reconciler:
             service_revisions=revisions,
             missing_services=frozenset(missing),
             templates=templates,
-            canary_endpoints=self._canary_endpoints(namespace, canary, revisions, sets, traffic),
+            canary_endpoints=self._canary_endpoints(
+                namespace, rollout.spec.strategy.canary, revisions, sets, traffic
+            ),
         )
         due = an.due_in(rollout, templates, now)
         if due and self.measurer is not None:
@@ -382,7 +383,7 @@ class Reconciler:
     def _canary_endpoints(
         self,
         namespace: str,
-        canary: CanaryStrategy,
+        canary: CanaryStrategy | None,
         revisions: dict[str, str | None],
         sets: list[ReplicaSetState],
         traffic: TrafficState | None,
@@ -391,8 +392,10 @@ class Reconciler:
         (:attr:`Observed.canary_endpoints`), read only in a pass that may give the canary
         its first share: traffic routed, none on the canary yet, the canary Service pinned
         to a revision other than the stable's, and some of its pods Ready."""
+        if canary is None or traffic is None or traffic.canary_weight != 0:
+            return None
         service = canary.canary_service
-        if traffic is None or traffic.canary_weight != 0 or service is None:
+        if service is None:
             return None
         revision = revisions.get(service)
         if revision is None or revision == revisions.get(canary.stable_service or ""):
@@ -562,11 +565,7 @@ def _rollback_seconds(
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
-    canary = rollout.spec.strategy.canary
-    found: list[RolloutAnalysis] = [s.analysis for s in canary.steps if s.analysis is not None]
-    if canary.analysis is not None:
-        found.append(canary.analysis)
-    return found
+    return rollout.spec.strategy.analyses()
 
 
 def _fields(action: Action) -> dict[str, Any]:

@@ -412,7 +412,7 @@ class GatewayApiRouter(RouterBase):
 
     def setup(self, rollout: Rollout) -> None:
         """The routing fields of the Rollout."""
-        canary = rollout.spec.strategy.canary
+        canary = rollout.spec.strategy.require_canary()
         routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
         if routing is None or not canary.stable_service or not canary.canary_service:
             raise ValueError("GatewayApiRouter needs gatewayAPI routing and both Services")

@@ -107,7 +107,7 @@ class Target:
     @classmethod
     def of(cls, rollout: Rollout) -> Target:
         """The target of a Rollout with ``trafficRouting.istio``."""
-        canary = rollout.spec.strategy.canary
+        canary = rollout.spec.strategy.require_canary()
         routing = canary.traffic_routing.istio if canary.traffic_routing else None
         if routing is None or canary.stable_service is None or canary.canary_service is None:
             raise ValueError("the Rollout does not route with Istio")

@@ -92,7 +92,7 @@ class Target:
     @classmethod
     def of(cls, rollout: Rollout) -> Target:
         """The target of a Rollout with ``trafficRouting.nginx``."""
-        canary = rollout.spec.strategy.canary
+        canary = rollout.spec.strategy.require_canary()
         routing = canary.traffic_routing.nginx if canary.traffic_routing else None
         if routing is None or canary.stable_service is None or canary.canary_service is None:
             raise ValueError("the Rollout does not route with NGINX")

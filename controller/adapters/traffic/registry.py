@@ -65,7 +65,7 @@ def factory(
     routers observe (a GET each time when None)."""
 
     def router_for(rollout: Rollout) -> Router | None:
-        routing = rollout.spec.strategy.canary.traffic_routing
+        routing = rollout.spec.strategy.traffic_routing
         if routing is None:
             return None
         router_class = ROUTERS.get(routing.kind)

@@ -144,7 +144,7 @@ class SmiRouter(RouterBase):
 
     def setup(self, rollout: Rollout) -> None:
         """The routing fields of the Rollout."""
-        canary = rollout.spec.strategy.canary
+        canary = rollout.spec.strategy.require_canary()
         routing = canary.traffic_routing.smi if canary.traffic_routing else None
         meta = rollout.metadata
         if routing is None or not canary.stable_service or not canary.canary_service:
