@@ -315,16 +315,29 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
     """A few lines saying where the rollout is."""
     meta, spec = rollout["metadata"], rollout.get("spec", {})
     status = rollout.get("status") or {}
-    steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+    strategy = spec.get("strategy") or {}
+    steps = (strategy.get("canary") or {}).get("steps") or []
     step = status.get("currentStepIndex")
+    if "blueGreen" in strategy:
+        selectors = status.get("blueGreen") or {}
+        where = (
+            f"  active {selectors.get('activeSelector') or '-'}"
+            f"   preview {selectors.get('previewSelector') or '-'}"
+            f"   stable {status.get('stableRevision', '-')}"
+            f"   new {status.get('canaryRevision', '-')}"
+        )
+    else:
+        where = (
+            f"  step {step if step is not None else '-'}/{len(steps)}"
+            f"   weight {status.get('canaryWeight', 0)}%"
+            f"   stable {status.get('stableRevision', '-')}"
+            f"   canary {status.get('canaryRevision', '-')}"
+        )
     lines = [
         f"Rollout {meta.get('namespace')}/{meta['name']}: {status.get('phase', 'Unknown')}"
         f" ({status.get('message', '')})",
-        f"  step {step if step is not None else '-'}/{len(steps)}"
-        f"   weight {status.get('canaryWeight', 0)}%"
-        f"   stable {status.get('stableRevision', '-')}"
-        f"   canary {status.get('canaryRevision', '-')}"
-        f"   ready {status.get('readyReplicas', 0)}/{spec.get('replicas', '?')}"
+        where
+        + f"   ready {status.get('readyReplicas', 0)}/{spec.get('replicas', '?')}"
         + (f"   waiting: {status['waitReason']}" if status.get("waitReason") else ""),
     ]
     blind = next(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from controller.api import intents
 from controller.api.rollout import Rollout
 from controller.api.validation import validate_document
+from controller.cli import rollouts
 from controller.core import analysis as an
 from controller.core.model import PinService, ScaleReplicaSet, TemplateKey
 from controller.core.plan import plan
@@ -342,3 +343,27 @@ def test_the_active_service_never_selects_an_unready_or_unjudged_revision(
                     assert pre[0].phase == "Successful", (events, target, runs)
         world.apply(result, at(now))
         ro = ro.model_copy(update={"status": result.status})
+
+
+def test_status_shows_the_active_and_preview_revisions_and_waits_for_approval() -> None:
+    """``stepwise status`` on a blue-green Rollout paused before the switch: the active
+    and preview revisions, and the paused-for-approval verdict (exit 2 with
+    --exit-on-pause) that a promote ends."""
+    ro, world = stable(bg_rollout(autoPromotionEnabled=False))
+    old = ro.status.stable_revision
+    ro = new_image(ro)
+    new = canary_of(ro)
+    ro, _ = settle(ro, world, at(1))
+    wire = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
+    wire["metadata"] |= {"namespace": "shop", "generation": ro.metadata.generation}
+    lines = rollouts.describe(wire, [])
+    assert f"active {old}   preview {new}" in lines[1]
+    assert "waiting: AwaitingPromotion" in lines[1]
+    code, why = rollouts.verdict(wire, exit_on_pause=True)
+    assert code == rollouts.EXIT_PAUSED
+    assert "stepwise promote app -n shop" in why
+    ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(new, 0)})
+    ro, _ = settle(ro, world, at(2))
+    wire = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
+    wire["metadata"] |= {"namespace": "shop", "generation": ro.metadata.generation}
+    assert rollouts.verdict(wire)[0] == rollouts.EXIT_HEALTHY
