@@ -671,6 +671,11 @@ def _promote(p: Pass, canary: str, stable: str) -> None:
         _pin_services(p, stable=canary, canary=canary)
         _restore_traffic(p)
         passes.schedule_scale_down(p, stable, p.canary.scale_down_delay_seconds)
+        # A superseded canary that no Service selects any more (the canary Service moved
+        # off it only once the data plane sent it nothing) goes in this pass, as the
+        # steady state would have it go in the next.
+        selected = {revision for revision in p.pins.values() if revision}
+        passes.drain_others(p, keep={canary, stable} | selected)
     elif not _ratio_scale(p, canary, stable, canary_target=p.total, weight=100):
         p.wait(
             "Progressing",

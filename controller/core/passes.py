@@ -288,7 +288,8 @@ def abort(p: Pass, reason: AbortReason, message: str) -> None:
             reason=reason, message=message, revision=revision, time=p.now, attempt=attempt
         )
     )
-    p.event("Aborted", f"canary {revision} aborted ({reason}): {message}", warning=True)
+    role = "revision" if p.rollout.spec.strategy.blue_green is not None else "canary"
+    p.event("Aborted", f"{role} {revision} aborted ({reason}): {message}", warning=True)
 
 
 def aborts_before(p: Pass) -> int:

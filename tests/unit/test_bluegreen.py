@@ -367,3 +367,19 @@ def test_status_shows_the_active_and_preview_revisions_and_waits_for_approval() 
     wire = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
     wire["metadata"] |= {"namespace": "shop", "generation": ro.metadata.generation}
     assert rollouts.verdict(wire)[0] == rollouts.EXIT_HEALTHY
+
+
+def test_scale_down_delay_revision_limit_keeps_only_the_newest_old_revisions_up() -> None:
+    """Two promotions in a row inside a long delay, limit 1: only the latest old
+    revision waits out its delay; the one before goes at once."""
+    ro, world = stable(bg_rollout(scaleDownDelaySeconds=600, scaleDownDelayRevisionLimit=1))
+    first = str(ro.status.stable_revision)
+    ro = new_image(ro)
+    second = canary_of(ro)
+    ro, _ = settle(ro, world, at(1))
+    assert world.replica_sets[first].replicas == 4  # waiting out its delay
+    ro = new_image(ro, "registry.local/app:v3")
+    ro, _ = settle(ro, world, at(2))
+    assert ro.status.stable_revision == canary_of(ro)
+    assert world.replica_sets[second].replicas == 4  # the newest old one waits
+    assert world.replica_sets[first].replicas == 0  # beyond the limit: at once
