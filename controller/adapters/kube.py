@@ -11,6 +11,7 @@ pinned to a revision by adding ``stepwise.dev/revision`` to its selector.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 from collections.abc import Callable
@@ -21,11 +22,13 @@ from kubernetes import client
 
 from controller.adapters.retry import call_api
 from controller.api.rollout import GROUP, VERSION, RolloutStatus
-from controller.core.model import Event, ReplicaSetState
+from controller.core.model import Event, ReplicaSetState, SetRoleMetadata
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
 
 ROLLOUT_LABEL = "stepwise.dev/rollout"
 REVISION_LABEL = "stepwise.dev/revision"
+ROLE_ANNOTATION: Final = "stepwise.dev/role"
+"""On a ReplicaSet: the blue-green role metadata its pods carry (``<role>:<digest>``)."""
 FINALIZER = "stepwise.dev/cleanup"
 FIELD_MANAGER = "stepwise-controller"
 PLURAL = "rollouts"
@@ -96,6 +99,7 @@ def replica_set_state(rs: client.V1ReplicaSet) -> ReplicaSetState | None:
         replicas=spec_replicas,
         ready=ready,
         created=meta.creation_timestamp,
+        role=(meta.annotations or {}).get(ROLE_ANNOTATION),
     )
 
 
@@ -257,6 +261,45 @@ class KubeAdapter:
                 service, namespace, patch, field_manager=FIELD_MANAGER
             ),
         )
+
+    def set_role_metadata(self, rollout: dict[str, Any], action: SetRoleMetadata) -> None:
+        """A blue-green role's labels and annotations on a revision's ReplicaSet template
+        (for pods to come) and on each of its pods, the other role's removed; the
+        ReplicaSet's ``stepwise.dev/role`` annotation is written last, so a pass that
+        fails half-way is done again."""
+        ns, name = rollout["metadata"]["namespace"], rollout["metadata"]["name"]
+        rs_name = replica_set_name(name, action.revision)
+        meta: dict[str, Any] = {
+            "labels": {**dict.fromkeys(action.drop_labels), **dict(action.labels)},
+            "annotations": {**dict.fromkeys(action.drop_annotations), **dict(action.annotations)},
+        }
+        template = {"spec": {"template": {"metadata": meta}}}
+        self._write(
+            lambda: self.apps.patch_namespaced_replica_set(
+                rs_name, ns, template, field_manager=FIELD_MANAGER
+            )
+        )
+        selector = f"{ROLLOUT_LABEL}={name},{REVISION_LABEL}={action.revision}"
+        pods = call_api(lambda: self.core.list_namespaced_pod(ns, label_selector=selector))
+
+        def patch_pod(pod_name: str) -> None:
+            self._write(
+                lambda: self.core.patch_namespaced_pod(
+                    pod_name, ns, {"metadata": meta}, field_manager=FIELD_MANAGER
+                )
+            )
+
+        for pod in pods.items:
+            if pod.metadata and pod.metadata.name:
+                with contextlib.suppress(NotFoundError):  # gone meanwhile
+                    patch_pod(pod.metadata.name)
+        tag = {"metadata": {"annotations": {ROLE_ANNOTATION: action.tag}}}
+        self._write(
+            lambda: self.apps.patch_namespaced_replica_set(
+                rs_name, ns, tag, field_manager=FIELD_MANAGER
+            )
+        )
+        log.info("role metadata set", replicaset=rs_name, role=action.tag, pods=len(pods.items))
 
     def ready_endpoints(self, namespace: str, service: str, pod_prefix: str) -> int | None:
         """How many pods whose names start with ``pod_prefix`` (a ReplicaSet's) are ready

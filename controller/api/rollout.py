@@ -474,6 +474,40 @@ class CanaryStrategy(ApiModel):
     )
 
 
+class RoleMetadata(ApiModel):
+    """Labels and annotations added to the pods of a revision while it has a role."""
+
+    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra={"maxProperties": 64})] = (
+        Field(default_factory=dict)
+    )
+    """Labels added to the role's pods (never a selector label or the revision label)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations added to the role's pods."""
+
+
+def _role_labels_keep_selectors(spec: RolloutSpec) -> bool:
+    bg = spec.strategy.blue_green
+    if bg is None:
+        return True
+    reserved = set(spec.selector.match_labels or {}) | {"stepwise.dev/revision"}
+    return all(
+        not reserved & set(role.labels)
+        for role in (bg.active_metadata, bg.preview_metadata)
+        if role is not None
+    )
+
+
+def _role_cel(role: str) -> str:
+    """CEL, on a RolloutSpec: the blue-green ``role`` metadata sets no selector label and
+    not the revision label."""
+    labels = f"self.strategy.blueGreen.{role}.labels"
+    return (
+        f"(!has(self.strategy.blueGreen.{role}) || !has({labels}) || "
+        f"(!('stepwise.dev/revision' in {labels}) && (!has(self.selector.matchLabels) || "
+        f"self.selector.matchLabels.all(k, !(k in {labels})))))"
+    )
+
+
 class BlueGreenStrategy(ApiModel):
     """Blue-green: the new revision runs beside the live one behind a preview Service,
     is judged there, and takes all traffic at once when the active Service is switched
@@ -508,6 +542,10 @@ class BlueGreenStrategy(ApiModel):
     zero at once (default: no limit)."""
     abort_scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
     """After an abort, how long the new revision keeps its pods."""
+    active_metadata: RoleMetadata | None = None
+    """Added to the pods of the stable revision (removed when it stops being stable)."""
+    preview_metadata: RoleMetadata | None = None
+    """Added to the pods of the new revision until it is stable."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -613,6 +651,14 @@ class RolloutSpec(ApiModel):
             message="selector.matchLabels must match template.metadata.labels",
             check=_selector_matches_template,
             field=".selector",
+        ),
+        Rule(
+            cel="!has(self.strategy.blueGreen) || ("
+            + f"{_role_cel('activeMetadata')} && {_role_cel('previewMetadata')})",
+            message="activeMetadata and previewMetadata must not set a selector label or "
+            "stepwise.dev/revision: a pod would leave its ReplicaSet",
+            check=_role_labels_keep_selectors,
+            field=".strategy.blueGreen",
         ),
     )
 

@@ -37,17 +37,25 @@ once its pods are Ready.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from controller.api import intents as intents_mod
-from controller.api.rollout import AnalysisRunStatus, BlueGreenStatus, BlueGreenStrategy
+from controller.api.rollout import (
+    AnalysisRunStatus,
+    BlueGreenStatus,
+    BlueGreenStrategy,
+    RoleMetadata,
+    RolloutAnalysis,
+)
 from controller.core import analysis as an
-from controller.core.model import PinService
+from controller.core.model import PinService, SetRoleMetadata
 from controller.core.passes import (
     Pass,
     abort,
     judge_run,
     scale,
     schedule_scale_down,
+    start_revision,
 )
 
 
@@ -63,6 +71,7 @@ def plan_blue_green(p: Pass, desired: str) -> None:
     else:
         _new_revision(p, desired, stable)
     _record_selectors(p)
+    _role_metadata(p)
 
 
 def _strategy(p: Pass) -> BlueGreenStrategy:
@@ -120,6 +129,38 @@ def _record_selectors(p: Pass) -> None:
             preview_selector=p.pins.get(bg.preview_service) if bg.preview_service else None,
         )
     )
+
+
+def _role_metadata(p: Pass) -> None:
+    """activeMetadata on the stable revision's pods, previewMetadata on the new one's
+    (each loses the other role's keys), once per role and metadata: the ReplicaSet
+    records what its pods carry. Nothing when neither is set."""
+    bg = _strategy(p)
+    if bg.active_metadata is None and bg.preview_metadata is None:
+        return
+    stable = p.status.stable_revision
+    empty = RoleMetadata()
+    for revision in sorted({r for r in (stable, p.status.canary_revision) if r}):
+        observed = p.observed.replica_set(revision)
+        if observed is None or not p.sizes.get(revision):
+            continue  # created in this pass: its pods come with the next
+        role = "active" if revision == stable else "preview"
+        mine = (bg.active_metadata if role == "active" else bg.preview_metadata) or empty
+        other = (bg.preview_metadata if role == "active" else bg.active_metadata) or empty
+        digest = hashlib.sha256(mine.model_dump_json().encode()).hexdigest()[:10]
+        tag = f"{role}:{digest}"
+        if observed.role == tag:
+            continue
+        p.actions.append(
+            SetRoleMetadata(
+                revision,
+                tag,
+                labels=tuple(sorted(mine.labels.items())),
+                annotations=tuple(sorted(mine.annotations.items())),
+                drop_labels=tuple(sorted(set(other.labels) - set(mine.labels))),
+                drop_annotations=tuple(sorted(set(other.annotations) - set(mine.annotations))),
+            )
+        )
 
 
 # -- no new revision ---------------------------------------------------------------------
@@ -235,14 +276,7 @@ def _start(p: Pass, new: str, stable: str) -> None:
         f"revision {new} started in preview"
         + (f"; it supersedes revision {previous}" if superseded else ""),
     )
-    p.set(
-        canary_revision=new,
-        current_step_index=0,
-        abort=None,
-        pause_start_time=None,
-        step_start_time=p.now,
-        analysis_runs=[],
-    )
+    start_revision(p, new)
     if superseded:
         # Nothing routes production traffic to it unless the active Service was already
         # switched to it (then it stays until the newest revision is switched in).
@@ -261,27 +295,41 @@ def _before_switch(p: Pass, new: str, intents: intents_mod.Intents, *, full: boo
             "Progressing", f"preview revision {new}: {ready} of {size} pods Ready", "PodsNotReady"
         )
         return False
-    if bg.pre_promotion_analysis is not None and not full:
-        run = judge_run(
-            p,
-            an.PRE_PROMOTION,
-            bg.pre_promotion_analysis,
-            new,
-            label=f"pre-promotion analysis of revision {new}",
-            failed="pre-promotion analysis",
-            background=False,
-        )
-        assert run is not None
-        if p.status.abort is not None:
-            _aborted(p, new, p.status.stable_revision or "")
-            return False
-        if not _released(p, run, new, intents, "pre-promotion analysis"):
-            return False
+    if not full and not _judged(p, an.PRE_PROMOTION, bg.pre_promotion_analysis, new, intents):
+        return False
     if not full and not _pause_done(p, new, intents):
         return False
     scale(p, new, p.total)
     p.set(pause_start_time=None)
     return _switch_active(p, new, "scaling the preview to full size before the switch")
+
+
+def _judged(
+    p: Pass,
+    name: str,
+    spec: RolloutAnalysis | None,
+    new: str,
+    intents: intents_mod.Intents,
+) -> bool:
+    """Whether the analysis ``name`` (pre- or post-promotion; none configured passes)
+    lets the new revision go on; a failure aborts, and the abort is carried out here."""
+    if spec is None:
+        return True
+    label = f"{name} analysis"
+    run = judge_run(
+        p,
+        name,
+        spec,
+        new,
+        label=f"{label} of revision {new}",
+        failed=label,
+        background=False,
+    )
+    assert run is not None
+    if p.status.abort is not None:
+        _aborted(p, new, p.status.stable_revision or "")
+        return False
+    return _released(p, run, new, intents, label)
 
 
 def _released(
@@ -341,22 +389,8 @@ def _after_switch(
 ) -> None:
     """Post-promotion analysis with the old revision still up; then promotion."""
     bg = _strategy(p)
-    if bg.post_promotion_analysis is not None and not full:
-        run = judge_run(
-            p,
-            an.POST_PROMOTION,
-            bg.post_promotion_analysis,
-            new,
-            label=f"post-promotion analysis of revision {new}",
-            failed="post-promotion analysis",
-            background=False,
-        )
-        assert run is not None
-        if p.status.abort is not None:
-            _aborted(p, new, stable)
-            return
-        if not _released(p, run, new, intents, "post-promotion analysis"):
-            return
+    if not full and not _judged(p, an.POST_PROMOTION, bg.post_promotion_analysis, new, intents):
+        return
     p.event("Promoted", f"revision {new} promoted to stable (was {stable})")
     p.set(stable_revision=new, current_step_index=None, pause_start_time=None)
     _retire_others(p, keep={new}, delay=bg.scale_down_delay_seconds)

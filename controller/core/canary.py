@@ -208,14 +208,7 @@ def _start_canary(p: Pass, desired: str) -> None:
         # The canary Service is about to select the new revision: take its traffic
         # (and header routes) away first, so unready new pods never receive requests.
         _restore_traffic(p)
-    p.set(
-        canary_revision=desired,
-        current_step_index=0,
-        abort=None,
-        pause_start_time=None,
-        step_start_time=p.now,
-        analysis_runs=[],
-    )
+    passes.start_revision(p, desired)
 
 
 def _aborted(p: Pass, canary: str, stable: str) -> None:

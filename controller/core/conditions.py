@@ -37,6 +37,7 @@ from controller.core.model import (
     DeleteReplicaSet,
     PinService,
     ScaleReplicaSet,
+    SetRoleMetadata,
     SetWeight,
 )
 
@@ -151,6 +152,9 @@ def describe_action(action: Action, rollout: str) -> str:
         return f"ReplicaSet {action.name}: delete"
     if isinstance(action, SetWeight):
         return f"traffic router: set the canary weight to {action.weight}"
+    if isinstance(action, SetRoleMetadata):
+        role = action.tag.partition(":")[0]
+        return f"pods of revision {action.revision}: {role} labels and annotations"
     return f"traffic router: header route {action.name}"
 
 

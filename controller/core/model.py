@@ -32,6 +32,9 @@ class ReplicaSetState:
     ready: int
     """``status.readyReplicas``."""
     created: dt.datetime | None = None
+    role: str | None = None
+    """The blue-green role metadata its pods carry (``<role>:<digest>``, from its
+    ``stepwise.dev/role`` annotation), None when none was given."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,28 @@ class DeleteReplicaSet:
     name: str
 
 
+@dataclass(frozen=True)
+class SetRoleMetadata:
+    """Give a revision's pods (and its ReplicaSet's pod template) a blue-green role's
+    labels and annotations, removing the other role's; ``tag`` records it on the
+    ReplicaSet (:attr:`ReplicaSetState.role`)."""
+
+    revision: str
+    tag: str
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    drop_labels: tuple[str, ...] = ()
+    drop_annotations: tuple[str, ...] = ()
+
+
 Action = (
-    ScaleReplicaSet | PinService | SetWeight | SetHeaderRoute | RemoveHeaderRoute | DeleteReplicaSet
+    ScaleReplicaSet
+    | PinService
+    | SetWeight
+    | SetHeaderRoute
+    | RemoveHeaderRoute
+    | DeleteReplicaSet
+    | SetRoleMetadata
 )
 
 

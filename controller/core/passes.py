@@ -277,6 +277,19 @@ def history(p: Pass) -> None:
 # -- aborts and the progress deadline --------------------------------------------------
 
 
+def start_revision(p: Pass, revision: str) -> None:
+    """The status of a new revision's rollout, from its beginning: no abort, no pause,
+    no analysis yet, and the progress clock starting now."""
+    p.set(
+        canary_revision=revision,
+        current_step_index=0,
+        abort=None,
+        pause_start_time=None,
+        step_start_time=p.now,
+        analysis_runs=[],
+    )
+
+
 def abort(p: Pass, reason: AbortReason, message: str) -> None:
     """Abort the canary revision: record why in the status, with the attempt it ends."""
     revision = p.status.canary_revision or ""
@@ -464,11 +477,23 @@ def finish(p: Pass) -> Plan:
 
 def dedupe(p: Pass) -> list[Action]:
     """One scale per revision, with its final count, in the position of its first; a
-    scale that ends where the ReplicaSet already is disappears."""
+    scale that ends where the ReplicaSet already is disappears. Likewise one weight:
+    when several steps complete in one pass, only the last weight is written (in its own
+    place), and not at all when it is the weight the router already has: a weight raised
+    and lowered again within a pass would otherwise reach the router after the scale
+    that took the canary's pods away (the deduplicated scale sits where the first one
+    was)."""
     final = {a.revision: a for a in p.actions if isinstance(a, ScaleReplicaSet)}
+    weights = [a for a in p.actions if isinstance(a, SetWeight)]
+    last_weight = weights[-1] if weights else None
+    current = p.observed.traffic.canary_weight if p.observed.traffic else None
     out: list[Action] = []
     placed: set[str] = set()
     for action in p.actions:
+        if isinstance(action, SetWeight) and len(weights) > 1:
+            if action is last_weight and action.weight != current:
+                out.append(action)
+            continue
         if not isinstance(action, ScaleReplicaSet):
             out.append(action)
             continue

@@ -63,6 +63,7 @@ from controller.core.model import (
     ReplicaSetState,
     ScaleReplicaSet,
     SetHeaderRoute,
+    SetRoleMetadata,
     SetWeight,
     TemplateKey,
     TrafficState,
@@ -453,6 +454,8 @@ class Reconciler:
             self.kube.pin_service(namespace, action.service, action.revision)
         elif isinstance(action, DeleteReplicaSet):
             self.kube.delete_replica_set(namespace, action.name)
+        elif isinstance(action, SetRoleMetadata):
+            self.kube.set_role_metadata(raw, action)
         elif router is None:
             raise RuntimeError(f"{type(action).__name__} needs a traffic router")
         elif isinstance(action, SetWeight):

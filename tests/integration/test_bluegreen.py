@@ -260,3 +260,46 @@ def test_abort_and_retry(env: tuple[Cluster, Cli, ControllerProcess]) -> None:
     assert selector(kube, ACTIVE) == old
     kube.annotate("app", **{intents.PROMOTE: intents.promote_value(new, 0)})
     wait_for("v2 stable", lambda: kube.status("app").get("stableRevision") == new, 60)
+
+
+def pod_labels(kube: Cluster, revision: str, key: str) -> set[str | None]:
+    """The values of label ``key`` on the revision's live pods."""
+    pods = kube.core.list_namespaced_pod(kube.ns, label_selector=f"{REVISION_KEY}={revision}")
+    return {
+        (p.metadata.labels or {}).get(key) for p in pods.items if not p.metadata.deletion_timestamp
+    }
+
+
+def test_role_metadata_on_the_pods(env: tuple[Cluster, Cli, ControllerProcess]) -> None:
+    """previewMetadata on v2's pods in preview, activeMetadata once it is stable; pods
+    the ReplicaSet creates later get the role too (its template carries it)."""
+    kube, _, _ = env
+    old, new = release(
+        kube,
+        autoPromotionEnabled=False,
+        activeMetadata={"labels": {"role": "active"}},
+        previewMetadata={"labels": {"role": "preview"}, "annotations": {"note": "in preview"}},
+    )
+    wait_for("v1 pods active", lambda: pod_labels(kube, old, "role") == {"active"}, 30)
+    wait_for("v2 pods preview", lambda: pod_labels(kube, new, "role") == {"preview"}, 60)
+    pods = kube.core.list_namespaced_pod(kube.ns, label_selector=f"{REVISION_KEY}={new}")
+    assert {(p.metadata.annotations or {}).get("note") for p in pods.items} == {"in preview"}
+    kube.annotate("app", **{intents.PROMOTE: intents.promote_value(new, 0)})
+    wait_for("v2 stable", lambda: kube.status("app").get("stableRevision") == new, 60)
+    wait_for("v2 pods active", lambda: pod_labels(kube, new, "role") == {"active"}, 30)
+    pods = kube.core.list_namespaced_pod(kube.ns, label_selector=f"{REVISION_KEY}={new}")
+    assert {(p.metadata.annotations or {}).get("note") for p in pods.items} == {None}
+    # A pod the ReplicaSet makes from now on is born with the role.
+    victim = pods.items[0].metadata.name
+    kube.core.delete_namespaced_pod(victim, kube.ns, grace_period_seconds=0)
+    wait_for(
+        "replacement pod",
+        lambda: len([p for p in pod_labels_list(kube, new) if p != victim]) == REPLICAS,
+        30,
+    )
+    assert pod_labels(kube, new, "role") == {"active"}
+
+
+def pod_labels_list(kube: Cluster, revision: str) -> list[str]:
+    pods = kube.core.list_namespaced_pod(kube.ns, label_selector=f"{REVISION_KEY}={revision}")
+    return [str(p.metadata.name) for p in pods.items if not p.metadata.deletion_timestamp]

@@ -68,22 +68,31 @@ KWOK_PLACEMENT: dict[str, Any] = {
     "tolerations": [{"key": KWOK_TAINT["key"], "operator": "Exists"}],
 }
 
-#: Rules and verbs the removal tests cannot show to be needed here, and why (none now;
-#: a new rule must be exercised or named here with the reason).
+#: Rules and verbs the removal tests cannot show to be needed here, and why (a new rule
+#: must be exercised or named here with the reason).
 #: Router objects are observed from a watch where list and watch are granted; without
 #: either, each observation is a GET instead and nothing is refused, so taking them away
 #: breaks no Rollout (tests/integration/test_router_reads.py shows the GET fallback).
 _WATCH_ONLY = "an optimisation: without it routers observe by GET"
+_ROLE_METADATA = (
+    "blue-green activeMetadata/previewMetadata only, which the packaging scenario (a "
+    "canary) does not set; tests/integration/test_bluegreen.py runs it"
+)
 NOT_EXERCISED: dict[str, str] = {
-    f"{resource}:{verb}": _WATCH_ONLY
-    for resource in (
-        "httproutes",
-        "trafficsplits",
-        "virtualservices",
-        "destinationrules",
-        "ingresses",
-    )
-    for verb in ("list", "watch")
+    **{
+        f"{resource}:{verb}": _WATCH_ONLY
+        for resource in (
+            "httproutes",
+            "trafficsplits",
+            "virtualservices",
+            "destinationrules",
+            "ingresses",
+        )
+        for verb in ("list", "watch")
+    },
+    "pods": _ROLE_METADATA,
+    "pods:list": _ROLE_METADATA,
+    "pods:patch": _ROLE_METADATA,
 }
 
 

@@ -71,6 +71,16 @@ ROUTED = {
     "trafficRouting": {"gatewayAPI": {"httpRoute": "app"}},
 }
 
+
+def _blue_green(**fields: Any) -> Callable[[Doc], None]:
+    def edit(doc: Doc) -> None:
+        doc["spec"]["strategy"] = {"blueGreen": {"activeService": "app-active", **fields}}
+
+    return edit
+
+
+BLUE_GREEN = "spec.strategy.blueGreen"
+
 CASES: list[Case] = [
     Case(
         "weight-over-100",
@@ -274,6 +284,32 @@ CASES: list[Case] = [
         "spec.metrics[0].provider.prometheus.auth",
     ),
     Case("missing-provider", _at(lambda d: _metric(d).pop("provider")), "spec.metrics[0].provider"),
+    Case(
+        "canary-and-blue-green",
+        _ro(lambda d: d["spec"]["strategy"].update(blueGreen={"activeService": "app-active"})),
+        "spec.strategy",
+    ),
+    Case("no-strategy", _ro(_set(["spec", "strategy"], {})), "spec.strategy"),
+    Case(
+        "preview-equals-active",
+        _ro(_blue_green(previewService="app-active")),
+        f"{BLUE_GREEN}.previewService",
+    ),
+    Case(
+        "preview-replica-count-zero",
+        _ro(_blue_green(previewReplicaCount=0)),
+        f"{BLUE_GREEN}.previewReplicaCount",
+    ),
+    Case(
+        "role-label-on-the-selector",
+        _ro(_blue_green(activeMetadata={"labels": {"app": "other"}})),
+        BLUE_GREEN,
+    ),
+    Case(
+        "role-label-is-the-revision",
+        _ro(_blue_green(previewMetadata={"labels": {"stepwise.dev/revision": "x"}})),
+        BLUE_GREEN,
+    ),
 ]
 
 CLUSTER_CASES: list[Case] = [

@@ -22,6 +22,7 @@ from controller.core.model import (
     ReplicaSetState,
     ScaleReplicaSet,
     SetHeaderRoute,
+    SetRoleMetadata,
     SetWeight,
     TemplateKey,
     TrafficState,
@@ -38,6 +39,9 @@ class RS:
     replicas: int
     ready: int = 0
     created: dt.datetime = T0
+    role: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    """Labels a blue-green role added to its pods."""
 
 
 @dataclass
@@ -63,7 +67,7 @@ class World:
         """The world as the runtime would observe it."""
         return Observed(
             replica_sets=tuple(
-                ReplicaSetState(f"app-{rev}", rev, rs.replicas, rs.ready, rs.created)
+                ReplicaSetState(f"app-{rev}", rev, rs.replicas, rs.ready, rs.created, rs.role)
                 for rev, rs in sorted(self.replica_sets.items())
             ),
             traffic=TrafficState(
@@ -95,6 +99,12 @@ class World:
                 self.header_routes[action.name] = action.match
             elif isinstance(action, RemoveHeaderRoute):
                 self.header_routes.pop(action.name, None)
+            elif isinstance(action, SetRoleMetadata):
+                target = self.replica_sets[action.revision]
+                target.role = action.tag
+                for key in action.drop_labels:
+                    target.labels.pop(key, None)
+                target.labels.update(action.labels)
             elif isinstance(action, DeleteReplicaSet):
                 rev = action.name.removeprefix("app-")
                 self.replica_sets.pop(rev, None)

@@ -383,3 +383,37 @@ def test_scale_down_delay_revision_limit_keeps_only_the_newest_old_revisions_up(
     assert ro.status.stable_revision == canary_of(ro)
     assert world.replica_sets[second].replicas == 4  # the newest old one waits
     assert world.replica_sets[first].replicas == 0  # beyond the limit: at once
+
+
+def test_role_metadata_follows_the_revision_from_preview_to_active() -> None:
+    """previewMetadata on the new revision's pods while in preview; at promotion it gives
+    way to activeMetadata; the old revision loses activeMetadata's keys only by going
+    away (it keeps its pods' labels while it scales down). Once per role: planning again
+    adds nothing."""
+    ro, world = stable(
+        bg_rollout(
+            autoPromotionEnabled=False,
+            activeMetadata={"labels": {"role": "active"}},
+            previewMetadata={"labels": {"role": "preview", "preview": "yes"}},
+        )
+    )
+    old = str(ro.status.stable_revision)
+    assert world.replica_sets[old].labels == {"role": "active"}
+    ro = new_image(ro)
+    new = canary_of(ro)
+    ro, _ = settle(ro, world, at(1))
+    assert world.replica_sets[new].labels == {"role": "preview", "preview": "yes"}
+    assert not plan(ro, world.observed(), at(1)).actions
+    ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(new, 0)})
+    ro, _ = settle(ro, world, at(2))
+    assert ro.status.stable_revision == new
+    assert world.replica_sets[new].labels == {"role": "active"}  # "preview" dropped
+
+
+def test_role_labels_may_not_touch_the_selector() -> None:
+    doc = rollout_doc("app")
+    doc["spec"]["strategy"] = {
+        "blueGreen": {"activeService": ACTIVE, "previewMetadata": {"labels": {"app": "x"}}}
+    }
+    reasons = [p.reason for p in validate_document(doc)]
+    assert any("must not set a selector label" in r for r in reasons), reasons

@@ -48,6 +48,11 @@ the cluster's ReplicaSet controller, never by Stepwise.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list"]
+# Pods: a blue-green Rollout's activeMetadata/previewMetadata are added to the pods of
+# each role (listed by revision label, then patched; adapters/kube.py set_role_metadata).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
 # Events on the Rollout, router problems included (adapters/kube.py emit_event).
 - apiGroups: [""]
   resources: ["events"]
