@@ -129,7 +129,27 @@ def validate_document(doc: dict[str, Any]) -> list[Problem]:
         KINDS[kind].model_validate_json(wire, strict=True)
     except ValidationError as exc:
         problems += [Problem(kind, name, f, r) for f, r in problems_of(exc)]
+    # A null is dropped, but not for a field the schema does not know: strict decoding
+    # refuses ``creationTimestamp: null`` in a pod template's metadata (common in objects
+    # serialised from Go), so lint looks for unknown fields with the nulls kept.
+    seen = {(p.field, p.reason) for p in problems}
+    for field, reason in _unknown_null_fields(kind, doc):
+        if (field, reason) not in seen:
+            problems.append(Problem(kind, name, field, reason))
     return problems
+
+
+def _unknown_null_fields(kind: str, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path, "unknown field") of the null-valued fields the schema does not know."""
+    try:
+        KINDS[kind].model_validate_json(json.dumps(doc, default=_text), strict=True)
+    except ValidationError as exc:
+        return [
+            (field_path(tuple(err["loc"])) or "(object)", "unknown field")
+            for err in exc.errors(include_url=False)
+            if err["type"] == "extra_forbidden" and err.get("input") is None
+        ]
+    return []
 
 
 def without_nulls(value: Any) -> Any:

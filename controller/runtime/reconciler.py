@@ -392,19 +392,27 @@ class Reconciler:
         """The canary's ready endpoints in the canary Service's EndpointSlices
         (:attr:`Observed.canary_endpoints`), read only in a pass that may give the canary
         its first share: traffic routed, none on the canary yet, the canary Service pinned
-        to a revision other than the stable's, and some of its pods Ready."""
+        to a revision other than the stable's, and some of its pods Ready.
+
+        Only where something publishes these pods' endpoints at all: the stable Service's
+        slices must list a stable pod as ready. A cluster whose slices stay empty (the
+        local test cluster's fake pods on loopback addresses, which the API server
+        refuses in EndpointSlices) would otherwise hold every canary at 0 forever."""
         if canary is None or traffic is None or traffic.canary_weight != 0:
             return None
-        service = canary.canary_service
-        if service is None:
+        service, stable_service = canary.canary_service, canary.stable_service
+        if service is None or stable_service is None:
             return None
-        revision = revisions.get(service)
-        if revision is None or revision == revisions.get(canary.stable_service or ""):
+        revision, stable = revisions.get(service), revisions.get(stable_service)
+        if revision is None or revision == stable:
             return None
         rs = next((s for s in sets if s.revision == revision), None)
-        if rs is None or rs.ready == 0:
+        stable_rs = next((s for s in sets if s.revision == stable), None)
+        if rs is None or rs.ready == 0 or stable_rs is None:
             return None
         try:
+            if not self.kube.ready_endpoints(namespace, stable_service, f"{stable_rs.name}-"):
+                return None  # no publisher for these pods here: the pods alone decide
             return self.kube.ready_endpoints(namespace, service, f"{rs.name}-")
         except ApiError as err:
             # Unknown is not zero: without the read the weight waits for pods only.

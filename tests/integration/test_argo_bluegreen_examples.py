@@ -91,14 +91,7 @@ EXCLUDED: dict[str, str] = {
 }
 """Left out, with why: none of them is something a user applies as it stands."""
 
-LINT_GAPS: dict[str, str] = {
-    INFO_TESTDATA: (
-        "Stepwise lint bug: the pod template's `metadata.creationTimestamp: null` (a null "
-        "that Go-serialised Kubernetes objects often carry, as this one does) is an unknown "
-        "field to the API server under strict field validation (400), but lint drops the "
-        "null before its unknown-field check and reports nothing for it"
-    ),
-}
+LINT_GAPS: dict[str, str] = {}
 """Excluded manifests on which lint misses a spec field the API server refuses."""
 
 KNOWN_FAILING: dict[str, str] = {}

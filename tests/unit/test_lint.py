@@ -128,3 +128,14 @@ def test_conditions_are_parsed_by_the_runtimes_parser(
     assert main(["lint", str(path)]) == 1
     out = capsys.readouterr().out
     assert f"AnalysisTemplate/success-rate: spec.metrics[0].{field}: " in out
+
+
+def test_an_unknown_field_is_named_even_when_its_value_is_null() -> None:
+    """``creationTimestamp: null`` in a pod template's metadata (objects serialised from
+    Go carry it) is an unknown field to the API server's strict decoding, null or not;
+    a null on a known field is dropped, as the server drops it."""
+    doc = rollout("app")
+    doc["spec"]["template"]["metadata"]["creationTimestamp"] = None
+    doc["spec"]["strategy"]["canary"]["analysis"] = None
+    problems = [(p.field, p.reason) for p in validate_document(doc)]
+    assert problems == [("spec.template.metadata.creationTimestamp", "unknown field")]
