@@ -607,25 +607,18 @@ def _restore_traffic(p: Pass) -> bool:
     if not p.routed or traffic is None:
         p.set(canary_weight=0)
         return True
-    if traffic.problem:
-        for name in sorted(p.routes):
-            p.actions.append(RemoveHeaderRoute(name))
-        p.routes.clear()
-        if p.weight != 0:
-            p.actions.append(SetWeight(0))
-            p.event("WeightSet", f"canary weight {p.weight} -> 0 despite: {traffic.problem}")
-            p.weight = 0
-        p.set(canary_weight=0)  # the router verifies its write, or the pass fails
-        p.block(f"traffic router: {traffic.problem}")
-        return False
+    why = f"despite: {traffic.problem}" if traffic.problem else "(all traffic to stable)"
     for name in sorted(p.routes):
         p.actions.append(RemoveHeaderRoute(name))
     p.routes.clear()
     if p.weight != 0:
         p.actions.append(SetWeight(0))
-        p.event("WeightSet", f"canary weight {p.weight} -> 0 (all traffic to stable)")
+        p.event("WeightSet", f"canary weight {p.weight} -> 0 {why}")
         p.weight = 0
-    p.set(canary_weight=0)
+    p.set(canary_weight=0)  # the router verifies its write, or the pass fails
+    if traffic.problem:
+        p.block(f"traffic router: {traffic.problem}")
+        return False
     return True
 
 
