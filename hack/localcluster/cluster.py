@@ -190,6 +190,14 @@ class LocalCluster(Running):
         for name in _API_CLIENTS:
             self.components[name].start()
         self._wait_clients_ready(deadline)
+        # kwok marks a pod's IP used just before it removes the annotation; until then a
+        # new pod, played by another of its workers, could still be given that IP.
+        wait_until(
+            "kwok recalled the pod IPs",
+            lambda: not self._pods_to_recall(),
+            self.components.values(),
+            _left(deadline),
+        )
 
     def _recall_pod_ips(self) -> None:
         """Annotate every pod that holds an IP ``stepwise.dev/recall-ip``, so that the next
@@ -199,16 +207,34 @@ class LocalCluster(Running):
         patch = {"metadata": {"annotations": {RECALL_IP_ANNOTATION: "true"}}}
         with self._admin_api() as api:
             core = client.CoreV1Api(api)
-            pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces())  # type: ignore[no-untyped-call]
-            for pod in pods.get("items") or []:
-                meta, spec = pod["metadata"], pod.get("spec") or {}
-                if not (pod.get("status") or {}).get("podIP") or spec.get("hostNetwork"):
-                    continue
+            for namespace, name in self._pods_with_ips():
                 try:
-                    core.patch_namespaced_pod(meta["name"], meta["namespace"], patch)
+                    core.patch_namespaced_pod(name, namespace, patch)
                 except ApiException as exc:
                     if exc.status != 404:  # gone meanwhile: its IP is free anyway
                         raise
+
+    def _pods_to_recall(self) -> list[tuple[str, str]]:
+        """The pods whose recall annotation kwok has not played yet."""
+        return self._pods_with_ips(annotated=True)
+
+    def _pods_with_ips(self, *, annotated: bool = False) -> list[tuple[str, str]]:
+        """(namespace, name) of every live pod kwok gave an IP (with ``annotated``: only
+        those that still carry the recall annotation)."""
+        with self._admin_api() as api:
+            core = client.CoreV1Api(api)
+            pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces())  # type: ignore[no-untyped-call]
+        found = []
+        for pod in pods.get("items") or []:
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            if not (pod.get("status") or {}).get("podIP") or spec.get("hostNetwork"):
+                continue
+            if meta.get("deletionTimestamp"):
+                continue  # going away: its IP is about to be free
+            if annotated and RECALL_IP_ANNOTATION not in (meta.get("annotations") or {}):
+                continue
+            found.append((str(meta["namespace"]), str(meta["name"])))
+        return found
 
     def _release_node_leases(self) -> None:
         """Delete the fake nodes' leases: a new kwok manages a node only once it holds its

@@ -165,7 +165,7 @@ class LocalTraefik(Running):
         kubeconfig: Path,
         *,
         namespace: str = "stepwise-gateway",
-        gateway_name: str = "stepwise-gateway",
+        gateway_name: str | None = None,
         build_dir: Path | None = None,
         workdir: Path | None = None,
         log_level: str = "INFO",
@@ -176,10 +176,13 @@ class LocalTraefik(Running):
         """
         self.kubeconfig = kubeconfig
         self.gateway_namespace = namespace
-        self.gateway_name = gateway_name
         self._build_dir = build_dir
         self.log_level = log_level
         self.instance = uuid.uuid4().hex[:8]
+        # A name of its own: an HTTPRoute left in a namespace still being deleted names
+        # the Gateway of an earlier instance, and must not attach to this one (seen: a
+        # test's requests went to the routes of the test before it and got 502).
+        self.gateway_name = gateway_name or f"stepwise-gateway-{self.instance}"
         self.gateway_class = f"stepwise-traefik-{self.instance}"
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stepwise-traefik-"))

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def traefik(local_cluster: LocalCluster) -> Iterator[LocalTraefik]:
-    """Traefik serving the Gateway ``stepwise-gateway`` for this module's tests."""
+    """Traefik serving a Gateway of its own for this module's tests."""
     with LocalTraefik(local_cluster.endpoints.kubeconfig) as proxy:
         yield proxy
 
