@@ -11,13 +11,91 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, Strict, WithJsonSchema, model_validator
 
-from controller.api.base import ApiModel, Rule
-from controller.api.rollout import API_VERSION, MAX_LIST, ObjectMeta, SecretKeyRef
+from controller.api.base import DURATION_PATTERN, ApiModel, Rule, parse_duration
+from controller.api.rollout import (
+    API_VERSION,
+    MAX_LIST,
+    DryRun,
+    MeasurementRetention,
+    ObjectMeta,
+    SecretKeyRef,
+    name_matches,
+)
 from controller.api.types import Duration
 
+__all__ = ["DryRun", "MeasurementRetention", "name_matches"]
+
 BlindPolicy = Literal["Hold", "Fail", "Pass"]
+
+
+#: ``{{args.NAME}}`` (spaces allowed inside the braces), the whole of a field's value.
+ARG_PATTERN = r"^[{][{] *args[.][A-Za-z_][A-Za-z0-9_-]* *[}][}]$"
+_ARG = re.compile(ARG_PATTERN)
+
+
+def arg_name(value: object) -> str | None:
+    """The argument a ``{{args.NAME}}`` value names, or None for any other value."""
+    if isinstance(value, str) and _ARG.match(value):
+        return value.strip("{} ").removeprefix("args.")
+    return None
+
+
+def _check_duration_or_arg(value: str | int) -> str | int:
+    if arg_name(value) is None:
+        parse_duration(value)
+    return value
+
+
+def _check_count_or_arg(value: str | int) -> str | int:
+    if isinstance(value, bool) or (isinstance(value, str) and arg_name(value) is None):
+        raise ValueError("must be a whole number or an argument, written {{args.NAME}}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+#: A duration (integer seconds, ``30s``, ``5m``) or ``{{args.NAME}}``, filled in and
+#: checked when a run starts.
+DurationOrArg = Annotated[
+    int | str,
+    AfterValidator(_check_duration_or_arg),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 80,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "type(self) == int ? int(self) >= 0 : "
+                    f"string(self).matches('{DURATION_PATTERN}') || "
+                    f"string(self).matches('{ARG_PATTERN}')",
+                    "message": "must be an integer of seconds, a number with a unit ms, s, m "
+                    "or h (30s, 5m, 1h, 1m30s), or an argument written {{args.NAME}}",
+                }
+            ],
+        }
+    ),
+]
+
+#: A whole number, or ``{{args.NAME}}`` filled in and checked when a run starts.
+CountOrArg = Annotated[
+    Annotated[int, Strict()] | str,  # true is not 1, as for the API server
+    AfterValidator(_check_count_or_arg),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 80,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "type(self) == int ? int(self) >= 0 : "
+                    f"string(self).matches('{ARG_PATTERN}')",
+                    "message": "must be a whole number or an argument written {{args.NAME}}",
+                }
+            ],
+        }
+    ),
+]
 
 
 class ArgSource(ApiModel):
@@ -242,6 +320,91 @@ class ComparativeJudge(PrometheusConnection):
     rules: ClassVar[tuple[Rule, ...]] = (_WORSE_ABOVE_TOLERANCE,)
 
 
+class WebHeader(ApiModel):
+    """One HTTP header of a web measurement."""
+
+    key: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[!#-'*+.0-9A-Z^-z|~-]+$")]
+    """The header's name."""
+    value: Annotated[str, Field(max_length=8192)]
+    """Its value; ``{{args.NAME}}`` is filled in (Secret-valued arguments too)."""
+
+
+_FREE_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+class WebProvider(ApiModel):
+    """An HTTP request whose JSON answer is the measured ``result`` (Argo Rollouts'
+    ``web`` provider). ``{{args.NAME}}`` is filled in the URL (escaped for a URL), the
+    header values, the ``body`` (as written) and the strings of ``jsonBody`` (as JSON)."""
+
+    url: Annotated[str, Field(min_length=1, max_length=8192)]
+    """The address, http or https."""
+    method: Literal["GET", "POST", "PUT"] = "GET"
+    """The request method; a body needs POST or PUT."""
+    headers: Annotated[list[WebHeader], Field(max_length=MAX_LIST)] | None = None
+    """Request headers."""
+    body: Annotated[str, Field(max_length=65536)] | None = None
+    """A body sent as written."""
+    json_body: Annotated[dict[str, Any], Field(json_schema_extra=_FREE_OBJECT)] | None = None
+    """A body given as a JSON object (sent with ``Content-Type: application/json``)."""
+    json_path: Annotated[str, Field(max_length=1024)] = "{$}"
+    """The part of the JSON answer that is ``result``, as a Kubernetes JSONPath such as
+    ``{$.data.ok}`` (default: the whole answer)."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    """How long to wait for the answer."""
+    insecure: bool = False
+    """Skip TLS certificate verification (https only)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!(has(self.body) && has(self.jsonBody))",
+            message="set body or jsonBody, not both",
+            check=lambda w: not (w.body is not None and w.json_body is not None),
+        ),
+        Rule(
+            cel="!(has(self.body) || has(self.jsonBody)) || "
+            "(has(self.method) && self.method != 'GET')",
+            message="a body needs method POST or PUT",
+            check=lambda w: (w.body is None and w.json_body is None) or w.method != "GET",
+            field=".method",
+        ),
+        Rule(
+            cel="self.url.startsWith('http://') || self.url.startsWith('https://') || "
+            "self.url.startsWith('{{')",
+            message="must start with http:// or https:// (or be an argument)",
+            check=lambda w: w.url.startswith(("http://", "https://", "{{")),
+            field=".url",
+        ),
+    )
+
+
+class JobMetadata(ApiModel):
+    """Labels and annotations for the Job of each measurement."""
+
+    labels: dict[str, str] | None = None
+    """Labels (the Job also gets Stepwise's own)."""
+    annotations: dict[str, str] | None = None
+    """Annotations."""
+
+
+class JobProvider(ApiModel):
+    """A Kubernetes Job per measurement (Argo Rollouts' ``job`` provider): Successful when
+    the Job completes, Failed when it fails. ``{{args.NAME}}`` is filled in its strings."""
+
+    metadata: JobMetadata | None = None
+    """Labels and annotations of the Job."""
+    spec: Annotated[
+        dict[str, Any],
+        Field(
+            json_schema_extra={
+                **_FREE_OBJECT,
+                "required": ["template"],
+            }
+        ),
+    ]
+    """A batch/v1 JobSpec, passed to the API server as written (after the arguments)."""
+
+
 class MetricProvider(ApiModel):
     """Where a metric's measurements come from (exactly one provider)."""
 
@@ -249,14 +412,27 @@ class MetricProvider(ApiModel):
     """A PromQL query judged by the metric's thresholdRange or conditions."""
     judge: ComparativeJudge | None = None
     """A comparative canary-versus-stable judge that decides by itself."""
+    web: WebProvider | None = None
+    """An HTTP request whose JSON answer is judged by the metric's conditions."""
+    job: JobProvider | None = None
+    """A Kubernetes Job: its completion is the verdict."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="has(self.prometheus) != has(self.judge)",
-            message="choose exactly one provider: prometheus or judge",
-            check=lambda p: (p.prometheus is None) != (p.judge is None),
+            cel="[has(self.prometheus), has(self.judge), has(self.web), has(self.job)]"
+            ".exists_one(x, x)",
+            message="choose exactly one provider: prometheus, judge, web or job",
+            check=lambda p: [p.prometheus, p.judge, p.web, p.job].count(None) == 3,
         ),
     )
+
+    @property
+    def kind(self) -> str:
+        """``prometheus``, ``judge``, ``web`` or ``job``."""
+        for name in ("prometheus", "judge", "web", "job"):
+            if getattr(self, name) is not None:
+                return name
+        return "none"
 
 
 class MinSamples(ApiModel):
@@ -273,17 +449,17 @@ class Metric(ApiModel):
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*)?$")]
     """The metric's name (unique in the template)."""
-    interval: Duration = "30s"
-    """Time between measurements."""
-    count: Annotated[int, Field(ge=1)] = 1
-    """Measurements to take before the metric's verdict is final."""
-    initial_delay: Duration = 0
+    interval: DurationOrArg = "30s"
+    """Time between measurements (or ``{{args.NAME}}``, as every number below)."""
+    count: CountOrArg = 1
+    """Measurements to take before the metric's verdict is final (at least 1)."""
+    initial_delay: DurationOrArg = 0
     """Wait this long before the first measurement."""
-    failure_limit: Annotated[int, Field(ge=0)] = 0
+    failure_limit: CountOrArg = 0
     """Failed measurements tolerated; one more fails the metric."""
-    inconclusive_limit: Annotated[int, Field(ge=0)] = 0
+    inconclusive_limit: CountOrArg = 0
     """Inconclusive measurements tolerated; one more makes the metric Inconclusive."""
-    consecutive_error_limit: Annotated[int, Field(ge=0)] = 4
+    consecutive_error_limit: CountOrArg = 4
     """Consecutive provider errors tolerated; one more applies ``onProviderError``."""
     threshold_range: ThresholdRange | None = None
     """Successful when the value lies in this range."""
@@ -302,16 +478,44 @@ class Metric(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
+            cel="!has(self.count) || type(self.count) != int || int(self.count) >= 1",
+            message="must be at least 1",
+            check=lambda m: not isinstance(m.count, int) or m.count >= 1,
+            field=".count",
+        ),
+        Rule(
             cel="has(self.thresholdRange) || has(self.successCondition) || "
-            "has(self.failureCondition) || has(self.provider.judge)",
+            "has(self.failureCondition) || has(self.provider.judge) || has(self.provider.job)",
             message="a metric needs thresholdRange, successCondition or failureCondition "
-            "(or a judge provider)",
+            "(or a judge or job provider)",
             check=lambda m: (
                 m.threshold_range is not None
                 or m.success_condition is not None
                 or m.failure_condition is not None
                 or m.provider.judge is not None
+                or m.provider.job is not None
             ),
+        ),
+        Rule(
+            cel="!has(self.provider.job) || !(has(self.thresholdRange) || "
+            "has(self.successCondition) || has(self.failureCondition) || has(self.minSamples))",
+            message="a job metric is judged by its Job: remove thresholdRange, "
+            "successCondition, failureCondition and minSamples",
+            check=lambda m: (
+                m.provider.job is None
+                or (
+                    m.threshold_range is None
+                    and m.success_condition is None
+                    and m.failure_condition is None
+                    and m.min_samples is None
+                )
+            ),
+        ),
+        Rule(
+            cel="!has(self.provider.web) || !has(self.minSamples)",
+            message="minSamples is a PromQL query: a web metric cannot have one",
+            check=lambda m: m.provider.web is None or m.min_samples is None,
+            field=".minSamples",
         ),
         Rule(
             cel="!has(self.provider.judge) || !(has(self.thresholdRange) || "
@@ -367,6 +571,12 @@ class AnalysisTemplateSpec(ApiModel):
         ),
     ]
     """The metrics; every one must succeed for the analysis to succeed."""
+    dry_run: Annotated[list[DryRun], Field(max_length=MAX_LIST)] | None = None
+    """Metrics measured and reported but never failing the analysis."""
+    measurement_retention: (
+        Annotated[list[MeasurementRetention], Field(max_length=MAX_LIST)] | None
+    ) = None
+    """How many measurements of a metric the status keeps (default 10)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         # On the server the lists' map keys reject duplicates; these rules are for lint.

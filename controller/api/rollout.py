@@ -9,6 +9,7 @@ needs to resume after a crash (step index, pause start, abort, analysis counters
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import ConfigDict, Field
@@ -156,6 +157,42 @@ def _unique(names: list[str]) -> bool:
     return len(names) == len(set(names))
 
 
+#: The most measurements of one metric a status keeps (``measurementRetention.limit``).
+MAX_RETAINED = 100
+
+#: A metric name, or a regular expression over metric names (``.*`` for all).
+MetricNamePattern = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class DryRun(ApiModel):
+    """Metrics measured and reported but never failing the analysis (Argo's ``dryRun``)."""
+
+    metric_name: MetricNamePattern
+    """A metric's name, or a regular expression matched against the whole name (``.*``
+    or ``*`` for every metric)."""
+
+
+class MeasurementRetention(ApiModel):
+    """How many of a metric's latest measurements the status keeps."""
+
+    metric_name: MetricNamePattern
+    """A metric's name, or a regular expression as in ``dryRun``."""
+    limit: Annotated[int, Field(ge=1, le=MAX_RETAINED)]
+    """Measurements kept."""
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether a ``dryRun``/``measurementRetention`` entry names the metric ``name``: the
+    same name, ``*``, or a regular expression that matches the whole name (an invalid
+    expression matches only itself)."""
+    if pattern in (name, "*"):
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error:
+        return False
+
+
 class RolloutAnalysis(ApiModel):
     """Analysis run by a step: the step waits for its verdict."""
 
@@ -163,6 +200,13 @@ class RolloutAnalysis(ApiModel):
     """The templates whose metrics are measured."""
     args: _ARGS | None = None
     """Values for the templates' arguments."""
+    dry_run: Annotated[list[DryRun], Field(max_length=MAX_LIST)] | None = None
+    """Metrics measured and reported but never failing this analysis (added to the
+    templates' own)."""
+    measurement_retention: (
+        Annotated[list[MeasurementRetention], Field(max_length=MAX_LIST)] | None
+    ) = None
+    """How many measurements of a metric the status keeps (over the templates' own)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -733,8 +777,12 @@ class MetricResult(ApiModel):
     """Errors since the last good measurement."""
     message: str = ""
     """The latest explanation."""
-    measurements: Annotated[list[Measurement], Field(max_length=10)] = Field(default_factory=list)
-    """The latest measurements (at most 10)."""
+    measurements: Annotated[list[Measurement], Field(max_length=MAX_RETAINED)] = Field(
+        default_factory=list
+    )
+    """The latest measurements (10, or the metric's ``measurementRetention``)."""
+    dry_run: bool = False
+    """Measured and reported only: its verdict never fails the analysis."""
     next_at: dt.datetime | None = None
     """When the next measurement is due."""
 

@@ -46,9 +46,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from dataclasses import field as dataclass_field
+from typing import Final, Literal
 
-from controller.api.analysis import AnalysisTemplateSpec, Metric, TemplateArg
+from controller.api.analysis import (
+    AnalysisTemplateSpec,
+    DryRun,
+    MeasurementRetention,
+    Metric,
+    TemplateArg,
+    arg_name,
+    name_matches,
+)
 from controller.api.base import parse_duration
 from controller.api.rollout import (
     AnalysisArg,
@@ -110,12 +119,71 @@ def strategy_run_analysis(strategy: Strategy, run_name: str) -> RolloutAnalysis 
 
 @dataclass(frozen=True)
 class ResolvedAnalysis:
-    """The metrics an analysis measures, with the arguments its queries need."""
+    """The metrics an analysis measures, with the arguments its queries need. The
+    metrics' numbers (``count``, ``interval``, the limits) have their ``{{args.NAME}}``
+    filled in; ``dry_run`` names the metrics that never fail the run, and ``retention``
+    how many measurements of a metric the status keeps when not :data:`KEEP_MEASUREMENTS`."""
 
     metrics: tuple[Metric, ...]
     template_args: tuple[TemplateArg, ...]
     args: tuple[AnalysisArg, ...]
     problem: str | None = None
+    dry_run: frozenset[str] = frozenset()
+    retention: Mapping[str, int] = dataclass_field(default_factory=dict)
+
+    def keep(self, metric: str) -> int:
+        """How many measurements of ``metric`` the status keeps."""
+        return self.retention.get(metric, KEEP_MEASUREMENTS)
+
+
+#: The Metric fields that may be ``{{args.NAME}}``: (attribute, field name, is a duration).
+ARG_NUMBER_FIELDS: Final = (
+    ("interval", "interval", True),
+    ("count", "count", False),
+    ("initial_delay", "initialDelay", True),
+    ("failure_limit", "failureLimit", False),
+    ("inconclusive_limit", "inconclusiveLimit", False),
+    ("consecutive_error_limit", "consecutiveErrorLimit", False),
+)
+
+
+def number(value: int | str) -> int:
+    """A count or limit of a resolved metric (its argument already filled in)."""
+    if isinstance(value, str):
+        raise ValueError(f"argument {value} was not filled in")  # resolve() always does
+    return value
+
+
+def fill_numbers(metric: Metric, values: Mapping[str, str | None]) -> Metric | str:
+    """``metric`` with every ``{{args.NAME}}`` of :data:`ARG_NUMBER_FIELDS` replaced by
+    the argument's value (``values``: name to literal value, None for a Secret-valued
+    argument), or a problem naming the metric, the field and the argument."""
+    update: dict[str, int | str] = {}
+    for attribute, name, duration in ARG_NUMBER_FIELDS:
+        arg = arg_name(getattr(metric, attribute))
+        if arg is None:
+            continue
+        where = f"metric {metric.name} {name} ({{{{args.{arg}}}}})"
+        if arg not in values:
+            return f"{where}: no argument {arg} is declared"
+        raw = values[arg]
+        if raw is None:
+            return f"{where}: argument {arg} comes from a Secret; a number cannot"
+        text = raw.strip()
+        if duration:
+            try:
+                parse_duration(int(text) if text.isdigit() else text)
+            except ValueError as exc:
+                return f"{where}: {exc}"
+            update[attribute] = int(text) if text.isdigit() else text
+            continue
+        if not text.isdigit():
+            return f"{where}: {raw!r} is not a whole number"
+        least = 1 if attribute == "count" else 0
+        if int(text) < least:
+            return f"{where}: must be at least {least}, not {text}"
+        update[attribute] = int(text)
+    return metric.model_copy(update=update) if update else metric
 
 
 def resolve(
@@ -124,6 +192,9 @@ def resolve(
     """Collect the metrics of every referenced template; a missing one is a problem."""
     metrics: list[Metric] = []
     template_args: list[TemplateArg] = []
+    # The Rollout's entries come last, so that its retention limit wins over a template's.
+    dry_runs: list[DryRun] = []
+    retained: list[MeasurementRetention] = []
     for ref in analysis.templates:
         key = TemplateKey(ref.template_name, ref.cluster_scope)
         spec = templates.get(key)
@@ -134,6 +205,10 @@ def resolve(
             return ResolvedAnalysis((), (), (), f"{kind} {ref.template_name}: {spec}")
         metrics.extend(spec.metrics)
         template_args.extend(spec.args or [])
+        dry_runs.extend(spec.dry_run or [])
+        retained.extend(spec.measurement_retention or [])
+    dry_runs.extend(analysis.dry_run or [])
+    retained.extend(analysis.measurement_retention or [])
     names = [m.name for m in metrics]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -146,7 +221,28 @@ def resolve(
     )
     if missing:
         return ResolvedAnalysis((), (), (), f"no value for template argument(s) {missing}")
-    return ResolvedAnalysis(tuple(metrics), tuple(template_args), tuple(analysis.args or []))
+    values: dict[str, str | None] = {a.name: a.value for a in template_args}
+    values |= {a.name: a.value for a in analysis.args or []}
+    filled: list[Metric] = []
+    for metric in metrics:
+        done = fill_numbers(metric, values)
+        if isinstance(done, str):
+            return ResolvedAnalysis((), (), (), done)
+        filled.append(done)
+    return ResolvedAnalysis(
+        tuple(filled),
+        tuple(template_args),
+        tuple(analysis.args or []),
+        dry_run=frozenset(
+            m.name for m in filled if any(name_matches(d.metric_name, m.name) for d in dry_runs)
+        ),
+        retention={
+            m.name: kept.limit
+            for m in filled
+            for kept in retained
+            if name_matches(kept.metric_name, m.name)
+        },
+    )
 
 
 def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
@@ -185,7 +281,15 @@ def start(
             if window > delay
             else ""
         )
-        results.append(MetricResult(name=m.name, phase="Running", next_at=first, message=message))
+        results.append(
+            MetricResult(
+                name=m.name,
+                phase="Running",
+                next_at=first,
+                message=message,
+                dry_run=m.name in resolved.dry_run,
+            )
+        )
     return AnalysisRunStatus(
         name=name, revision=revision, phase="Running", started_at=now, metrics=results
     )
@@ -304,9 +408,15 @@ def next_due(
 
 
 def record(
-    result: MetricResult, metric: Metric, measurement: Measurement, now: dt.datetime
+    result: MetricResult,
+    metric: Metric,
+    measurement: Measurement,
+    now: dt.datetime,
+    *,
+    keep: int = KEEP_MEASUREMENTS,
 ) -> MetricResult:
-    """Add one judged measurement to a metric's tally and work out its phase."""
+    """Add one judged measurement to a metric's tally (the status keeps its latest
+    ``keep``) and work out its phase."""
     phase = measurement.phase
     counts = {
         "successful": result.successful,
@@ -335,7 +445,7 @@ def record(
             **counts,
             "count": result.count + 1,
             "consecutive_errors": consecutive,
-            "measurements": [*result.measurements, measurement][-KEEP_MEASUREMENTS:],
+            "measurements": [*result.measurements, measurement][-keep:],
             "next_at": now + dt.timedelta(seconds=parse_duration(metric.interval)),
         }
     )
@@ -346,39 +456,45 @@ def record(
 def assess(result: MetricResult, metric: Metric, latest: Measurement) -> tuple[AnalysisPhase, str]:
     """The metric's phase from its tally (see the module docstring for the rules)."""
     counted = result.successful + result.failed + result.inconclusive
-    if result.failed > metric.failure_limit:
+    count, failure_limit = number(metric.count), number(metric.failure_limit)
+    error_limit = number(metric.consecutive_error_limit)
+    inconclusive_limit = number(metric.inconclusive_limit)
+    if result.failed > failure_limit:
         return "Failed", (
             f"{result.failed} failed measurement(s), more than failureLimit "
-            f"{metric.failure_limit}; latest: {latest.message or latest.value}"
+            f"{failure_limit}; latest: {latest.message or latest.value}"
         )
-    if result.consecutive_errors > metric.consecutive_error_limit:
+    if result.consecutive_errors > error_limit:
         reason = (
             f"{result.consecutive_errors} consecutive provider errors (limit "
-            f"{metric.consecutive_error_limit}): {latest.message}"
+            f"{error_limit}): {latest.message}"
         )
         if metric.on_provider_error == "Fail":
             return "Failed", reason + "; onProviderError is Fail"
         if metric.on_provider_error == "Hold":
             return "Error", reason + "; holding (onProviderError: Hold)"
-    if result.inconclusive > metric.inconclusive_limit:
+    if result.inconclusive > inconclusive_limit:
         return "Inconclusive", (
             f"{result.inconclusive} inconclusive measurement(s), more than "
-            f"inconclusiveLimit {metric.inconclusive_limit}: promote or abort"
+            f"inconclusiveLimit {inconclusive_limit}: promote or abort"
         )
-    pass_errors = (
-        metric.on_provider_error == "Pass"
-        and result.consecutive_errors > metric.consecutive_error_limit
-    )
-    if counted >= metric.count or (pass_errors and counted + result.error >= metric.count):
+    pass_errors = metric.on_provider_error == "Pass" and result.consecutive_errors > error_limit
+    if counted >= count or (pass_errors and counted + result.error >= count):
         return "Successful", f"{result.successful} of {counted} measurement(s) successful"
     if latest.phase == "NoData" and metric.on_no_data == "Hold":
         return "Running", f"no data ({result.no_data} time(s)); holding (onNoData: Hold)"
-    return "Running", f"{counted} of {metric.count} measurement(s) taken"
+    return "Running", f"{counted} of {count} measurement(s) taken"
 
 
 def run_phase(metrics: list[MetricResult]) -> AnalysisPhase:
-    """A run's phase from its metrics' phases."""
-    phases = [m.phase for m in metrics]
+    """A run's phase from its metrics' phases. Dry-run metrics count only in a run of
+    nothing else, and then only as finished (whatever their verdict) or not."""
+    judged = [m for m in metrics if not m.dry_run]
+    if not judged and metrics:
+        return (
+            "Running" if any(m.phase in ("Pending", "Running") for m in metrics) else "Successful"
+        )
+    phases = [m.phase for m in judged]
     worst: tuple[AnalysisPhase, ...] = ("Failed", "Error", "Inconclusive")
     for phase in worst:
         if phase in phases:
@@ -404,23 +520,32 @@ def apply_measurements(
         m = measurements.get((run.name, result.name))
         metric = by_name.get(result.name)
         if m is not None and metric is not None:
-            metrics.append(record(result, metric, m, now))
+            metrics.append(record(result, metric, m, now, keep=resolved.keep(result.name)))
             changed = True
         else:
             metrics.append(result)
     if not changed:
         return run
     phase = run_phase(metrics)
-    worst = next((m for m in metrics if m.phase == phase), None)
+    worst = next((m for m in metrics if m.phase == phase and not m.dry_run), None)
     message = f"{worst.name}: {worst.message}" if worst and phase != "Successful" else ""
+    if not message:
+        message = dry_run_summary(metrics)
     return run.model_copy(update={"metrics": metrics, "phase": phase, "message": message})
+
+
+def dry_run_summary(metrics: list[MetricResult]) -> str:
+    """What the dry-run metrics that did not succeed said ("" when none)."""
+    bad = [m for m in metrics if m.dry_run and m.phase in ("Failed", "Error", "Inconclusive")]
+    return "; ".join(f"dry run (not counted): {m.name} {m.phase}: {m.message}" for m in bad)
 
 
 def background_succeeded(run: AnalysisRunStatus) -> bool:
     """Whether a background run has judged the canary good so far: every metric has at
-    least its ``count`` of measurements and none failed, is blind or inconclusive."""
+    least its ``count`` of measurements and none failed, is blind or inconclusive
+    (dry-run metrics aside)."""
     return run.phase in ("Running", "Successful") and all(
-        m.phase == "Successful" for m in run.metrics
+        m.phase == "Successful" for m in run.metrics if not m.dry_run
     )
 
 
@@ -428,7 +553,10 @@ Blindness = Literal["NoData", "Error"]
 
 
 def blindness(result: MetricResult, metric: Metric) -> Blindness | None:
-    """Why a metric is held blind (see the module docstring), or None when it is not."""
+    """Why a metric is held blind (see the module docstring), or None when it is not (a
+    dry-run metric never holds anything)."""
+    if result.dry_run:
+        return None
     if result.phase == "Error" and metric.on_provider_error == "Hold":
         return "Error"
     latest = result.measurements[-1] if result.measurements else None

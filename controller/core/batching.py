@@ -33,7 +33,7 @@ TALLY_BATCH = dt.timedelta(seconds=10)
 
 
 def _metric(result: MetricResult) -> MetricResult:
-    return MetricResult(name=result.name, phase=result.phase)
+    return MetricResult(name=result.name, phase=result.phase, dry_run=result.dry_run)
 
 
 def _run(run: AnalysisRunStatus) -> AnalysisRunStatus:

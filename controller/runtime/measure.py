@@ -24,6 +24,7 @@ import datetime as dt
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import structlog
 from kubernetes import client
@@ -45,6 +46,23 @@ message that names the Secret and the key but never the value)."""
 
 ClientFactory = Callable[[PrometheusSettings], PrometheusClient]
 """Builds the Prometheus client for one measurement's settings."""
+
+
+class Variables(NamedTuple):
+    """What ``{{...}}`` placeholders of one measurement stand for."""
+
+    values: dict[str, str]
+    """``namespace``, ``rollout``, ``stableRevision``, ..., ``interval``, ``args.NAME``."""
+    redact: tuple[str, ...]
+    """Secret values among them, never to be logged nor put in a message."""
+
+
+class ProviderTaker(Protocol):
+    """Takes one measurement of a web or job metric (never raises)."""
+
+    def __call__(
+        self, rollout: Rollout, item: an.Due, variables: Variables
+    ) -> measurement.Outcome: ...
 
 
 def kube_secret_reader(api_client: client.ApiClient) -> SecretReader:
@@ -94,11 +112,14 @@ class PrometheusMeasurer:
         default_address: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         client_factory: ClientFactory = PrometheusClient,
+        web: ProviderTaker | None = None,
+        job: ProviderTaker | None = None,
     ) -> None:
         self.secrets = secrets
         self.default_address = default_address
         self.clock = clock
         self.client_factory = client_factory
+        self.others = {"web": web, "job": job}
 
     def measure(
         self, rollout: Rollout, due: list[an.Due], now: dt.datetime
@@ -138,6 +159,13 @@ class PrometheusMeasurer:
         except (StepwiseError, ValueError) as exc:
             return measurement.Outcome("Error", None, f"{metric.name}: {exc}")
         provider = metric.provider
+        if provider.kind in self.others:
+            take = self.others[provider.kind]
+            if take is None:
+                return measurement.Outcome(
+                    "Error", None, f"{metric.name}: this controller has no {provider.kind} provider"
+                )
+            return take(rollout, item, Variables(variables, redact))
         connection: PrometheusConnection | None = provider.prometheus or provider.judge
         assert connection is not None
         token_ref = connection.auth.bearer_token if connection.auth else None

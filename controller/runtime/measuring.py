@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,8 +93,15 @@ class _GivenUpError(Exception):
 
 
 def provider_of(metric: Metric) -> str:
-    """The provider a metric's measurements go to (its address, or the default)."""
-    connection = metric.provider.prometheus or metric.provider.judge
+    """The provider a metric's measurements go to: a Prometheus address (or the default),
+    ``web <host:port>`` for a web metric, ``job`` for Jobs. Each has its own workers."""
+    provider = metric.provider
+    if provider.web is not None:
+        parts = urllib.parse.urlsplit(provider.web.url)
+        return f"web {parts.netloc or provider.web.url}"
+    if provider.job is not None:
+        return "job"
+    connection = provider.prometheus or provider.judge
     address = connection.address if connection is not None else None
     return address or DEFAULT_PROVIDER
 

@@ -564,6 +564,8 @@ def _rollback_seconds(
         if run.revision != abort.revision:
             continue
         for metric in run.metrics:
+            if metric.dry_run:
+                continue  # never the reason for an abort
             earlier = run.started_at
             for m in metric.measurements:
                 if m.phase == "Failed":
