@@ -44,6 +44,7 @@ one per pass.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -226,6 +227,8 @@ def resolve(
     filled: list[Metric] = []
     for metric in metrics:
         done = fill_numbers(metric, values)
+        if not isinstance(done, str):
+            done = fill_conditions(done, values)
         if isinstance(done, str):
             return ResolvedAnalysis((), (), (), done)
         filled.append(done)
@@ -245,6 +248,73 @@ def resolve(
     )
 
 
+_PLACEHOLDER = re.compile(r"[{][{] *args[.]([A-Za-z_][A-Za-z0-9_-]*) *[}][}]")
+_NUMBER = re.compile(r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$")
+#: What lint puts for an argument it does not know the value of: a string inside quotes,
+#: a number outside them.
+SAMPLE_VALUE: Final = "0"
+
+
+def fill_condition(text: str, values: Mapping[str, str | None]) -> str:
+    """A condition with its ``{{args.NAME}}`` replaced by the arguments' values, or
+    ValueError naming the argument. A value is text, never code: inside a quoted string it
+    is escaped for that string; outside quotes it must be a number (so ``result <
+    {{args.max}}`` works, and no value can add an operator, a call or a quote). A
+    Secret-valued argument (value None) is refused: the condition is shown in messages."""
+    out: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        found = _PLACEHOLDER.match(text, i) if ch == "{" else None
+        if found is not None:
+            name = found.group(1)
+            if name not in values:
+                raise ValueError(f"no argument {name} is declared")
+            value = values[name]
+            if value is None:
+                raise ValueError(f"argument {name} comes from a Secret; a condition cannot")
+            if quote is not None:
+                escaped = value.replace("\\", "\\\\").replace(quote, "\\" + quote)
+                out.append(escaped.replace("\n", "\\n"))
+            elif _NUMBER.match(value.strip()):
+                out.append(value.strip())
+            else:
+                raise ValueError(
+                    f"argument {name} is {value!r}: outside quotes a condition takes only a "
+                    "number (put the placeholder in quotes to compare text)"
+                )
+            i = found.end()
+            continue
+        if quote is not None and ch == "\\" and i + 1 < len(text):
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch in "'\"":
+            quote = None if quote == ch else (ch if quote is None else quote)
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def fill_conditions(metric: Metric, values: Mapping[str, str | None]) -> Metric | str:
+    """``metric`` with the arguments filled in its conditions (:func:`fill_condition`),
+    or a problem naming the metric and the field."""
+    update: dict[str, str] = {}
+    for attribute, name in (
+        ("success_condition", "successCondition"),
+        ("failure_condition", "failureCondition"),
+    ):
+        text = getattr(metric, attribute)
+        if text is None or "{{" not in text:
+            continue
+        try:
+            update[attribute] = fill_condition(text, values)
+        except ValueError as exc:
+            return f"metric {metric.name} {name}: {exc}"
+    return metric.model_copy(update=update) if update else metric
+
+
 def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
     """(field, reason) for every success or failure condition of a template that the
     runtime's own parser (:mod:`controller.core.expr`) cannot parse; ``stepwise lint`` and
@@ -255,7 +325,9 @@ def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
             ("successCondition", metric.success_condition),
             ("failureCondition", metric.failure_condition),
         ):
-            reason = expr.check(text) if text is not None else None
+            # Arguments are filled in when a run starts: check the shape with a sample.
+            sample = _PLACEHOLDER.sub(SAMPLE_VALUE, text) if text is not None else None
+            reason = expr.check(sample) if sample is not None else None
             if reason is not None:
                 out.append((f"spec.metrics[{i}].{field}", reason))
     return out

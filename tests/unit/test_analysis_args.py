@@ -223,3 +223,78 @@ def test_count_from_an_argument_decides_when_the_metric_succeeds() -> None:
     assert "1 of 2 measurement(s)" in run.metrics[0].message
     run = measure(run, r, m="Successful")
     assert run.phase == "Successful"
+
+
+# -- arguments in conditions -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "filled"),
+    [
+        ('result == "{{args.x}}"', "It worked!", 'result == "It worked!"'),
+        ("result == '{{ args.x }}'", "It worked!", "result == 'It worked!'"),
+        ("result < {{args.x}}", "0.5", "result < 0.5"),
+        ("result < {{args.x}}", " 1e3 ", "result < 1e3"),
+        # A value cannot end the string it is put in, nor start code after it.
+        ('result == "{{args.x}}"', '" || true || "', 'result == "\\" || true || \\""'),
+        ("result == '{{args.x}}'", "' || true || '", "result == '\\' || true || \\''"),
+        ('result == "{{args.x}}"', "a\\", 'result == "a\\\\"'),
+        ('result == "{{args.x}}"', "two\nlines", 'result == "two\\nlines"'),
+        # A quote of the other kind inside a string is just a character.
+        ('result == "it\'s {{args.x}}"', "fine", 'result == "it\'s fine"'),
+    ],
+)
+def test_an_argument_in_a_condition_is_a_value_never_code(
+    text: str, value: str, filled: str
+) -> None:
+    assert an.fill_condition(text, {"x": value}) == filled
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "says"),
+    [
+        (
+            "result < {{args.x}}",
+            {"x": "1 or true"},
+            "outside quotes a condition takes only a number",
+        ),
+        ("result < {{args.x}}", {"x": "len(result)"}, "outside quotes"),
+        ('result == "{{args.x}}"', {"x": None}, "comes from a Secret"),
+        ("result < {{args.y}}", {"x": "1"}, "no argument y is declared"),
+    ],
+)
+def test_a_condition_argument_that_is_not_a_plain_value_is_refused(
+    text: str, values: dict[str, str | None], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        an.fill_condition(text, values)
+
+
+def test_conditions_are_filled_when_the_analysis_is_resolved_and_a_bad_value_named() -> None:
+    template = spec(
+        [{"name": "m", "thresholdRange": None, "successCondition": "result < {{args.max}}"}],
+        args=[{"name": "max", "value": "0.05"}],
+    )
+    assert resolve(template).metrics[0].success_condition == "result < 0.05"
+    bad = resolve(template, args=[{"name": "max", "value": "1 or true"}])
+    assert bad.problem is not None
+    assert bad.problem.startswith("metric m successCondition: argument max is '1 or true'")
+
+
+def test_lint_checks_a_condition_with_arguments_by_its_shape() -> None:
+    good = spec(
+        [
+            {
+                "name": "m",
+                "thresholdRange": None,
+                "successCondition": 'result == "{{args.x}}" and result != {{ args.y }}',
+            }
+        ]
+    )
+    assert an.condition_problems(good) == []
+    bad = spec(
+        [{"name": "m", "thresholdRange": None, "successCondition": "result <= < {{args.x}}"}]
+    )
+    assert [field for field, _ in an.condition_problems(bad)] == [
+        "spec.metrics[0].successCondition"
+    ]
