@@ -19,7 +19,8 @@ condition                                            metric phase
                                                      a person: promote or abort)
 counted measurements ``>= count``                    Successful (step runs stop here;
                                                      background runs keep measuring
-                                                     until promotion)
+                                                     until promotion), but Inconclusive
+                                                     if none of them succeeded
 otherwise                                            Running
 ===================================================  ===================================
 
@@ -552,6 +553,14 @@ def assess(result: MetricResult, metric: Metric, latest: Measurement) -> tuple[A
         )
     pass_errors = metric.on_provider_error == "Pass" and result.consecutive_errors > error_limit
     if counted >= count or (pass_errors and counted + result.error >= count):
+        if result.successful == 0 and counted > 0 and not pass_errors:
+            # Argo passes a metric whose failures and inconclusive results stayed within
+            # their limits even when nothing succeeded; we never promote on that alone.
+            return "Inconclusive", (
+                f"{counted} measurement(s) taken and none successful "
+                f"({result.failed} failed, {result.inconclusive} inconclusive): "
+                "promote or abort"
+            )
         return "Successful", f"{result.successful} of {counted} measurement(s) successful"
     if latest.phase == "NoData" and metric.on_no_data == "Hold":
         return "Running", f"no data ({result.no_data} time(s)); holding (onNoData: Hold)"

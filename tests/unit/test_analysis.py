@@ -231,6 +231,10 @@ def test_consecutive_error_limit_counts_errors_in_a_row(
             0, 1, ["Inconclusive", "Successful"], "Inconclusive",
             id="inconclusive-stays-until-a-person-decides",
         ),
+        pytest.param(
+            5, 3, ["Inconclusive"] * 3, "Inconclusive",
+            id="count-reached-with-nothing-successful-is-no-pass",
+        ),
     ],
 )  # fmt: skip
 def test_inconclusive_limit(
@@ -772,3 +776,12 @@ def test_due_agrees_with_next_due(delay: int, interval: str, seconds: float) -> 
         assert wake is not None
         now = at(delay + seconds)
         assert bool(an.due(run, r, now, background=background)) == (wake <= now)
+
+
+def test_tolerated_failures_alone_never_pass_a_metric() -> None:
+    """failureLimit tolerates failures beside successes; a count of nothing but tolerated
+    failures is for a person to judge (Argo would pass it)."""
+    result = last(metric(failureLimit=2, count=2), ["Failed", "Failed"])
+    assert result.phase == "Inconclusive"
+    assert "none successful (2 failed, 0 inconclusive)" in result.message
+    assert last(metric(failureLimit=2, count=2), ["Failed", "Successful"]).phase == "Successful"
