@@ -404,6 +404,16 @@ class JobProvider(ApiModel):
     ]
     """A batch/v1 JobSpec, passed to the API server as written (after the arguments)."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        # The schema requires it on the server; this is lint's side.
+        Rule(
+            cel=None,
+            message="Required value: a JobSpec needs a pod template",
+            check=lambda j: isinstance(j.spec.get("template"), dict),
+            field=".spec.template",
+        ),
+    )
+
 
 class MetricProvider(ApiModel):
     """Where a metric's measurements come from (exactly one provider)."""

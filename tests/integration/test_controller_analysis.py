@@ -276,3 +276,50 @@ def test_names_cannot_carry_an_injection(
     with pytest.raises(client.exceptions.ApiException) as exc:
         kube.create(doc)
     assert exc.value.status == 422
+
+
+def test_a_dry_run_metric_that_fails_never_stops_the_rollout(
+    setup: tuple[Cluster, Demo],
+) -> None:
+    """30% errors, judged by a metric the Rollout marks dryRun: measured, Failed and
+    reported, and the canary is promoted anyway. Its count and failureLimit come from
+    arguments (two failures to fail it), and the status keeps only the
+    measurementRetention limit of its measurements (one)."""
+    kube, demo = setup
+    demo.canary.configure(errorRate=0.3)
+    doc = template(
+        "trial-rate", SUCCESS_RATE, count="{{args.count}}", failureLimit="{{args.fails}}"
+    )
+    doc["spec"]["args"] += [{"name": "count", "value": "9"}, {"name": "fails", "value": "1"}]
+    doc["spec"]["measurementRetention"] = [{"metricName": "trial-.*", "limit": 1}]
+    create_template(kube, doc)
+    steps = [
+        {"setWeight": 20},
+        {
+            "analysis": {
+                "templates": [{"templateName": "trial-rate"}],
+                "args": [
+                    {"name": "service", "value": demo.service},
+                    {"name": "version", "value": demo.canary.version},
+                    {"name": "count", "value": "3"},
+                ],
+                "dryRun": [{"metricName": "trial-rate"}],
+            }
+        },
+        {"setWeight": 50},
+    ]
+    kube.create(rollout_doc("app", steps=steps))
+    wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
+    canary = kube.set_image("app", "registry.local/app:v2")
+    wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary, 90)
+    status = kube.status("app")
+    assert not status.get("abort"), status.get("abort")
+    run = run_of(kube)
+    (metric,) = run["metrics"]
+    assert metric["dryRun"] is True
+    assert metric["phase"] == "Failed", metric
+    assert "more than failureLimit 1" in metric["message"], metric
+    assert metric["failed"] == 2, metric
+    assert len(metric["measurements"]) == 1, metric
+    assert "dry run (not counted): trial-rate Failed" in run["message"], run
+    assert run["phase"] == "Successful", run

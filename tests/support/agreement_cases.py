@@ -47,6 +47,27 @@ def _prometheus(**fields: Any) -> dict[str, Any]:
     )
 
 
+_WEB: dict[str, Any] = {"web": {"url": "http://gate.example/ok", "jsonPath": "{$.ok}"}}
+
+
+def _job(**fields: Any) -> dict[str, Any]:
+    """A template whose metric runs a Job (no thresholdRange: the Job is the verdict)."""
+    spec = {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t"}]}}}
+
+    def change(d: dict[str, Any]) -> None:
+        metric = d["spec"]["metrics"][0]
+        metric.pop("thresholdRange", None)
+        metric.pop("successCondition", None)
+        metric["provider"] = {"job": {"spec": spec}}
+        metric.update(fields)
+
+    return _edit(analysis_template(), change)
+
+
+def _spec(**fields: Any) -> dict[str, Any]:
+    return _edit(analysis_template(), lambda d: d["spec"].update(fields))
+
+
 def _named(name: str) -> dict[str, Any]:
     return _edit(rollout("app"), lambda d: d["metadata"].update(name=name))
 
@@ -74,6 +95,35 @@ AGREEMENT: list[Agreement] = [
     Agreement("threshold-null-min", _metric(thresholdRange={"min": None, "max": 1}), True),
     Agreement("insecure-string", _prometheus(insecureSkipVerify="true"), False),
     Agreement("insecure-true", _prometheus(insecureSkipVerify=True), True),
+    Agreement("count-arg", _metric(count="{{args.n}}"), True),
+    Agreement("count-arg-spaces", _metric(count="{{ args.n }}"), True),
+    Agreement("count-arg-expression", _metric(count="{{args.n}} + 1"), False),
+    Agreement("count-zero", _metric(count=0), False),
+    Agreement("count-true", _metric(count=True), False),
+    Agreement("interval-arg", _metric(interval="{{args.every}}"), True),
+    Agreement("interval-arg-unit", _metric(interval="{{args.every}}s"), False),
+    Agreement("error-limit-arg", _metric(consecutiveErrorLimit="{{args.e}}"), True),
+    Agreement("two-providers", _metric(provider={"prometheus": {"query": "q"}, **_WEB}), False),
+    Agreement("web", _metric(provider=_WEB), True),
+    Agreement("web-get-body", _metric(provider={"web": {**_WEB["web"], "body": "x"}}), False),
+    Agreement(
+        "web-post-json-body",
+        _metric(provider={"web": {**_WEB["web"], "method": "POST", "jsonBody": {"a": [1]}}}),
+        True,
+    ),
+    Agreement("web-ftp", _metric(provider={"web": {"url": "ftp://x"}}), False),
+    Agreement(
+        "web-timeout-0", _metric(provider={"web": {**_WEB["web"], "timeoutSeconds": 0}}), False
+    ),
+    Agreement("job-with-condition", _job(successCondition="true"), False),
+    Agreement("job", _job(), True),
+    Agreement("job-no-template", _job(provider={"job": {"spec": {"backoffLimit": 0}}}), False),
+    Agreement("dry-run", _spec(dryRun=[{"metricName": ".*"}]), True),
+    Agreement("dry-run-no-name", _spec(dryRun=[{}]), False),
+    Agreement("retention-0", _spec(measurementRetention=[{"metricName": "m", "limit": 0}]), False),
+    Agreement(
+        "retention-100", _spec(measurementRetention=[{"metricName": "m", "limit": 100}]), True
+    ),
     Agreement("name-uppercase", _named("App"), False),
     Agreement("name-underscore", _named("my_app"), False),
     Agreement("name-dots", _named("app.v2"), True),
