@@ -21,6 +21,19 @@ Limits, per provider (one Prometheus address, or the default one):
   provider costs no threads and the analysis policies (``onProviderError``) decide; after
   the cool-down one measurement is let through, and its success closes the breaker.
 
+Jobs (the ``job`` provider) are long: a measurement is a Kubernetes Job that may run for
+minutes, and its worker mostly waits between reads of the Job. So the ``job`` provider
+has ``job_workers`` workers of its own (never a Prometheus or web provider's), its
+deadline is the Job's own limit (:func:`controller.core.jobs.wait_limit`: the Job's
+``activeDeadlineSeconds`` plus a margin, or 10 minutes) plus :data:`JOB_DEADLINE_MARGIN`,
+and it has no breaker: a Job that runs long says something about that Job, not about the
+API server, and must not refuse every other Rollout's Jobs.
+
+A long measurement ends early when the pool asks it to: :func:`current_stop` is, on a
+worker, an event set when the pool closes, when the measurement's Rollout is forgotten
+and when its deadline gives it up. A Job measurement stops waiting then and leaves the Job
+alone (a restarted controller re-attaches to it by its name).
+
 A result is delivered only to the run it was taken for: the key includes the run's name,
 its revision and its start time, so a measurement of an aborted or superseded run is
 dropped, never recorded into its successor.
@@ -28,10 +41,12 @@ dropped, never recorded into its successor.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,12 +56,41 @@ import structlog
 from controller.api.analysis import Metric
 from controller.api.rollout import Measurement, Rollout
 from controller.core import analysis as an
+from controller.core import jobs
 from controller.core.measurement import Outcome
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 
 DEFAULT_PROVIDER = "default"
+JOB_PROVIDER = "job"
+JOB_DEADLINE_MARGIN = 60.0
+"""Seconds the pool waits for a Job measurement beyond the Job's own limit: the taker
+gives up first (and deletes the Job); the pool's deadline is the backstop."""
+_NO_BREAKER = frozenset({JOB_PROVIDER})
+
+_NEVER = threading.Event()
+_STOP: contextvars.ContextVar[threading.Event] = contextvars.ContextVar(
+    "measurement_stop", default=_NEVER
+)
+
+
+@contextlib.contextmanager
+def stop_on(event: threading.Event) -> Iterator[None]:
+    """Within the block, :func:`current_stop` is ``event`` (the pool runs each
+    measurement so; a test may too)."""
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def current_stop() -> threading.Event:
+    """On a pool worker, the event that asks the running measurement to stop waiting
+    (the pool closes, its Rollout was deleted, or its deadline passed); elsewhere an
+    event that is never set."""
+    return _STOP.get()
 
 
 class Taker(Protocol):
@@ -74,6 +118,8 @@ class _Job:
     key: JobKey
     provider: str
     started: float
+    deadline: float
+    stop: threading.Event
     future: Future[Outcome] | None = None
 
 
@@ -100,7 +146,7 @@ def provider_of(metric: Metric) -> str:
         parts = urllib.parse.urlsplit(provider.web.url)
         return f"web {parts.netloc or provider.web.url}"
     if provider.job is not None:
-        return "job"
+        return JOB_PROVIDER
     connection = provider.prometheus or provider.judge
     address = connection.address if connection is not None else None
     return address or DEFAULT_PROVIDER
@@ -110,7 +156,7 @@ class MeasuringPool:
     """A non-blocking :class:`~controller.runtime.reconciler.Measurer` in front of a
     blocking :class:`Taker` (see the module docstring). A measurement counts as a timeout
     for the breaker when its outcome's ``error_kind`` is ``timeout`` (the query's own
-    timeout) or when the pool's deadline gives it up."""
+    timeout) or when the pool's deadline gives it up (never for Jobs)."""
 
     def __init__(
         self,
@@ -121,11 +167,13 @@ class MeasuringPool:
         deadline: float = 30.0,
         breaker_after: int = 3,
         cooldown: float = 30.0,
+        job_workers: int = 32,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.measurer = measurer
         self.wake = wake
         self.per_provider = per_provider
+        self.job_workers = job_workers
         self.deadline = deadline
         self.breaker_after = breaker_after
         self.cooldown = cooldown
@@ -175,16 +223,21 @@ class MeasuringPool:
             return sum(1 for k in self._jobs if k.rollout == rollout_key)
 
     def forget(self, rollout_key: str) -> None:
-        """The Rollout is gone: drop its finished measurements (running ones end alone)."""
+        """The Rollout is gone: drop its finished measurements, and ask its running ones
+        to stop (their results are dropped)."""
         with self._lock:
             for key in [k for k in self._done if k.rollout == rollout_key]:
                 del self._done[key]
+            for key in [k for k in self._jobs if k.rollout == rollout_key]:
+                self._jobs.pop(key).stop.set()
 
     def close(self) -> None:
         """Stop taking measurements; running ones are abandoned."""
         with self._lock:
             self._closed = True
             providers = list(self._providers.values())
+            for job in self._jobs.values():
+                job.stop.set()
         self._stop.set()
         for provider in providers:
             provider.executor.shutdown(wait=False, cancel_futures=True)
@@ -194,9 +247,10 @@ class MeasuringPool:
     def _provider(self, name: str) -> _Provider:
         provider = self._providers.get(name)
         if provider is None:
+            workers = self.job_workers if name == JOB_PROVIDER else self.per_provider
             provider = _Provider(
                 ThreadPoolExecutor(
-                    max_workers=self.per_provider,
+                    max_workers=workers,
                     thread_name_prefix=f"measure-{len(self._providers)}",
                 )
             )
@@ -226,16 +280,28 @@ class MeasuringPool:
             phase="Error", message=f"{metric.name}: {message}", started_at=now, finished_at=now
         )
 
+    def deadline_of(self, metric: Metric) -> float:
+        """Seconds the pool waits for one measurement of ``metric``: ``deadline``, or for
+        a Job the Job's own limit plus :data:`JOB_DEADLINE_MARGIN`."""
+        if metric.provider.job is not None:
+            return jobs.wait_limit(metric.provider.job.spec) + JOB_DEADLINE_MARGIN
+        return self.deadline
+
     def _start(self, key: JobKey, rollout: Rollout, item: an.Due) -> None:
         name = provider_of(item.metric)
         provider = self._provider(name)
-        job = _Job(key, name, self.clock.monotonic())
+        job = _Job(
+            key, name, self.clock.monotonic(), self.deadline_of(item.metric), threading.Event()
+        )
         self._jobs[key] = job
         started_at = self.clock.now()
 
         def run() -> Outcome:
             namespace, _, name = key.rollout.partition("/")
-            with structlog.contextvars.bound_contextvars(rollout=name, namespace=namespace):
+            with (
+                stop_on(job.stop),
+                structlog.contextvars.bound_contextvars(rollout=name, namespace=namespace),
+            ):
                 return take()
 
         def take() -> Outcome:
@@ -274,7 +340,9 @@ class MeasuringPool:
                 return  # given up by the deadline already
             del self._jobs[job.key]
             provider = self._providers[job.provider]
-            if timed_out:
+            if job.provider in _NO_BREAKER:
+                pass  # a slow Job is that Job's problem (see the module docstring)
+            elif timed_out:
                 provider.timeouts += 1
                 if provider.timeouts >= self.breaker_after:
                     provider.open_until = self.clock.monotonic() + self.cooldown
@@ -297,8 +365,9 @@ class MeasuringPool:
         while not self._stop.wait(0.5):
             now = self.clock.monotonic()
             with self._lock:
-                late = [j for j in self._jobs.values() if now - j.started > self.deadline]
+                late = [j for j in self._jobs.values() if now - j.started > j.deadline]
             for job in late:
+                job.stop.set()
                 started = self.clock.now() - dt.timedelta(seconds=now - job.started)
                 self._settle(
                     job,
@@ -306,7 +375,7 @@ class MeasuringPool:
                         phase="Error",
                         message=(
                             f"{job.key.metric}: query failed (timeout): provider {job.provider} "
-                            f"gave no answer within {self.deadline:g}s"
+                            f"gave no answer within {job.deadline:g}s"
                         ),
                         started_at=started,
                         finished_at=self.clock.now(),
