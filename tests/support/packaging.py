@@ -31,6 +31,7 @@ from localcluster.controller import REPO, ControllerProcess
 from localcluster.traefik import gateway_api_crds
 from tests.support.analysis import template_doc
 from tests.support.kube import install_crds, wait_for
+from tests.support.manifests import pod_spec
 from tests.support.manifests import rollout as rollout_doc
 
 CHART = REPO / "charts" / "stepwise"
@@ -224,7 +225,7 @@ def rules_of(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> li
 #: OpenShift and hardened clusters, off in the test API server, and cannot be turned on
 #: from a test): setting ``blockOwnerDeletion`` on an owner reference needs ``update`` on
 #: the owner's ``finalizers`` subresource. This policy asks the same of ServiceAccounts
-#: for owner references to Rollouts (on ReplicaSets, TrafficSplits and Ingresses, the
+#: for owner references to Rollouts (on ReplicaSets, TrafficSplits, Ingresses and Jobs, the
 #: objects Stepwise owns), through the authorizer, and refuses like the plugin (403).
 OWNER_POLICY = "stepwise-test-owner-references"
 OWNER_CHECK = (
@@ -261,6 +262,7 @@ def owner_reference_policy(api_client: client.ApiClient) -> Iterator[None]:
             ("apps", "replicasets"),
             ("split.smi-spec.io", "trafficsplits"),
             ("networking.k8s.io", "ingresses"),
+            ("batch", "jobs"),
         )
     ]
     policy = {
@@ -484,7 +486,9 @@ class World:
         self._router_objects()
 
     def template(self) -> dict[str, Any]:
-        """An AnalysisTemplate whose query carries an argument read from a Secret."""
+        """An AnalysisTemplate whose query carries an argument read from a Secret, and a
+        job metric whose Job completes (its Job is created, read, listed and deleted:
+        the jobs rule's verbs)."""
         query = 'label_replace(vector(1), "token", "{{args.token}}", "", "")'
         secret = {"secretKeyRef": {"name": "analysis", "key": "token"}}
         metric = {
@@ -494,7 +498,24 @@ class World:
             "thresholdRange": {"min": 1},
             "provider": {"prometheus": {"query": query}},
         }
-        return template_doc("token-echo", metric, args=[{"name": "token", "valueFrom": secret}])
+        pod = {**pod_spec("registry.local/smoke:v1"), "restartPolicy": "Never"}
+        job = {
+            "name": "smoke",
+            "provider": {
+                "job": {
+                    "spec": {
+                        "backoffLimit": 0,
+                        "template": {
+                            "metadata": {"annotations": {"stepwise.dev/exit-code": "0"}},
+                            "spec": pod,
+                        },
+                    }
+                }
+            },
+        }
+        return template_doc(
+            "token-echo", metric, job, args=[{"name": "token", "valueFrom": secret}]
+        )
 
     def cluster_template_doc(self) -> dict[str, Any]:
         """A ClusterAnalysisTemplate that always passes."""

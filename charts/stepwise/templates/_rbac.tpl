@@ -4,13 +4,15 @@ as deploy/base/rbac.yaml; tests/integration/test_packaging.py checks that the tw
 and that removing any one rule breaks a rollout). Nothing reads a Rollout, ReplicaSet,
 Service or template by name: the informers list and watch them into caches
 (controller/runtime/manager.py), so those get only list and watch. Pods are created by
-the cluster's ReplicaSet controller, never by Stepwise.
+the cluster's ReplicaSet and Job controllers, never by Stepwise.
 */}}
 
 {{/* Rules for objects in a watched namespace: a ClusterRole's, or each namespace's Role. */}}
 {{- define "stepwise.rules.namespaced" -}}
 # Rollouts: the informer lists and watches them (runtime/manager.py); the cleanup
-# finalizer is added and removed with a JSON patch (adapters/kube.py set_finalizer).
+# finalizer is added and removed with a JSON patch (adapters/kube.py set_finalizer). The
+# job analysis provider reads one Rollout's persisted status with a list narrowed by a
+# metadata.name field selector (adapters/jobs.py).
 - apiGroups: ["stepwise.dev"]
   resources: ["rollouts"]
   verbs: ["list", "watch", "patch"]
@@ -19,10 +21,10 @@ the cluster's ReplicaSet controller, never by Stepwise.
 - apiGroups: ["stepwise.dev"]
   resources: ["rollouts/status"]
   verbs: ["patch"]
-# ReplicaSets, TrafficSplits and canary Ingresses carry a blockOwnerDeletion owner
-# reference to their Rollout; where the OwnerReferencesPermissionEnforcement admission
-# plugin is on (OpenShift, hardened clusters), setting one needs update on
-# rollouts/finalizers.
+# ReplicaSets, TrafficSplits, canary Ingresses and analysis Jobs carry a
+# blockOwnerDeletion owner reference to their Rollout; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened
+# clusters), setting one needs update on rollouts/finalizers.
 - apiGroups: ["stepwise.dev"]
   resources: ["rollouts/finalizers"]
   verbs: ["update"]
@@ -49,7 +51,9 @@ the cluster's ReplicaSet controller, never by Stepwise.
   resources: ["endpointslices"]
   verbs: ["list"]
 # Pods: a blue-green Rollout's activeMetadata/previewMetadata are added to the pods of
-# each role (listed by revision label, then patched; adapters/kube.py set_role_metadata).
+# each role (listed by revision label, then patched; adapters/kube.py set_role_metadata);
+# a failed analysis Job's pods are listed by its job-name label, to say why it failed
+# (adapters/jobs.py).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
@@ -57,6 +61,14 @@ the cluster's ReplicaSet controller, never by Stepwise.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Jobs of the job analysis provider (adapters/jobs.py): one per measurement is created,
+# owned by the Rollout, and read by GET until it finishes (a restarted controller's
+# create finds it and reads it the same way); a Rollout's Jobs are listed by label and
+# deleted once their verdicts are recorded, or at once when their run was aborted or
+# replaced. No watch: a running Job is polled.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "delete"]
 {{- if .Values.rbac.readSecrets }}
 # Secrets: analysis arguments (valueFrom.secretKeyRef) and Prometheus credentials and CA
 # are read from Secrets in the Rollout's namespace (runtime/measure.py).
