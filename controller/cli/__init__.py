@@ -29,6 +29,7 @@ from controller.runtime.informer import READ_GRACE
 from controller.runtime.manager import Manager
 from controller.runtime.measure import PrometheusMeasurer, kube_secret_reader
 from controller.runtime.measure_job import job_taker
+from controller.runtime.measure_web import WebMeasurer
 from controller.runtime.measuring import Taker
 from controller.settings import Settings
 
@@ -166,10 +167,11 @@ def _api_client(kubeconfig: str | None) -> Any:
 
 
 def _measurer(settings: Settings, api_client: client.ApiClient) -> Taker:
-    """Measurements from Prometheus, with Secrets read through the API."""
+    """Measurements from Prometheus, web and Job providers, with Secrets read through the API."""
     return PrometheusMeasurer(
         kube_secret_reader(api_client),
         default_address=settings.prometheus_address,
+        web=WebMeasurer(),
         job=job_taker(api_client),
     )
 
