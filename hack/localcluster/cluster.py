@@ -14,6 +14,7 @@ few processes directly keeps that to a method call each.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import shutil
 import ssl
@@ -46,8 +47,11 @@ KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedul
 #: The API server refuses loopback addresses in IPv4 EndpointSlices, so the controller
 #: manager cannot publish these pods; the pod runner publishes its pods' slices itself.
 POD_CIDR = "127.1.0.0/16"
-#: Set on every pod before a new kwok starts; its ``pod-recall-ip`` stage removes it.
-RECALL_IP_ANNOTATION = "stepwise.dev/recall-ip"
+#: kwok keeps the pod IPs it handed out in memory only, so each kwok a LocalCluster starts
+#: (a first one, then one per restart) hands out a range of POD_CIDR of its own: 16 ranges
+#: of 4,094 addresses in a /16, taken in turn. A new kwok can then never give a new pod
+#: the address of a pod that lives on from an earlier kwok (until 16 restarts later).
+KWOK_RANGES = 16
 NODE_IP = "127.2.0.1"
 
 
@@ -116,6 +120,7 @@ class LocalCluster(Running):
         self.components: dict[str, Component] = {}
         self._endpoints: Endpoints | None = None
         self._ports: dict[str, int] = {}
+        self._kwok_generation = 0
 
     def _controller_manager_rate(self) -> list[str]:
         qps = self.controller_manager_qps
@@ -186,55 +191,20 @@ class LocalCluster(Running):
         for name in _API_CLIENTS:
             self.components[name].stop()
         self._release_node_leases()
-        self._recall_pod_ips()
+        self._kwok_generation += 1
+        kwok = self.components["kwok"]
+        kwok.argv = [a for a in kwok.argv if not a.startswith("--cidr=")]
+        kwok.argv.append(f"--cidr={self.kwok_cidr}")
         for name in _API_CLIENTS:
             self.components[name].start()
         self._wait_clients_ready(deadline)
-        # kwok marks a pod's IP used just before it removes the annotation; until then a
-        # new pod, played by another of its workers, could still be given that IP.
-        wait_until(
-            "kwok recalled the pod IPs",
-            lambda: not self._pods_to_recall(),
-            self.components.values(),
-            _left(deadline),
-        )
 
-    def _recall_pod_ips(self) -> None:
-        """Annotate every pod that holds an IP ``stepwise.dev/recall-ip``, so that the next
-        kwok plays ``pod-recall-ip`` on it and marks its IP used (kwok keeps its IP pool
-        in memory; see hack/cluster/kwok-stages.yaml). Without this, a pod created after a
-        restart could get the address of a pod that lives on."""
-        patch = {"metadata": {"annotations": {RECALL_IP_ANNOTATION: "true"}}}
-        with self._admin_api() as api:
-            core = client.CoreV1Api(api)
-            for namespace, name in self._pods_with_ips():
-                try:
-                    core.patch_namespaced_pod(name, namespace, patch)
-                except ApiException as exc:
-                    if exc.status != 404:  # gone meanwhile: its IP is free anyway
-                        raise
-
-    def _pods_to_recall(self) -> list[tuple[str, str]]:
-        """The pods whose recall annotation kwok has not played yet."""
-        return self._pods_with_ips(annotated=True)
-
-    def _pods_with_ips(self, *, annotated: bool = False) -> list[tuple[str, str]]:
-        """(namespace, name) of every live pod kwok gave an IP (with ``annotated``: only
-        those that still carry the recall annotation)."""
-        with self._admin_api() as api:
-            core = client.CoreV1Api(api)
-            pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces())  # type: ignore[no-untyped-call]
-        found = []
-        for pod in pods.get("items") or []:
-            meta, spec = pod["metadata"], pod.get("spec") or {}
-            if not (pod.get("status") or {}).get("podIP") or spec.get("hostNetwork"):
-                continue
-            if meta.get("deletionTimestamp"):
-                continue  # going away: its IP is about to be free
-            if annotated and RECALL_IP_ANNOTATION not in (meta.get("annotations") or {}):
-                continue
-            found.append((str(meta["namespace"]), str(meta["name"])))
-        return found
+    @property
+    def kwok_cidr(self) -> str:
+        """The pod addresses the current kwok hands out (see :data:`KWOK_RANGES`)."""
+        network = ipaddress.ip_network(POD_CIDR)
+        ranges = list(network.subnets(prefixlen_diff=4))
+        return str(ranges[self._kwok_generation % KWOK_RANGES])
 
     def _release_node_leases(self) -> None:
         """Delete the fake nodes' leases: a new kwok manages a node only once it holds its
@@ -384,7 +354,7 @@ class LocalCluster(Running):
                 f"--config={STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
-                f"--cidr={POD_CIDR}",
+                f"--cidr={self.kwok_cidr}",
                 f"--node-ip={NODE_IP}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{self._ports['kwok']}",
