@@ -281,10 +281,14 @@ class MeasuringPool:
         )
 
     def deadline_of(self, metric: Metric) -> float:
-        """Seconds the pool waits for one measurement of ``metric``: ``deadline``, or for
-        a Job the Job's own limit plus :data:`JOB_DEADLINE_MARGIN`."""
+        """Seconds the pool waits for one measurement of ``metric``: ``deadline``; for a
+        Job the Job's own limit plus :data:`JOB_DEADLINE_MARGIN`; for a web request its
+        ``timeoutSeconds`` plus a second when that is longer (the request gives up first,
+        with its own message)."""
         if metric.provider.job is not None:
             return jobs.wait_limit(metric.provider.job.spec) + JOB_DEADLINE_MARGIN
+        if metric.provider.web is not None:
+            return max(self.deadline, metric.provider.web.timeout_seconds + 1.0)
         return self.deadline
 
     def _start(self, key: JobKey, rollout: Rollout, item: an.Due) -> None:

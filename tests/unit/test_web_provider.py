@@ -36,6 +36,7 @@ from controller.core.web import (
 )
 from controller.runtime.measure import PrometheusMeasurer, Variables
 from controller.runtime.measure_web import WebMeasurer
+from controller.runtime.measuring import MeasuringPool
 from controller.settings import Settings
 from localcluster import pki
 from tests.support.clock import FakeClock
@@ -942,3 +943,14 @@ def test_the_controller_wires_the_web_provider() -> None:
     measurer = _measurer(Settings(), None)
     assert isinstance(measurer, PrometheusMeasurer)
     assert isinstance(measurer.others["web"], WebMeasurer)
+
+
+def test_the_pool_waits_for_a_long_web_timeout_and_no_less_than_its_deadline() -> None:
+    """A gate given timeoutSeconds 120 is not cut at the pool's 30 s; a short one keeps
+    the pool's deadline (the request's own timeout gives up first, with its message)."""
+    pool = MeasuringPool(PrometheusMeasurer(lambda _n, _r: ""), lambda _k: None, deadline=30)
+    try:
+        assert pool.deadline_of(metric({"timeoutSeconds": 120})) == 121
+        assert pool.deadline_of(metric({"timeoutSeconds": 5})) == 30
+    finally:
+        pool.close()
