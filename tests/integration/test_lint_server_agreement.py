@@ -34,7 +34,7 @@ def server_accepts(api_client: client.ApiClient, namespace: str, doc: dict[str, 
     """Whether a dry-run create succeeds (422 or 400: refused; anything else fails)."""
     doc = copy.deepcopy(doc)
     if doc["kind"] != "ClusterAnalysisTemplate":
-        doc["metadata"]["namespace"] = namespace
+        doc["metadata"] = {**(doc.get("metadata") or {}), "namespace": namespace}
     try:
         create(api_client, namespace, doc, dry_run=True)
     except ApiException as exc:
