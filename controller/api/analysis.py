@@ -454,6 +454,25 @@ class MinSamples(ApiModel):
     """The count below which a measurement is NoData (held under onNoData; never Failed)."""
 
 
+def _decides_by_itself(provider: str, message: str) -> Rule:
+    """A metric whose ``provider`` gives the verdict has no criteria of its own."""
+
+    def check(m: Metric) -> bool:
+        return getattr(m.provider, provider) is None or (
+            m.threshold_range is None
+            and m.success_condition is None
+            and m.failure_condition is None
+            and m.min_samples is None
+        )
+
+    return Rule(
+        cel=f"!has(self.provider.{provider}) || !(has(self.thresholdRange) || "
+        "has(self.successCondition) || has(self.failureCondition) || has(self.minSamples))",
+        message=message,
+        check=check,
+    )
+
+
 class Metric(ApiModel):
     """One metric of a template."""
 
@@ -506,20 +525,10 @@ class Metric(ApiModel):
                 or m.provider.job is not None
             ),
         ),
-        Rule(
-            cel="!has(self.provider.job) || !(has(self.thresholdRange) || "
-            "has(self.successCondition) || has(self.failureCondition) || has(self.minSamples))",
-            message="a job metric is judged by its Job: remove thresholdRange, "
+        _decides_by_itself(
+            "job",
+            "a job metric is judged by its Job: remove thresholdRange, "
             "successCondition, failureCondition and minSamples",
-            check=lambda m: (
-                m.provider.job is None
-                or (
-                    m.threshold_range is None
-                    and m.success_condition is None
-                    and m.failure_condition is None
-                    and m.min_samples is None
-                )
-            ),
         ),
         Rule(
             cel="!has(self.provider.web) || !has(self.minSamples)",
@@ -527,20 +536,10 @@ class Metric(ApiModel):
             check=lambda m: m.provider.web is None or m.min_samples is None,
             field=".minSamples",
         ),
-        Rule(
-            cel="!has(self.provider.judge) || !(has(self.thresholdRange) || "
-            "has(self.successCondition) || has(self.failureCondition) || has(self.minSamples))",
-            message="a judge metric decides by itself: remove thresholdRange, "
+        _decides_by_itself(
+            "judge",
+            "a judge metric decides by itself: remove thresholdRange, "
             "successCondition, failureCondition and minSamples (use judge.minRequests)",
-            check=lambda m: (
-                m.provider.judge is None
-                or (
-                    m.threshold_range is None
-                    and m.success_condition is None
-                    and m.failure_condition is None
-                    and m.min_samples is None
-                )
-            ),
         ),
         Rule(
             cel="!has(self.provider.judge) || !has(self.onNoData) || self.onNoData == 'Hold'",

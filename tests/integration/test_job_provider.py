@@ -9,7 +9,6 @@ instead of running a second one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,21 +98,8 @@ def batch(api_client: client.ApiClient) -> client.BatchV1Api:
     return client.BatchV1Api(api_client)
 
 
-@pytest.fixture
-def controller_proc(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
-) -> Iterator[ControllerProcess]:
-    """The controller for the test's namespace, started."""
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 def test_a_job_that_completes_promotes_the_canary(
-    kube: Cluster, batch: client.BatchV1Api, controller_proc: ControllerProcess
+    kube: Cluster, batch: client.BatchV1Api, controller: ControllerProcess
 ) -> None:
     """The step's Job is created from the template (arguments filled in, Stepwise's
     labels, owned by the Rollout), completes, the canary is promoted, and the Job is
@@ -136,12 +122,12 @@ def test_a_job_that_completes_promotes_the_canary(
     assert job.spec.backoff_limit == 0
     wait_for("v2 promoted", lambda: promoted(kube, canary), 45)
     wait_for("the finished Job deleted", lambda: not jobs_of(kube, batch, "smoke"), 20)
-    finished = [e for e in controller_proc.logs() if e.get("event") == "job finished"]
+    finished = [e for e in controller.logs() if e.get("event") == "job finished"]
     assert [(e["job"], e["phase"]) for e in finished] == [(meta.name, "Successful")]
 
 
 def test_a_job_that_fails_aborts_the_canary_naming_the_job(
-    kube: Cluster, batch: client.BatchV1Api, controller_proc: ControllerProcess
+    kube: Cluster, batch: client.BatchV1Api, controller: ControllerProcess
 ) -> None:
     """The smoke Job's pod exits 1: the canary is aborted, and the abort (status and
     event) names the Job, BackoffLimitExceeded, the exit code and the pod's message. The

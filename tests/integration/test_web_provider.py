@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,19 +75,6 @@ def gate() -> Iterator[Gate]:
         server.server_close()
 
 
-@pytest.fixture
-def controller_proc(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
-) -> Iterator[ControllerProcess]:
-    """The controller for the test's namespace (no Prometheus: web metrics only)."""
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 def web_template(kube: Cluster, gate: Gate, **metric: Any) -> None:
     """The ``gate`` template: one web metric POSTing to the gate every second, with the
     ``service`` argument in the path, the query and the JSON body."""
@@ -133,7 +119,7 @@ def metric_of(kube: Cluster) -> dict[str, Any]:
 
 
 def test_a_gate_that_says_no_then_yes_holds_then_promotes(
-    kube: Cluster, gate: Gate, controller_proc: ControllerProcess
+    kube: Cluster, gate: Gate, controller: ControllerProcess
 ) -> None:
     """Two "no" answers are Failed measurements within failureLimit 2: the canary stays
     at its analysis step; the "yes" answers that follow promote it. Every request carried
@@ -169,13 +155,13 @@ def test_a_gate_that_says_no_then_yes_holds_then_promotes(
         assert method == "POST"
         assert target == f"/gate/{escaped}/{canary}?service={escaped}&ns={kube.ns}"
         assert body == {"service": HOSTILE, "rollout": "web"}
-    logs = [e for e in controller_proc.logs() if e.get("event") == "web request answered"]
+    logs = [e for e in controller.logs() if e.get("event") == "web request answered"]
     assert logs
     assert logs[0]["url"] == f"{gate.url}/gate/{escaped}/{canary}"
 
 
 def test_a_gate_that_keeps_saying_no_aborts(
-    kube: Cluster, gate: Gate, controller_proc: ControllerProcess
+    kube: Cluster, gate: Gate, controller: ControllerProcess
 ) -> None:
     """With failureLimit 0 the first "no" fails the metric and aborts the canary, the
     abort naming the metric and the condition that did not hold."""
