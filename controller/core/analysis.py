@@ -72,7 +72,7 @@ from controller.api.rollout import (
     RolloutAnalysis,
     Strategy,
 )
-from controller.core import expr, promql
+from controller.core import expr, promql, web
 from controller.core.model import TemplateKey
 
 BACKGROUND = "background"
@@ -318,7 +318,8 @@ def fill_conditions(metric: Metric, values: Mapping[str, str | None]) -> Metric 
 
 def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
     """(field, reason) for every success or failure condition of a template that the
-    runtime's own parser (:mod:`controller.core.expr`) cannot parse; ``stepwise lint`` and
+    runtime's own parser (:mod:`controller.core.expr`) cannot parse, and every web
+    ``jsonPath`` that :mod:`controller.core.web` cannot; ``stepwise lint`` and
     the reconciler both ask, so such a template is invalid before it measures anything."""
     out: list[tuple[str, str]] = []
     for i, metric in enumerate(spec.metrics):
@@ -331,6 +332,11 @@ def condition_problems(spec: AnalysisTemplateSpec) -> list[tuple[str, str]]:
             reason = expr.check(sample) if sample is not None else None
             if reason is not None:
                 out.append((f"spec.metrics[{i}].{field}", reason))
+        if metric.provider.web is not None:
+            try:
+                web.parse_json_path(metric.provider.web.json_path)
+            except web.JsonPathError as exc:
+                out.append((f"spec.metrics[{i}].provider.web.jsonPath", str(exc)))
     return out
 
 

@@ -298,3 +298,19 @@ def test_lint_checks_a_condition_with_arguments_by_its_shape() -> None:
     assert [field for field, _ in an.condition_problems(bad)] == [
         "spec.metrics[0].successCondition"
     ]
+
+
+def test_lint_and_the_reconciler_refuse_a_web_json_path_the_runtime_cannot_read() -> None:
+    def web(path: str) -> AnalysisTemplateSpec:
+        web_metric = {
+            "name": "gate",
+            "thresholdRange": None,
+            "successCondition": "result == true",
+            "provider": {"web": {"url": "http://gate/", "jsonPath": path}},
+        }
+        return AnalysisTemplateSpec.model_validate({"metrics": [web_metric]})
+
+    assert an.condition_problems(web("{$.data.ok}")) == []
+    ((field, reason),) = an.condition_problems(web("{$.items[?(@.ok)]}"))
+    assert field == "spec.metrics[0].provider.web.jsonPath"
+    assert reason
