@@ -26,14 +26,17 @@ from tests.support.manifests import rollout as rollout_doc
 
 pytestmark = pytest.mark.integration
 
+HOLD = 60
 HOSTILE = 'a/../admin?role=admin&x=1#frag", "admin": true, "z": "'
 
 
 @dataclass
 class Gate:
     """A local HTTP gate: answers ``{"data": {"ok": false}}`` to the first ``no``
-    requests, then ``{"data": {"ok": true}}`` once ``release`` is set (so the test can
-    look at the held Rollout in between); records every request."""
+    requests, then ``{"data": {"ok": true}}`` once ``release`` is set; records every
+    request. Until the test releases it, the first "yes" is held (up to ``HOLD`` seconds,
+    inside the metric's ``timeoutSeconds``), so the Rollout cannot move past the analysis
+    step while the test looks at it, however slowly the machine writes status."""
 
     url: str = ""
     no: int = 0
@@ -46,7 +49,7 @@ class Gate:
             self.seen.append((method, target, json.loads(body) if body else None))
             ok = len(self.seen) > self.no
         if ok:
-            self.release.wait(4)
+            self.release.wait(HOLD)
         return {"data": {"ok": ok}}
 
 
@@ -71,6 +74,7 @@ def gate() -> Iterator[Gate]:
     try:
         yield state
     finally:
+        state.release.set()
         server.shutdown()
         server.server_close()
 
@@ -89,7 +93,7 @@ def web_template(kube: Cluster, gate: Gate, **metric: Any) -> None:
                 "?service={{args.service}}&ns={{namespace}}",
                 "jsonBody": {"service": "{{args.service}}", "rollout": "{{rollout}}"},
                 "jsonPath": "{$.data}",
-                "timeoutSeconds": 5,
+                "timeoutSeconds": HOLD + 30,
             }
         },
         **metric,
