@@ -52,10 +52,10 @@ from bench.harness import (
 )
 from controller.adapters.traffic import Router
 from controller.adapters.traffic import registry as traffic_registry
-from controller.api.rollout import HeaderMatch, Rollout
+from controller.api.rollout import HeaderMatch, Rollout, RolloutStatus, RouteMatch
 from controller.core import analysis as an
 from controller.core.measurement import Outcome
-from controller.core.model import TrafficState
+from controller.core.model import TrafficState, Weights
 from controller.runtime.manager import Manager
 from controller.settings import Settings
 from demodriver.scenario import GROUP, VERSION, manifests
@@ -140,10 +140,10 @@ class TimedRouter:
         """The real router's view."""
         return self.inner.observe()
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: int, extra: Weights = ()) -> None:
         """Write through the real router; time it when the weight is 0."""
         called = time.perf_counter()
-        self.inner.set_weight(weight)
+        self.inner.set_weight(weight, extra)
         if weight == 0:
             self.probe.weight_zero(called, time.perf_counter())
 
@@ -154,6 +154,14 @@ class TimedRouter:
     def remove_header_route(self, name: str) -> None:
         """Delegated."""
         self.inner.remove_header_route(name)
+
+    def set_mirror_route(self, name: str, match: tuple[RouteMatch, ...], percentage: int) -> None:
+        """Delegated."""
+        self.inner.set_mirror_route(name, match, percentage)
+
+    def planned(self, status: RolloutStatus) -> None:
+        """Delegated."""
+        self.inner.planned(status)
 
 
 def apply_demo_objects(api: client.ApiClient) -> None:

@@ -22,7 +22,15 @@ from kubernetes import client
 
 from controller.adapters.retry import call_api
 from controller.api.rollout import GROUP, VERSION, RolloutStatus
+from controller.api.validation import without_nulls
 from controller.core.model import Event, ReplicaSetState, SetRoleMetadata
+from controller.core.workload import (
+    REPLICAS_BEFORE_ANNOTATION,
+    SCALE_DOWN_ANNOTATION,
+    SCALED_BY_ANNOTATION,
+    Deployment,
+    ScaleDeployment,
+)
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
 
 ROLLOUT_LABEL = "stepwise.dev/rollout"
@@ -137,6 +145,25 @@ def adoptable(obj_meta: client.V1ObjectMeta | None, rollout: dict[str, Any]) -> 
         return False
     controllers = [ref for ref in obj_meta.owner_references or [] if ref.controller]
     return all(_stale_rollout_ref(ref, rollout) for ref in controllers)
+
+
+def deployment_state(dep: client.V1Deployment) -> Deployment | None:
+    """What :mod:`controller.core.workload` needs of a Deployment (wire form); None for
+    one without a name or spec."""
+    meta, spec = dep.metadata, dep.spec
+    if meta is None or not meta.name or spec is None:
+        return None
+    template = spec.template.to_dict(serialize=True) if spec.template is not None else {}
+    selector = spec.selector.to_dict(serialize=True) if spec.selector is not None else {}
+    return Deployment(
+        name=meta.name,
+        namespace=meta.namespace or "",
+        replicas=spec.replicas if spec.replicas is not None else 1,
+        template=without_nulls(template),
+        selector=without_nulls(selector),
+        annotations=dict(meta.annotations or {}),
+        resource_version=meta.resource_version,
+    )
 
 
 SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
@@ -320,6 +347,48 @@ class KubeAdapter:
                 if ready and ref is not None and (ref.name or "").startswith(pod_prefix):
                     pods.add(ref.name or "")
         return len(pods)
+
+    # -- a workloadRef's Deployment ---------------------------------------------------
+
+    def read_deployment(self, namespace: str, name: str) -> client.V1Deployment | None:
+        """The Deployment, by GET (None when it does not exist); for a reconciler that
+        has no Deployment informer. A read, so no fence."""
+        try:
+            found = call_api(lambda: self.apps.read_namespaced_deployment(name, namespace))
+        except NotFoundError:
+            return None
+        assert isinstance(found, client.V1Deployment)
+        return found
+
+    def scale_deployment(
+        self, namespace: str, rollout: str, change: ScaleDeployment, resource_version: str | None
+    ) -> None:
+        """Set a workloadRef Deployment's ``spec.replicas`` and annotate it with who did
+        it, what it had before, and whether the scale-down is done (one merge patch,
+        guarded by the resourceVersion it was read at: a stale view is a
+        :class:`ConflictError`)."""
+        meta: dict[str, Any] = {
+            "annotations": {
+                SCALED_BY_ANNOTATION: rollout,
+                REPLICAS_BEFORE_ANNOTATION: str(change.before),
+                SCALE_DOWN_ANNOTATION: "done" if change.done else "in-progress",
+            }
+        }
+        if resource_version is not None:
+            meta["resourceVersion"] = resource_version
+        body = {"metadata": meta, "spec": {"replicas": change.replicas}}
+        self._write(
+            lambda: self.apps.patch_namespaced_deployment(
+                change.name, namespace, body, field_manager=FIELD_MANAGER
+            )
+        )
+        log.info(
+            "deployment scaled",
+            deployment=change.name,
+            replicas=change.replicas,
+            previous=change.previous,
+            done=change.done,
+        )
 
     # -- the Rollout ----------------------------------------------------------------
 

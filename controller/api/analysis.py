@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, Strict, WithJsonSchema, model_validator
 
-from controller.api.base import DURATION_PATTERN, ApiModel, Rule, parse_duration
+from controller.api.base import DURATION_PATTERN, ApiModel, Rule, exactly_one, parse_duration
 from controller.api.rollout import (
     API_VERSION,
     MAX_LIST,
@@ -428,11 +428,12 @@ class MetricProvider(ApiModel):
     """A Kubernetes Job: its completion is the verdict."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="[has(self.prometheus), has(self.judge), has(self.web), has(self.job)]"
-            ".exists_one(x, x)",
+        exactly_one(
+            "prometheus",
+            "judge",
+            "web",
+            "job",
             message="choose exactly one provider: prometheus, judge, web or job",
-            check=lambda p: [p.prometheus, p.judge, p.web, p.job].count(None) == 3,
         ),
     )
 

@@ -47,6 +47,19 @@ class Rule:
         return entry
 
 
+def exactly_one(*wire_names: str, message: str) -> Rule:
+    """A rule that exactly one of these fields (by their wire names) is set."""
+    has = ", ".join(f"has(self.{name})" for name in wire_names)
+
+    def check(model: Any) -> bool:
+        by_wire = {field.alias or name: name for name, field in type(model).model_fields.items()}
+        return [getattr(model, by_wire[name]) for name in wire_names].count(None) == len(
+            wire_names
+        ) - 1
+
+    return Rule(cel=f"[{has}].exists_one(x, x)", message=message, check=check)
+
+
 class ApiModel(BaseModel):
     """Base of all API models: camelCase aliases, unknown fields rejected, docstrings as
     descriptions, and :class:`Rule` checks after field validation."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from controller.api.base import ApiModel, Rule
+from controller.api.base import ApiModel, Rule, exactly_one
 from controller.api.types import (
     Condition,
     Duration,
@@ -117,11 +117,40 @@ class SecretKeyRef(ApiModel):
     """The key within the Secret."""
 
 
-class ArgValueFrom(ApiModel):
-    """Where an argument's value comes from."""
+FIELD_PATH = r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9_-]*|\['[^']+'\])*$"
+"""A field of the Rollout: dotted names, a map key in ``['...']`` (for keys with dots or
+slashes), for example ``metadata.labels['app.kubernetes.io/version']``."""
 
-    secret_key_ref: SecretKeyRef
+
+class FieldRef(ApiModel):
+    """A field of the Rollout itself."""
+
+    field_path: Annotated[str, Field(max_length=256, pattern=FIELD_PATH)]
+    """The field's path from the Rollout's top, e.g. ``metadata.labels['env']`` or
+    ``spec.template.metadata.labels.version``; it must hold a string, number or boolean
+    when the analysis starts (a label or annotation that is not set reads as empty, as
+    in the Downward API)."""
+
+
+class ArgValueFrom(ApiModel):
+    """Where an argument's value comes from (exactly one field)."""
+
+    secret_key_ref: SecretKeyRef | None = None
     """A Secret key (the value is never logged)."""
+    pod_template_hash_value: Literal["Stable", "Latest"] | None = None
+    """The pod-template hash of the stable revision (``Stable``) or of the revision being
+    rolled out (``Latest``)."""
+    field_ref: FieldRef | None = None
+    """A field of the Rollout (its labels, annotations, pod template or status)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        exactly_one(
+            "secretKeyRef",
+            "podTemplateHashValue",
+            "fieldRef",
+            message="valueFrom takes exactly one of secretKeyRef, podTemplateHashValue, fieldRef",
+        ),
+    )
 
 
 class AnalysisArg(ApiModel):
@@ -132,7 +161,8 @@ class AnalysisArg(ApiModel):
     value: str | None = None
     """A literal value."""
     value_from: ArgValueFrom | None = None
-    """A value read from a Secret."""
+    """A value read from a Secret, a revision's pod-template hash or a field of the
+    Rollout."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -229,18 +259,11 @@ class SetCanaryScale(ApiModel):
     """Go back to sizing the canary by its traffic weight."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="[has(self.replicas), has(self.weight), has(self.matchTrafficWeight)]"
-            ".exists_one(x, x)",
+        exactly_one(
+            "replicas",
+            "weight",
+            "matchTrafficWeight",
             message="setCanaryScale takes exactly one of replicas, weight, matchTrafficWeight",
-            check=lambda s: (
-                [
-                    s.replicas is not None,
-                    s.weight is not None,
-                    s.match_traffic_weight is not None,
-                ].count(True)
-                == 1
-            ),
         ),
     )
 
@@ -256,10 +279,11 @@ class StringMatch(ApiModel):
     """A regular expression (RE2 syntax)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="[has(self.exact), has(self.prefix), has(self.regex)].exists_one(x, x)",
+        exactly_one(
+            "exact",
+            "prefix",
+            "regex",
             message="a header value match takes exactly one of exact, prefix, regex",
-            check=lambda m: [m.exact, m.prefix, m.regex].count(None) == 2,
         ),
     )
 
@@ -283,6 +307,160 @@ class SetHeaderRoute(ApiModel):
     """All of these must match; omit to remove the route."""
 
 
+class RouteMatch(ApiModel):
+    """One request condition of a mirror route: every field given must match."""
+
+    method: StringMatch | None = None
+    """The HTTP method."""
+    path: StringMatch | None = None
+    """The URL path."""
+    headers: (
+        Annotated[dict[str, StringMatch], Field(json_schema_extra={"maxProperties": 16})] | None
+    ) = None
+    """Request headers, by name."""
+
+
+class SetMirrorRoute(ApiModel):
+    """Copy requests matching any of ``match`` to the canary (the copy's answer is
+    dropped; the requests are served by the route's stable and canary split as
+    before). An empty ``match`` removes the route."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")]
+    """The route's name (the router names its route after it)."""
+    match: Annotated[list[RouteMatch], Field(max_length=16)] = Field(default_factory=list)
+    """Requests matching any of these are mirrored; omit to remove the route."""
+    percentage: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percent of the matching requests that are mirrored (default 100)."""
+
+
+# -- the experiment step (Argo Rollouts' ``experiment``) ---------------------------------
+
+EXPERIMENT_TEMPLATE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ExperimentService(ApiModel):
+    """A Service for an experiment template's pods."""
+
+    name: ServiceName | None = None
+    """The Service's name (default: the name of the template's ReplicaSet)."""
+
+
+class ExperimentTemplate(ApiModel):
+    """One ReplicaSet the experiment runs, from the stable or the canary pod template."""
+
+    name: Annotated[str, Field(min_length=1, max_length=52, pattern=EXPERIMENT_TEMPLATE_NAME)]
+    """The template's name (``{{templates.<name>.podTemplateHash}}`` in analysis args)."""
+    spec_ref: Literal["stable", "canary"]
+    """Whose pod template the ReplicaSet runs: the stable revision's or the canary's."""
+    replicas: Annotated[int, Field(ge=0)] = 1
+    """Pods of the template's ReplicaSet."""
+    metadata: TemplateMetadata | None = None
+    """Labels and annotations added to the template's pods (over the source template's)."""
+    selector: LabelSelector | None = None
+    """The ReplicaSet's selector (default: the Rollout's); with ``metadata`` labels it
+    keeps the pods out of Services that select the Rollout's labels."""
+    weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percent of the traffic the router sends to the template's Service while the
+    experiment runs, taken from the stable's share (needs ``trafficRouting`` with
+    gatewayAPI, istio or smi; the Service is created even without ``service``)."""
+    service: ExperimentService | None = None
+    """Create a Service selecting exactly the template's pods, for as long as they run."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.metadata) || !has(self.metadata.labels) || "
+            "!(['stepwise.dev/revision', 'stepwise.dev/rollout', 'stepwise.dev/experiment']"
+            ".exists(k, k in self.metadata.labels))",
+            message="experiment template metadata must not set stepwise.dev/revision, "
+            "stepwise.dev/rollout or stepwise.dev/experiment: Stepwise sets them to tell the "
+            "experiment's pods from the Rollout's",
+            check=lambda t: (
+                t.metadata is None
+                or not {"stepwise.dev/revision", "stepwise.dev/rollout", "stepwise.dev/experiment"}
+                & set(t.metadata.labels)
+            ),
+            field=".metadata.labels",
+        ),
+    )
+
+
+class ExperimentAnalysis(ApiModel):
+    """An analysis run while the experiment's ReplicaSets are Ready."""
+
+    name: Annotated[str, Field(min_length=1, max_length=48, pattern=EXPERIMENT_TEMPLATE_NAME)]
+    """The analysis' name within the experiment (its run is ``experiment-<step>-<name>``,
+    a label value on the Jobs a job metric starts)."""
+    template_name: ObjectName | None = None
+    """The AnalysisTemplate (or, with ``clusterScope``, ClusterAnalysisTemplate) to run."""
+    cluster_scope: bool = False
+    """Look ``templateName`` up among ClusterAnalysisTemplates."""
+    templates: _TEMPLATES | None = None
+    """Several templates instead of ``templateName``."""
+    args: _ARGS | None = None
+    """Values for the templates' arguments; a value may use
+    ``{{templates.<name>.podTemplateHash}}`` and ``{{templates.<name>.replicaset.name}}``."""
+    required_for_completion: bool = False
+    """The experiment does not end until this analysis has ended, even past ``duration``."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.templateName) != has(self.templates)",
+            message="an experiment analysis takes exactly one of templateName, templates",
+            check=lambda a: (a.template_name is None) != (a.templates is None),
+        ),
+    )
+
+    def analysis(self) -> RolloutAnalysis:
+        """The analysis as a step would run it (placeholders in ``args`` left as written)."""
+        refs = self.templates or [
+            TemplateRef(template_name=self.template_name or "", cluster_scope=self.cluster_scope)
+        ]
+        return RolloutAnalysis(templates=refs, args=self.args)
+
+
+_NAMED_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+
+
+class ExperimentStep(ApiModel):
+    """Run ReplicaSets beside the Rollout's (a fresh baseline of stable, a copy of the
+    canary) and analyses that compare them; the step ends when ``duration`` has passed
+    (counted from when every ReplicaSet is Ready) and the analyses that are
+    ``requiredForCompletion`` have ended. A failed analysis aborts the rollout."""
+
+    templates: Annotated[
+        list[ExperimentTemplate],
+        Field(min_length=1, max_length=MAX_LIST, json_schema_extra=_NAMED_LIST),
+    ]
+    """The ReplicaSets to run (names unique)."""
+    duration: Duration | None = None
+    """How long the experiment runs once its ReplicaSets are Ready; without it, until its
+    required analyses end (or, with none, until ``stepwise promote``)."""
+    analyses: (
+        Annotated[
+            list[ExperimentAnalysis], Field(max_length=MAX_LIST, json_schema_extra=_NAMED_LIST)
+        ]
+        | None
+    ) = None
+    """Analyses run while the experiment runs (names unique)."""
+    dry_run: Annotated[list[DryRun], Field(max_length=MAX_LIST)] | None = None
+    """Metrics measured and reported but never failing the experiment's analyses."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=None,
+            message="experiment template names must be unique",
+            check=lambda e: _unique([t.name for t in e.templates]),
+            field=".templates",
+        ),
+        Rule(
+            cel=None,
+            message="experiment analysis names must be unique",
+            check=lambda e: _unique([a.name for a in e.analyses or []]),
+            field=".analyses",
+        ),
+    )
+
+
 class Step(ApiModel):
     """One canary step: exactly one of its fields is set."""
 
@@ -296,23 +474,23 @@ class Step(ApiModel):
     """Size the canary independently of its weight."""
     set_header_route: SetHeaderRoute | None = None
     """Route requests with matching headers to the canary (Gateway API and Istio)."""
+    set_mirror_route: SetMirrorRoute | None = None
+    """Copy matching requests to the canary while they are served as before (Istio)."""
+    experiment: ExperimentStep | None = None
+    """Run a fresh baseline and canary (or other ReplicaSets) beside the Rollout and
+    analyse them; a failed analysis aborts."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="[has(self.setWeight), has(self.pause), has(self.analysis), "
-            "has(self.setCanaryScale), has(self.setHeaderRoute)].exists_one(x, x)",
-            message="a step takes exactly one of setWeight, pause, analysis, setCanaryScale, "
+        exactly_one(
+            "setWeight",
+            "pause",
+            "analysis",
+            "setCanaryScale",
             "setHeaderRoute",
-            check=lambda s: (
-                [
-                    s.set_weight,
-                    s.pause,
-                    s.analysis,
-                    s.set_canary_scale,
-                    s.set_header_route,
-                ].count(None)
-                == 4
-            ),
+            "setMirrorRoute",
+            "experiment",
+            message="a step takes exactly one of setWeight, pause, analysis, setCanaryScale, "
+            "setHeaderRoute, setMirrorRoute, experiment",
         ),
     )
 
@@ -344,7 +522,30 @@ class IstioVirtualService(ApiModel):
     name: ObjectName
     """The VirtualService's name."""
     routes: Annotated[list[str], Field(max_length=MAX_LIST)] | None = None
-    """Names of the HTTP routes to manage; by default all that reach the stable host."""
+    """Names of the HTTP routes to manage; by default all that reach the routed host
+    (with ``tlsRoutes`` or ``tcpRoutes`` there may be none)."""
+    tls_routes: Annotated[list[IstioTlsRoute], Field(max_length=MAX_LIST)] | None = None
+    """TLS routes to manage, each chosen by its match's port and SNI hosts."""
+    tcp_routes: Annotated[list[IstioTcpRoute], Field(max_length=MAX_LIST)] | None = None
+    """TCP routes to manage, each chosen by its match's port."""
+
+
+class IstioTlsRoute(ApiModel):
+    """Selects the VirtualService's TLS routes whose matches name one port, this one
+    (none given: matches without a port), and exactly these SNI hosts."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The port of the route's matches."""
+    sni_hosts: Annotated[list[str], Field(max_length=MAX_LIST)] | None = None
+    """All the SNI hosts of the route's matches, in any order."""
+
+
+class IstioTcpRoute(ApiModel):
+    """Selects the VirtualService's TCP routes whose matches name one port, this one
+    (none given: matches without a port)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The port of the route's matches."""
 
 
 class IstioDestinationRule(ApiModel):
@@ -385,6 +586,13 @@ class SmiRouting(ApiModel):
     """The Service clients address (default: the stable Service)."""
 
 
+class ManagedRoute(ApiModel):
+    """A header or mirror route Stepwise may add to the router's object."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")]
+    """The name a ``setHeaderRoute`` or ``setMirrorRoute`` step uses."""
+
+
 class TrafficRouting(ApiModel):
     """The router that shifts traffic (exactly one). Omit ``trafficRouting`` altogether
     to split traffic by replica ratio."""
@@ -397,13 +605,35 @@ class TrafficRouting(ApiModel):
     """NGINX ingress canary annotations."""
     smi: SmiRouting | None = None
     """SMI TrafficSplit."""
+    managed_routes: (
+        Annotated[
+            list[ManagedRoute],
+            Field(
+                max_length=MAX_LIST,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    """The header and mirror routes the steps may set, highest precedence first; when
+    given, every ``setHeaderRoute`` and ``setMirrorRoute`` name must be listed."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel="[has(self.gatewayAPI), has(self.istio), has(self.nginx), has(self.smi)]"
-            ".exists_one(x, x)",
+        exactly_one(
+            "gatewayAPI",
+            "istio",
+            "nginx",
+            "smi",
             message="set exactly one traffic router: gatewayAPI, istio, nginx or smi",
-            check=lambda t: [t.gateway_api, t.istio, t.nginx, t.smi].count(None) == 3,
+        ),
+        Rule(
+            cel=None,  # the list map key rejects duplicates on the server
+            message="managedRoutes names must be unique",
+            check=lambda t: _unique([r.name for r in t.managed_routes or []]),
+            field=".managedRoutes",
         ),
     )
 
@@ -424,6 +654,49 @@ class TrafficRouting(ApiModel):
         return self.gateway_api is not None or self.istio is not None
 
 
+class RoleMetadata(ApiModel):
+    """Labels and annotations added to the pods of a revision while it has a role."""
+
+    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra={"maxProperties": 64})] = (
+        Field(default_factory=dict)
+    )
+    """Labels added to the role's pods (never a selector label or the revision label)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations added to the role's pods."""
+
+
+def _role_labels_keep_selectors(spec: RolloutSpec, strategy: str) -> bool:
+    """Whether no role metadata of ``strategy`` (blueGreen or canary) sets a selector label
+    or the revision label."""
+    bg, canary = spec.strategy.blue_green, spec.strategy.canary
+    roles: tuple[RoleMetadata | None, ...] = ()
+    if strategy == "blueGreen" and bg is not None:
+        roles = (bg.active_metadata, bg.preview_metadata)
+    elif strategy == "canary" and canary is not None:
+        roles = (canary.stable_metadata, canary.canary_metadata)
+    selected = spec.selector.match_labels if spec.selector is not None else None
+    reserved = set(selected or {}) | {"stepwise.dev/revision"}
+    return all(not reserved & set(role.labels) for role in roles if role is not None)
+
+
+def _role_cel(strategy: str, role: str) -> str:
+    """CEL, on a RolloutSpec: the ``role`` metadata of ``strategy`` sets no selector label
+    and not the revision label."""
+    at = f"self.strategy.{strategy}.{role}"
+    return (
+        f"(!has({at}) || !has({at}.labels) || "
+        f"(!('stepwise.dev/revision' in {at}.labels) && (!has(self.selector) || "
+        "!has(self.selector.matchLabels) || "
+        f"self.selector.matchLabels.all(k, !(k in {at}.labels)))))"
+    )
+
+
+def _roles_cel(strategy: str, *roles: str) -> str:
+    """CEL: no ``role`` of ``strategy`` sets a selector label or the revision label."""
+    each = " && ".join(_role_cel(strategy, role) for role in roles)
+    return f"(!has(self.strategy.{strategy}) || ({each}))"
+
+
 # -- the canary strategy ---------------------------------------------------------------
 
 
@@ -442,14 +715,49 @@ def _has_header_step(canary: CanaryStrategy) -> bool:
     return any(s.set_header_route is not None for s in canary.steps)
 
 
+def _has_mirror_step(canary: CanaryStrategy) -> bool:
+    return any(s.set_mirror_route is not None for s in canary.steps)
+
+
+def _has_experiment_weight(canary: CanaryStrategy) -> bool:
+    return any(
+        t.weight is not None
+        for s in canary.steps
+        if s.experiment is not None
+        for t in s.experiment.templates
+    )
+
+
+def _by_subset(canary: CanaryStrategy) -> bool:
+    """Whether the canary routes by Istio DestinationRule subsets."""
+    routing = canary.traffic_routing
+    return (
+        routing is not None and routing.istio is not None and bool(routing.istio.destination_rule)
+    )
+
+
+def _step_routes_managed(canary: CanaryStrategy) -> bool:
+    """With ``managedRoutes``, every header and mirror route a step names is listed."""
+    routing = canary.traffic_routing
+    if routing is None or routing.managed_routes is None:
+        return True
+    listed = {r.name for r in routing.managed_routes}
+    for step in canary.steps:
+        route = step.set_header_route or step.set_mirror_route
+        if route is not None and route.name not in listed:
+            return False
+    return True
+
+
 class CanaryStrategy(ApiModel):
     """How a new revision is brought in: services, router, steps and analysis."""
 
     stable_service: ServiceName | None = None
     """Service that selects the stable revision (Stepwise pins its selector to the stable
-    pod-template hash). Required with trafficRouting."""
+    pod-template hash). Required with trafficRouting, except Istio subset routing."""
     canary_service: ServiceName | None = None
-    """Service that selects the canary revision. Required with trafficRouting."""
+    """Service that selects the canary revision. Required with trafficRouting, except
+    Istio subset routing."""
     traffic_routing: TrafficRouting | None = None
     """The router; omit to split traffic by the ratio of Ready pods."""
     steps: _STEPS = Field(default_factory=list)
@@ -464,16 +772,38 @@ class CanaryStrategy(ApiModel):
     """After an abort, how long the canary keeps its pods once traffic is back on stable."""
     scale_down_delay_seconds: Annotated[int, Field(ge=0)] = 30
     """After promotion, how long the old stable keeps its pods once traffic has moved."""
+    dynamic_stable_scale: bool = False
+    """With a traffic router: scale the stable down to the share of traffic it still
+    carries as the canary's weight grows (and back up on abort, moving traffic back as
+    its pods become Ready), instead of keeping it at full size until promotion."""
+    stable_metadata: RoleMetadata | None = None
+    """Labels and annotations on the stable revision's pods (taken off when it stops
+    being stable), for example for a monitoring selector."""
+    canary_metadata: RoleMetadata | None = None
+    """Labels and annotations on the canary revision's pods while it is the canary;
+    replaced by ``stableMetadata`` when it is promoted."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="!has(self.trafficRouting) || (has(self.stableService) && has(self.canaryService))",
-            message="trafficRouting needs both stableService and canaryService",
+            cel="!has(self.trafficRouting) || (has(self.stableService) && has(self.canaryService))"
+            " || (has(self.trafficRouting.istio) && "
+            "has(self.trafficRouting.istio.destinationRule))",
+            message="trafficRouting needs both stableService and canaryService (only Istio "
+            "subset routing, istio.destinationRule, works without them)",
             check=lambda c: (
                 c.traffic_routing is None
                 or (c.stable_service is not None and c.canary_service is not None)
+                or _by_subset(c)
             ),
             field=".trafficRouting",
+        ),
+        Rule(
+            cel="!has(self.dynamicStableScale) || !self.dynamicStableScale || "
+            "has(self.trafficRouting)",
+            message="dynamicStableScale needs trafficRouting (without a router traffic "
+            "follows the pods, so the stable is already scaled to its share)",
+            check=lambda c: not c.dynamic_stable_scale or c.traffic_routing is not None,
+            field=".dynamicStableScale",
         ),
         Rule(
             cel="!has(self.maxSurge) || !has(self.maxUnavailable) || !("
@@ -504,6 +834,50 @@ class CanaryStrategy(ApiModel):
             field=".steps",
         ),
         Rule(
+            cel="!has(self.steps) || !self.steps.exists(s, has(s.experiment) && "
+            "s.experiment.templates.exists(t, has(t.weight))) || (has(self.trafficRouting) "
+            "&& (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio) || "
+            "has(self.trafficRouting.smi)))",
+            message="steps[].experiment.templates[].weight needs a router that can split "
+            "traffic to experiment Services: trafficRouting.gatewayAPI, istio or smi "
+            "(nginx cannot split three ways; without a router traffic follows the pods); "
+            "omit weight to run the templates without production traffic",
+            check=lambda c: (
+                not _has_experiment_weight(c)
+                or (
+                    c.traffic_routing is not None
+                    and (
+                        c.traffic_routing.gateway_api is not None
+                        or c.traffic_routing.istio is not None
+                        or c.traffic_routing.smi is not None
+                    )
+                )
+            ),
+            field=".steps",
+        ),
+        Rule(
+            cel="!has(self.steps) || !self.steps.exists(s, has(s.setMirrorRoute)) || "
+            "(has(self.trafficRouting) && has(self.trafficRouting.istio))",
+            message="setMirrorRoute needs a router that supports mirror routes "
+            "(trafficRouting.istio)",
+            check=lambda c: (
+                not _has_mirror_step(c)
+                or (c.traffic_routing is not None and c.traffic_routing.istio is not None)
+            ),
+            field=".steps",
+        ),
+        Rule(
+            cel="!has(self.steps) || !has(self.trafficRouting) || "
+            "!has(self.trafficRouting.managedRoutes) || self.steps.all(s, "
+            "(!has(s.setHeaderRoute) || self.trafficRouting.managedRoutes.exists(r, "
+            "r.name == s.setHeaderRoute.name)) && (!has(s.setMirrorRoute) || "
+            "self.trafficRouting.managedRoutes.exists(r, r.name == s.setMirrorRoute.name)))",
+            message="every setHeaderRoute and setMirrorRoute name must be listed in "
+            "trafficRouting.managedRoutes",
+            check=_step_routes_managed,
+            field=".steps",
+        ),
+        Rule(
             cel="!has(self.analysis) || !has(self.analysis.startingStep) || "
             "self.analysis.startingStep == 0 || "
             "(has(self.steps) && self.analysis.startingStep < size(self.steps))",
@@ -515,40 +889,6 @@ class CanaryStrategy(ApiModel):
             ),
             field=".analysis.startingStep",
         ),
-    )
-
-
-class RoleMetadata(ApiModel):
-    """Labels and annotations added to the pods of a revision while it has a role."""
-
-    labels: Annotated[dict[str, LabelValue], Field(json_schema_extra={"maxProperties": 64})] = (
-        Field(default_factory=dict)
-    )
-    """Labels added to the role's pods (never a selector label or the revision label)."""
-    annotations: dict[str, str] = Field(default_factory=dict)
-    """Annotations added to the role's pods."""
-
-
-def _role_labels_keep_selectors(spec: RolloutSpec) -> bool:
-    bg = spec.strategy.blue_green
-    if bg is None:
-        return True
-    reserved = set(spec.selector.match_labels or {}) | {"stepwise.dev/revision"}
-    return all(
-        not reserved & set(role.labels)
-        for role in (bg.active_metadata, bg.preview_metadata)
-        if role is not None
-    )
-
-
-def _role_cel(role: str) -> str:
-    """CEL, on a RolloutSpec: the blue-green ``role`` metadata sets no selector label and
-    not the revision label."""
-    labels = f"self.strategy.blueGreen.{role}.labels"
-    return (
-        f"(!has(self.strategy.blueGreen.{role}) || !has({labels}) || "
-        f"(!('stepwise.dev/revision' in {labels}) && (!has(self.selector.matchLabels) || "
-        f"self.selector.matchLabels.all(k, !(k in {labels})))))"
     )
 
 
@@ -640,6 +980,12 @@ class Strategy(ApiModel):
         if self.canary is None:
             return []
         found = [s.analysis for s in self.canary.steps if s.analysis is not None]
+        found += [  # experiment analyses, their {{templates...}} placeholders as written
+            a.analysis()
+            for s in self.canary.steps
+            if s.experiment is not None
+            for a in s.experiment.analyses or []
+        ]
         return found + ([self.canary.analysis] if self.canary.analysis is not None else [])
 
     def require_canary(self) -> CanaryStrategy:
@@ -653,8 +999,46 @@ class Strategy(ApiModel):
 
 
 def _selector_matches_template(spec: RolloutSpec) -> bool:
+    if spec.selector is None or spec.template is None:
+        return True
     labels = spec.template.metadata.labels
     return all(labels.get(k) == v for k, v in (spec.selector.match_labels or {}).items())
+
+
+# -- workloadRef -----------------------------------------------------------------------
+
+ScaleDown = Literal["never", "onsuccess", "progressively"]
+"""What happens to a referenced Deployment's own pods (``spec.workloadRef.scaleDown``)."""
+
+
+class WorkloadRef(ApiModel):
+    """A Deployment whose pod template (and selector) the Rollout runs, instead of a
+    ``template`` of its own (Argo Rollouts' ``workloadRef``). A change to the
+    Deployment's pod template starts a new revision, as a template change does."""
+
+    api_version: Annotated[str, Field(min_length=1, max_length=253)]
+    """The referenced object's API version (``apps/v1``)."""
+    kind: Annotated[str, Field(min_length=1, max_length=63)]
+    """The referenced object's kind (``Deployment``; other kinds are reported in the
+    status, not resolved)."""
+    name: ObjectName
+    """The Deployment's name, in the Rollout's namespace."""
+    scale_down: ScaleDown = "never"
+    """What Stepwise does with the Deployment's own pods: ``never`` leaves the Deployment
+    alone; ``onsuccess`` scales it to 0 once the Rollout's first revision is Healthy;
+    ``progressively`` scales it down as the Rollout's pods become Ready (the two together
+    stay about ``spec.replicas``) and to 0 once the Rollout is Healthy. Either is done
+    once, for the migration: a Deployment someone scales up again afterwards is left
+    alone (see the ``stepwise.dev/scale-down`` annotation Stepwise writes on it)."""
+
+
+class RollbackWindow(ApiModel):
+    """How far back a rollback is fast-tracked."""
+
+    revisions: Annotated[int, Field(ge=0)] = 0
+    """The window counts the stable revision and the ones before it: with 3, a template
+    set back to either of the two revisions before the stable one (whose ReplicaSets are
+    still kept, see ``revisionHistoryLimit``) is promoted without steps or analysis."""
 
 
 class RolloutSpec(ApiModel):
@@ -662,14 +1046,25 @@ class RolloutSpec(ApiModel):
 
     replicas: Annotated[int, Field(ge=0)] = 1
     """Desired pod count (shared by stable and canary as the steps say)."""
-    selector: LabelSelector
-    """Selects the Rollout's pods; must match the template's labels."""
-    template: PodTemplate
-    """The pod template. A change to it starts a canary."""
+    selector: LabelSelector | None = None
+    """Selects the Rollout's pods; must match the template's labels. Required with
+    ``template``; with ``workloadRef`` it defaults to the Deployment's selector."""
+    template: PodTemplate | None = None
+    """The pod template. A change to it starts a canary. Exactly one of ``template`` and
+    ``workloadRef``."""
+    workload_ref: WorkloadRef | None = None
+    """Take the pod template (and, without ``selector``, the selector) from a Deployment
+    instead; exactly one of ``template`` and ``workloadRef``."""
     revision_history_limit: Annotated[int, Field(ge=0)] = 3
     """Old ReplicaSets kept (scaled to zero) for a fast rollback."""
+    rollback_window: RollbackWindow | None = None
+    """Going back to one of the last revisions skips the steps and the analysis."""
     progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
     """Abort when a step makes no progress (pods not Ready) for this long."""
+    progress_deadline_abort: bool = True
+    """Whether passing the progress deadline aborts the new revision (traffic back to
+    stable). With false the Rollout is only marked Degraded and keeps waiting. Argo's
+    default is false; Stepwise's is true, so a stuck canary never keeps its traffic."""
     paused: bool = False
     """Hold the canary where it is: no step advances, no scaling, no traffic or Service
     change, no promotion (promote intents act on resume); paused time does not count
@@ -682,13 +1077,29 @@ class RolloutSpec(ApiModel):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="has(self.selector.matchLabels) || has(self.selector.matchExpressions)",
-            message="selector must not be empty",
-            check=lambda s: bool(s.selector.match_labels or s.selector.match_expressions),
+            cel="has(self.template) != has(self.workloadRef)",
+            message="set exactly one of template and workloadRef",
+            check=lambda s: (s.template is None) != (s.workload_ref is None),
+            field=".template",
+        ),
+        Rule(
+            cel="has(self.selector) || has(self.workloadRef)",
+            message="selector is required with template (only workloadRef takes the Deployment's)",
+            check=lambda s: s.selector is not None or s.workload_ref is not None,
             field=".selector",
         ),
         Rule(
-            cel="!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, "
+            cel="!has(self.selector) || has(self.selector.matchLabels) || "
+            "has(self.selector.matchExpressions)",
+            message="selector must not be empty",
+            check=lambda s: (
+                s.selector is None or bool(s.selector.match_labels or s.selector.match_expressions)
+            ),
+            field=".selector",
+        ),
+        Rule(
+            cel="!has(self.selector) || !has(self.template) || "
+            "!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, "
             "has(self.template.metadata) && has(self.template.metadata.labels) && "
             "k in self.template.metadata.labels && "
             "self.template.metadata.labels[k] == self.selector.matchLabels[k])",
@@ -697,14 +1108,36 @@ class RolloutSpec(ApiModel):
             field=".selector",
         ),
         Rule(
-            cel="!has(self.strategy.blueGreen) || ("
-            + f"{_role_cel('activeMetadata')} && {_role_cel('previewMetadata')})",
+            cel=_roles_cel("blueGreen", "activeMetadata", "previewMetadata"),
             message="activeMetadata and previewMetadata must not set a selector label or "
             "stepwise.dev/revision: a pod would leave its ReplicaSet",
-            check=_role_labels_keep_selectors,
+            check=lambda spec: _role_labels_keep_selectors(spec, "blueGreen"),
             field=".strategy.blueGreen",
         ),
+        Rule(
+            cel=_roles_cel("canary", "stableMetadata", "canaryMetadata"),
+            message="stableMetadata and canaryMetadata must not set a selector label or "
+            "stepwise.dev/revision: a pod would leave its ReplicaSet",
+            check=lambda spec: _role_labels_keep_selectors(spec, "canary"),
+            field=".strategy.canary",
+        ),
     )
+
+    @property
+    def pod_template(self) -> PodTemplate:
+        """The pod template: ``template``, or the Deployment's once the runtime has
+        resolved ``workloadRef`` (:mod:`controller.core.workload`)."""
+        if self.template is None:
+            raise ValueError("spec.template: not resolved from spec.workloadRef")
+        return self.template
+
+    @property
+    def pod_selector(self) -> LabelSelector:
+        """The selector: ``selector``, or the Deployment's once ``workloadRef`` is
+        resolved."""
+        if self.selector is None:
+            raise ValueError("spec.selector: not resolved from spec.workloadRef")
+        return self.selector
 
 
 # -- status ----------------------------------------------------------------------------
@@ -720,6 +1153,7 @@ WaitReason = Literal[
     "AnalysisInconclusive",
     "SpecPaused",
     "Blocked",
+    "ExperimentRunning",
 ]
 """Why a Rollout is not moving on (``status.waitReason``), for programs to read:
 
@@ -733,7 +1167,8 @@ WaitReason = Literal[
   fails (see the ``AnalysisBlind`` condition);
 * ``AnalysisInconclusive``: a person promotes or aborts;
 * ``SpecPaused``: ``spec.paused`` holds everything until resumed;
-* ``Blocked``: something outside the Rollout (a missing Service, a router) must be fixed.
+* ``Blocked``: something outside the Rollout (a missing Service, a router) must be fixed;
+* ``ExperimentRunning``: an experiment step's ReplicaSets run until its duration ends.
 """
 AnalysisPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
 MeasurementPhase = Literal["Successful", "Failed", "Inconclusive", "Error", "NoData"]
@@ -834,6 +1269,41 @@ class ScheduledScaleDown(ApiModel):
     """When to scale it to zero."""
 
 
+ExperimentPhase = Literal["Pending", "Running", "Successful", "Failed", "Terminated"]
+
+
+class ExperimentTemplateStatus(ApiModel):
+    """One ReplicaSet of the experiment."""
+
+    name: str
+    """The experiment template's name."""
+    pod_template_hash: str
+    """Its pods' ``stepwise.dev/revision`` label (what ``{{templates.<name>.podTemplateHash}}``
+    gives an analysis)."""
+    replica_set: str
+    """The ReplicaSet's name."""
+
+
+class ExperimentStatus(ApiModel):
+    """The experiment of an ``experiment`` step (the latest one of the canary)."""
+
+    step: int
+    """The step index."""
+    revision: str
+    """The canary revision it belongs to."""
+    phase: ExperimentPhase = "Pending"
+    """Pending (ReplicaSets not all Ready), Running, Successful, Failed (an analysis
+    failed) or Terminated (abort, promote-full, a new revision)."""
+    started_at: dt.datetime
+    """When the step created its ReplicaSets."""
+    running_since: dt.datetime | None = None
+    """When all its ReplicaSets were first Ready (``duration`` counts from here)."""
+    message: str = ""
+    """What it waits for, or why it ended."""
+    templates: list[ExperimentTemplateStatus] = Field(default_factory=list)
+    """Its ReplicaSets."""
+
+
 class BlueGreenStatus(ApiModel):
     """Which revision each blue-green Service selects (as Argo Rollouts reports them)."""
 
@@ -879,6 +1349,8 @@ class RolloutStatus(ApiModel):
     abortScaleDownDelaySeconds), and when each goes to zero."""
     blue_green: BlueGreenStatus | None = None
     """Blue-green only: the revisions the active and preview Services select."""
+    experiment: ExperimentStatus | None = None
+    """The latest experiment step's experiment (canary only)."""
     replicas: int = 0
     """Pods of all revisions."""
     ready_replicas: int = 0

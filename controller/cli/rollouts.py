@@ -350,6 +350,14 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
     )
     if blind is not None:
         lines.append(f"  BLIND ({blind.get('reason')}): {blind.get('message')}")
+    experiment = status.get("experiment")
+    if experiment and experiment.get("revision") == status.get("canaryRevision"):
+        sets = ", ".join(
+            f"{t['name']}={t.get('replicaSet')}" for t in experiment.get("templates") or []
+        )
+        lines.append(
+            f"  experiment step {experiment.get('step')}: {experiment.get('phase')} {sets}".rstrip()
+        )
     for run in status.get("analysisRuns") or []:
         metrics = ", ".join(
             f"{m['name']}={m.get('phase')} "

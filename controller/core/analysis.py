@@ -49,7 +49,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from controller.api.analysis import (
     AnalysisTemplateSpec,
@@ -95,6 +95,8 @@ def run_analysis(canary: CanaryStrategy, run_name: str) -> RolloutAnalysis | Non
     :data:`BACKGROUND`, else its step's (None when the spec has no such analysis)."""
     if run_name == BACKGROUND:
         return canary.analysis
+    if not run_name.startswith("step-"):
+        return None  # an experiment's run: controller.core.experiment measures it
     index = step_index(run_name)
     step = canary.steps[index] if index < len(canary.steps) else None
     return step.analysis if step is not None else None
@@ -188,10 +190,68 @@ def fill_numbers(metric: Metric, values: Mapping[str, str | None]) -> Metric | s
     return metric.model_copy(update=update) if update else metric
 
 
+_META_KEY = re.compile(r"^metadata[.](labels|annotations)\['([^']+)'\]$")
+_PATH_PART = re.compile(r"\.?([A-Za-z][A-Za-z0-9_-]*)|\['([^']+)'\]")
+
+
+def field_value(doc: Mapping[str, Any], path: str) -> str | None:
+    """The scalar at ``path`` (see :data:`controller.api.rollout.FIELD_PATH`) in ``doc``, as
+    text (booleans as ``true``/``false``), or None when nothing scalar is there. As in the
+    Downward API (and Argo), a label or annotation that is not set is the empty string."""
+    meta_key = _META_KEY.match(path)
+    if meta_key is not None:
+        kind, key = meta_key.groups()
+        return str(((doc.get("metadata") or {}).get(kind) or {}).get(key, ""))
+    here: Any = doc
+    at = 0
+    while at < len(path):
+        part = _PATH_PART.match(path, at)
+        if part is None or not isinstance(here, Mapping):
+            return None
+        here = here.get(part.group(1) or part.group(2))
+        at = part.end()
+    if isinstance(here, bool):
+        return "true" if here else "false"
+    return str(here) if isinstance(here, str | int | float) else None
+
+
+def with_field_refs(analysis: RolloutAnalysis, rollout: Rollout) -> RolloutAnalysis | str:
+    """``analysis`` with each ``valueFrom.fieldRef`` argument replaced by the value the
+    Rollout holds there now, or a problem naming the argument and the path."""
+    refs = [a for a in analysis.args or [] if a.value_from and a.value_from.field_ref]
+    if not refs:
+        return analysis
+    doc = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    args: list[AnalysisArg] = []
+    for arg in analysis.args or []:
+        ref = arg.value_from.field_ref if arg.value_from else None
+        if ref is None:
+            args.append(arg)
+            continue
+        value = field_value(doc, ref.field_path)
+        if value is None:
+            return (
+                f"argument {arg.name}: valueFrom.fieldRef.fieldPath {ref.field_path!r} holds "
+                f"no string, number or boolean in Rollout {rollout.metadata.name}"
+            )
+        args.append(AnalysisArg(name=arg.name, value=value))
+    return analysis.model_copy(update={"args": args})
+
+
 def resolve(
-    analysis: RolloutAnalysis, templates: Mapping[TemplateKey, AnalysisTemplateSpec | str]
+    analysis: RolloutAnalysis,
+    templates: Mapping[TemplateKey, AnalysisTemplateSpec | str],
+    rollout: Rollout | None = None,
 ) -> ResolvedAnalysis:
-    """Collect the metrics of every referenced template; a missing one is a problem."""
+    """Collect the metrics of every referenced template; a missing one is a problem.
+    Arguments read from the Rollout's fields (``fieldRef``) need ``rollout``."""
+    if rollout is not None:
+        filled_in = with_field_refs(analysis, rollout)
+        if isinstance(filled_in, str):
+            return ResolvedAnalysis((), (), (), filled_in)
+        analysis = filled_in
+    elif any(a.value_from and a.value_from.field_ref for a in analysis.args or []):
+        return ResolvedAnalysis((), (), (), "an argument reads a field of the Rollout")
     metrics: list[Metric] = []
     template_args: list[TemplateArg] = []
     # The Rollout's entries come last, so that its retention limit wins over a template's.
@@ -450,7 +510,7 @@ def due_in(
         analysis = strategy_run_analysis(rollout.spec.strategy, run.name)
         if analysis is None:
             continue
-        resolved = resolve(analysis, templates)
+        resolved = resolve(analysis, templates, rollout)
         out.extend(due(run, resolved, now, background=run.name == BACKGROUND))
     return out
 

@@ -37,22 +37,22 @@ once its pods are Ready.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 from controller.api import intents as intents_mod
 from controller.api.rollout import (
     AnalysisRunStatus,
     BlueGreenStatus,
     BlueGreenStrategy,
-    RoleMetadata,
     RolloutAnalysis,
 )
 from controller.core import analysis as an
-from controller.core.model import PinService, SetRoleMetadata
+from controller.core.model import PinService
 from controller.core.passes import (
     Pass,
     abort,
+    in_rollback_window,
     judge_run,
+    role_metadata,
     scale,
     schedule_scale_down,
     start_revision,
@@ -132,35 +132,9 @@ def _record_selectors(p: Pass) -> None:
 
 
 def _role_metadata(p: Pass) -> None:
-    """activeMetadata on the stable revision's pods, previewMetadata on the new one's
-    (each loses the other role's keys), once per role and metadata: the ReplicaSet
-    records what its pods carry. Nothing when neither is set."""
+    """activeMetadata on the stable revision's pods, previewMetadata on the new one's."""
     bg = _strategy(p)
-    if bg.active_metadata is None and bg.preview_metadata is None:
-        return
-    stable = p.status.stable_revision
-    empty = RoleMetadata()
-    for revision in sorted({r for r in (stable, p.status.canary_revision) if r}):
-        observed = p.observed.replica_set(revision)
-        if observed is None or not p.sizes.get(revision):
-            continue  # created in this pass: its pods come with the next
-        role = "active" if revision == stable else "preview"
-        mine = (bg.active_metadata if role == "active" else bg.preview_metadata) or empty
-        other = (bg.preview_metadata if role == "active" else bg.active_metadata) or empty
-        digest = hashlib.sha256(mine.model_dump_json().encode()).hexdigest()[:10]
-        tag = f"{role}:{digest}"
-        if observed.role == tag:
-            continue
-        p.actions.append(
-            SetRoleMetadata(
-                revision,
-                tag,
-                labels=tuple(sorted(mine.labels.items())),
-                annotations=tuple(sorted(mine.annotations.items())),
-                drop_labels=tuple(sorted(set(other.labels) - set(mine.labels))),
-                drop_annotations=tuple(sorted(set(other.annotations) - set(mine.annotations))),
-            )
-        )
+    role_metadata(p, ("active", bg.active_metadata), ("preview", bg.preview_metadata))
 
 
 # -- no new revision ---------------------------------------------------------------------
@@ -244,8 +218,11 @@ def _new_revision(p: Pass, new: str, stable: str) -> None:
     if current is not None and current.revision == new and intents.retries(new, current.attempt):
         p.event("Retried", f"retrying revision {new} (after abort {current.attempt})")
         p.set(abort=None, analysis_runs=[], pause_start_time=None, step_start_time=p.now)
-    full = intents.promote_full == new and not p.rollout.spec.paused
-    if full and p.status.abort is not None:
+    window = in_rollback_window(p, new)
+    full = (intents.promote_full == new or window) and not p.rollout.spec.paused
+    if full and window and p.status.step_start_time == p.now:
+        p.event("RollbackWindow", f"revision {new} is within the rollback window: no analysis")
+    if full and not window and p.status.abort is not None:
         p.event("PromotedFully", f"promote-full requested: abort of revision {new} cleared")
         p.set(abort=None)
     if p.status.abort is None and intents.abort == new:

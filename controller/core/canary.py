@@ -57,13 +57,12 @@ from controller.api import intents as intents_mod
 from controller.api.base import parse_duration
 from controller.api.rollout import (
     AnalysisRunStatus,
-    HeaderMatch,
     SetCanaryScale,
     Step,
 )
 from controller.core import analysis as an
-from controller.core import passes
-from controller.core.model import RemoveHeaderRoute, SetHeaderRoute, SetWeight
+from controller.core import experiment, passes
+from controller.core.model import RemoveHeaderRoute, SetHeaderRoute, SetMirrorRoute, SetWeight
 from controller.core.passes import Pass
 from controller.core.replicas import (
     SetSize,
@@ -85,6 +84,10 @@ def plan_canary(p: Pass, desired: str) -> None:
         _steady(p, desired)
     else:
         _canary(p, desired, stable)
+    passes.role_metadata(
+        p, ("stable", p.canary.stable_metadata), ("canary", p.canary.canary_metadata)
+    )
+    experiment.reconcile_sets(p)
 
 
 # -- no canary -------------------------------------------------------------------------
@@ -220,9 +223,14 @@ def _aborted(p: Pass, canary: str, stable: str) -> None:
     if p.routed:
         passes.scale(p, stable, p.total)
         if stable_ready < p.total:
+            traffic = p.observed.traffic
+            if p.canary.dynamic_stable_scale and traffic is not None and not traffic.problem:
+                # The stable was scaled to its share: give it back what its Ready pods
+                # can carry now, and the rest as they come.
+                _route(p, min(p.weight, 100 - 100 * stable_ready // p.total))
             p.wait(
                 "Degraded",
-                f"{degraded}; waiting for {p.total} stable pods before moving traffic",
+                f"{degraded}; waiting for {p.total} stable pods before moving all traffic",
                 "PodsNotReady",
             )
             return
@@ -258,11 +266,18 @@ def _advance(p: Pass, canary: str, stable: str, intents: intents_mod.Intents) ->
     index = p.status.current_step_index or 0
     paused = p.rollout.spec.paused
     # promote-full is a step advance too: while paused it waits (the intent stays).
-    full = intents.promote_full == canary and not paused
+    # So is a rollback within spec.rollbackWindow.
+    window = passes.in_rollback_window(p, canary)
+    full = (intents.promote_full == canary or window) and not paused
     if full and index < len(steps):
         p.event(
-            "PromotedFully",
-            f"promote-full requested: skipping steps {index}..{len(steps) - 1} and analysis",
+            "RollbackWindow" if window else "PromotedFully",
+            (
+                f"revision {canary} is within the rollback window"
+                if window
+                else "promote-full requested"
+            )
+            + f": skipping steps {index}..{len(steps) - 1} and analysis",
         )
         index = len(steps)
         p.set(current_step_index=index, pause_start_time=None)
@@ -383,8 +398,14 @@ def _run_step(
     if step.analysis is not None:
         _apply_targets(p, canary, stable, index)
         return _analysis_step(p, index, step, canary, intents)
-    if step.set_header_route is not None:
-        _apply_targets(p, canary, stable, index + 1)
+    if step.experiment is not None:
+        # The Rollout's own sets stay as the steps before say; the experiment runs beside.
+        _apply_targets(p, canary, stable, index)
+        return experiment.run_step(p, index, step.experiment, canary, stable, intents)
+    route = step.set_header_route or step.set_mirror_route
+    if route is not None:
+        # Written again even when a route of that name is there: a step may change it.
+        _apply_targets(p, canary, stable, index + 1, rewrite=route.name)
         return True
     # setCanaryScale: its effect is derived from the steps up to the current index.
     return _apply_targets(p, canary, stable, index + 1)
@@ -464,29 +485,42 @@ class _Targets:
     weight: int
     """Traffic weight of the last completed setWeight before the target index."""
     scale: SetCanaryScale | None
-    header_routes: dict[str, tuple[HeaderMatch, ...]]
+    header_routes: dict[str, SetHeaderRoute | SetMirrorRoute]
+    """The header and mirror routes, by name (one namespace: a later step replaces)."""
 
 
 def _targets(steps: list[Step], upto: int) -> _Targets:
-    """What the steps before ``upto`` say about weight, canary scale and header routes."""
+    """What the steps before ``upto`` say about weight, canary scale and header (and
+    mirror) routes."""
     weight = 0
     scale: SetCanaryScale | None = None
-    routes: dict[str, tuple[HeaderMatch, ...]] = {}
+    routes: dict[str, SetHeaderRoute | SetMirrorRoute] = {}
     for step in steps[:upto]:
         if step.set_weight is not None:
             weight = step.set_weight
         elif step.set_canary_scale is not None:
             scale = None if step.set_canary_scale.match_traffic_weight else step.set_canary_scale
         elif step.set_header_route is not None:
-            if step.set_header_route.match:
-                routes[step.set_header_route.name] = tuple(step.set_header_route.match)
+            header = step.set_header_route
+            if header.match:
+                routes[header.name] = SetHeaderRoute(header.name, tuple(header.match))
             else:
-                routes.pop(step.set_header_route.name, None)
+                routes.pop(header.name, None)
+        elif step.set_mirror_route is not None:
+            mirror = step.set_mirror_route
+            if mirror.match:
+                percentage = 100 if mirror.percentage is None else mirror.percentage
+                routes[mirror.name] = SetMirrorRoute(mirror.name, tuple(mirror.match), percentage)
+            else:
+                routes.pop(mirror.name, None)
     return _Targets(weight, scale, routes)
 
 
-def _apply_targets(p: Pass, canary: str, stable: str, upto: int) -> bool:
-    """Scale both revisions for the steps before ``upto`` and set their header routes.
+def _apply_targets(
+    p: Pass, canary: str, stable: str, upto: int, *, rewrite: str | None = None
+) -> bool:
+    """Scale both revisions for the steps before ``upto`` and set their header routes
+    (``rewrite``: the route a step sets now, sent even when one of its name is there).
     True once the canary has its Ready pods (and, by ratio, the stable gave up its share)."""
     targets = _targets(p.canary.steps, upto)
     want = canary_replicas(targets.weight, p.total, targets.scale)
@@ -501,9 +535,9 @@ def _apply_targets(p: Pass, canary: str, stable: str, upto: int) -> bool:
         # now, or the one a setWeight step is about to give them (only once they are
         # Ready), even when setCanaryScale asks for fewer.
         want = max(want, canary_replicas(max(p.weight, targets.weight), p.total))
-        passes.scale(p, stable, p.total)
+        passes.scale(p, stable, _stable_size(p, min(p.weight, targets.weight)))
         passes.scale(p, canary, want)
-        _header_routes(p, targets.header_routes)
+        _header_routes(p, targets.header_routes, rewrite)
         ready = p.ready(canary)
         if ready < want:
             p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready", "PodsNotReady")
@@ -531,6 +565,21 @@ def _apply_targets(p: Pass, canary: str, stable: str, upto: int) -> bool:
             "PodsNotReady",
         )
     return reached
+
+
+def _stable_size(p: Pass, weight: int) -> int:
+    """The stable's size beside a routed canary carrying ``weight`` percent: full, or with
+    ``dynamicStableScale`` just the share it carries (rounded up). Callers pass the lower
+    of the weight now and the one about to be set, so the stable never shrinks below the
+    share it still carries."""
+    traffic = p.observed.traffic
+    if not p.canary.dynamic_stable_scale:
+        return p.total
+    if traffic is not None and not traffic.settled:
+        # The data plane may still send the stable its former share: shrink later.
+        p.wake_at(p.now + passes.SETTLE_RECHECK)
+        return p.sizes.get(p.status.stable_revision or "") or p.total
+    return canary_replicas(100 - weight, p.total)
 
 
 def _ratio_scale(p: Pass, canary: str, stable: str, *, canary_target: int, weight: int) -> bool:
@@ -589,7 +638,8 @@ def _route(p: Pass, weight: int) -> bool:
         p.block(f"traffic router: {traffic.problem}; traffic left where it is")
         return False
     if p.weight != weight:
-        p.actions.append(SetWeight(weight))
+        # Experiment Services keep their weights (the experiment decides them).
+        p.actions.append(SetWeight(weight, tuple(sorted(p.extra.items()))))
         p.event("WeightSet", f"canary weight {p.weight} -> {weight}")
         p.weight = weight
     p.set(canary_weight=weight)
@@ -611,10 +661,13 @@ def _restore_traffic(p: Pass) -> bool:
     for name in sorted(p.routes):
         p.actions.append(RemoveHeaderRoute(name))
     p.routes.clear()
-    if p.weight != 0:
-        p.actions.append(SetWeight(0))
-        p.event("WeightSet", f"canary weight {p.weight} -> 0 {why}")
+    if p.weight != 0 or p.extra:
+        # Experiment Services leave the split too: everything goes to stable.
+        p.actions.append(SetWeight(0, tuple((name, 0) for name in sorted(p.extra))))
+        also = f", experiment Services {', '.join(sorted(p.extra))} -> 0" if p.extra else ""
+        p.event("WeightSet", f"canary weight {p.weight} -> 0{also} {why}")
         p.weight = 0
+        p.extra = {}
     p.set(canary_weight=0)  # the router verifies its write, or the pass fails
     if traffic.problem:
         p.block(f"traffic router: {traffic.problem}")
@@ -622,13 +675,17 @@ def _restore_traffic(p: Pass) -> bool:
     return True
 
 
-def _header_routes(p: Pass, wanted: dict[str, tuple[HeaderMatch, ...]]) -> None:
+def _header_routes(
+    p: Pass, wanted: dict[str, SetHeaderRoute | SetMirrorRoute], rewrite: str | None = None
+) -> None:
+    """Add the wanted header and mirror routes that are missing (and ``rewrite``, the
+    one the current step sets), remove the others."""
     traffic = p.observed.traffic
     if traffic is None or traffic.problem:
         return
-    for name, match in wanted.items():
-        if name not in p.routes:
-            p.actions.append(SetHeaderRoute(name, match))
+    for name, action in wanted.items():
+        if name not in p.routes or name == rewrite:
+            p.actions.append(action)
             p.routes.add(name)
     for name in sorted(p.routes - set(wanted)):
         p.actions.append(RemoveHeaderRoute(name))
@@ -641,7 +698,7 @@ def _header_routes(p: Pass, wanted: dict[str, tuple[HeaderMatch, ...]]) -> None:
 def _promote(p: Pass, canary: str, stable: str) -> None:
     if p.routed:
         passes.scale(p, canary, p.total)
-        passes.scale(p, stable, p.total)
+        passes.scale(p, stable, _stable_size(p, p.weight))
         ready = p.ready(canary)
         if ready < p.total:
             p.wait(

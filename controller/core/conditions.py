@@ -34,9 +34,12 @@ from controller.api.rollout import RolloutStatus
 from controller.api.types import Condition, ConditionStatus
 from controller.core.model import (
     Action,
+    DeleteExperimentSet,
     DeleteReplicaSet,
     PinService,
+    ScaleExperimentSet,
     ScaleReplicaSet,
+    SetMirrorRoute,
     SetRoleMetadata,
     SetWeight,
 )
@@ -155,6 +158,12 @@ def describe_action(action: Action, rollout: str) -> str:
     if isinstance(action, SetRoleMetadata):
         role = action.tag.partition(":")[0]
         return f"pods of revision {action.revision}: {role} labels and annotations"
+    if isinstance(action, ScaleExperimentSet):
+        return f"experiment ReplicaSet {action.name}: create or scale to {action.replicas}"
+    if isinstance(action, DeleteExperimentSet):
+        return f"experiment ReplicaSet {action.name}: delete"
+    if isinstance(action, SetMirrorRoute):
+        return f"traffic router: mirror route {action.name}"
     return f"traffic router: header route {action.name}"
 
 

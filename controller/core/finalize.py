@@ -19,6 +19,7 @@ def finalize_actions(traffic: TrafficState | None) -> tuple[Action, ...]:
     if traffic is None:
         return ()
     actions: list[Action] = [RemoveHeaderRoute(name) for name in sorted(traffic.header_routes)]
-    if traffic.canary_weight != 0:
-        actions.append(SetWeight(0))
+    if traffic.canary_weight != 0 or traffic.extra_weights:
+        # Experiment Services leave the split too: they go with the Rollout.
+        actions.append(SetWeight(0, tuple((name, 0) for name, _ in traffic.extra_weights)))
     return tuple(actions)

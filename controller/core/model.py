@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.api.analysis import AnalysisTemplateSpec
-from controller.api.rollout import HeaderMatch, Measurement, RolloutStatus
+from controller.api.rollout import HeaderMatch, Measurement, RolloutStatus, RouteMatch
+from controller.api.types import LabelSelector
 
 # -- observations ----------------------------------------------------------------------
 
@@ -37,6 +38,11 @@ class ReplicaSetState:
     ``stepwise.dev/role`` annotation), None when none was given."""
 
 
+Weights = tuple[tuple[str, int], ...]
+"""Traffic percentages by Service name, sorted by name (hashable, so frozen dataclasses
+keep their equality and hash)."""
+
+
 @dataclass(frozen=True)
 class TrafficState:
     """What the router currently does, as read back from its object."""
@@ -50,6 +56,10 @@ class TrafficState:
     """False while the data plane shows it has not yet taken in the router object's
     latest spec (a Gateway reports an older generation in the route's status). Only
     routers whose data plane reports it can say False; the others are always True."""
+    extra_weights: Weights = ()
+    """The weights the router object gives to the Services of weighted experiment
+    templates (:func:`controller.core.experiment.routed_services`), by Service name; a
+    Service the object does not route to is absent. Empty with no weighted experiment."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,24 @@ class TemplateKey:
 
     name: str
     cluster_scope: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentSetState:
+    """One ReplicaSet of an ``experiment`` step (labelled ``stepwise.dev/experiment``;
+    never one of the Rollout's revisions)."""
+
+    name: str
+    template: str
+    """The experiment template's name."""
+    pod_hash: str
+    """Its pods' ``stepwise.dev/revision`` label (the experiment's own hash)."""
+    replicas: int
+    """``spec.replicas``."""
+    ready: int
+    """``status.readyReplicas``."""
+    service: str | None = None
+    """The Service created for its pods, if any."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +110,8 @@ class Observed:
     measuring: frozenset[tuple[str, str]] = frozenset()
     """Measurements due but still being taken (run, metric): the runtime wakes the Rollout
     when each finishes, so they need no timer of their own."""
+    experiment_sets: tuple[ExperimentSetState, ...] = ()
+    """The ReplicaSets of experiment steps the Rollout owns."""
 
     def replica_set(self, revision: str | None) -> ReplicaSetState | None:
         """The ReplicaSet of a revision, if it exists."""
@@ -113,9 +143,15 @@ class PinService:
 
 @dataclass(frozen=True)
 class SetWeight:
-    """Send this percentage of traffic to the canary (the router verifies the write)."""
+    """Send this percentage of traffic to the canary (the router verifies the write).
+
+    ``extra`` names the experiment Services the router splits to besides (Argo Rollouts'
+    weighted experiment templates): each gets its percentage, the stable Service the rest
+    (``100 - weight - sum(extra)``); a Service listed with 0 is taken out of the split.
+    Other destinations of the router object are left as they are."""
 
     weight: int
+    extra: Weights = ()
 
 
 @dataclass(frozen=True)
@@ -127,8 +163,19 @@ class SetHeaderRoute:
 
 
 @dataclass(frozen=True)
+class SetMirrorRoute:
+    """Add or replace a route that copies matching requests to the canary (the requests
+    themselves are served as the weights say)."""
+
+    name: str
+    match: tuple[RouteMatch, ...]
+    percentage: int
+    """Percent of the matching requests copied."""
+
+
+@dataclass(frozen=True)
 class RemoveHeaderRoute:
-    """Remove a header-matched route."""
+    """Remove a header-matched route (or a mirror route: they share one namespace)."""
 
     name: str
 
@@ -142,7 +189,7 @@ class DeleteReplicaSet:
 
 @dataclass(frozen=True)
 class SetRoleMetadata:
-    """Give a revision's pods (and its ReplicaSet's pod template) a blue-green role's
+    """Give a revision's pods (and its ReplicaSet's pod template) a role's
     labels and annotations, removing the other role's; ``tag`` records it on the
     ReplicaSet (:attr:`ReplicaSetState.role`)."""
 
@@ -154,14 +201,46 @@ class SetRoleMetadata:
     drop_annotations: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ScaleExperimentSet:
+    """Create an experiment template's ReplicaSet from the pod template of revision
+    ``source`` (with ``labels`` and ``annotations`` added and the pods' revision label set
+    to ``pod_hash``), or set its replica count; with ``service``, make sure a Service of
+    that name selects exactly its pods."""
+
+    name: str
+    template: str
+    pod_hash: str
+    source: str
+    spec_ref: Literal["stable", "canary"]
+    """Where the pod template comes from: the Rollout's template (canary) or the stable
+    revision's ReplicaSet (stable)."""
+    replicas: int
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    selector: LabelSelector | None = None
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteExperimentSet:
+    """Delete an experiment ReplicaSet (its pods go with it) and its Service, if any."""
+
+    name: str
+    service: str | None = None
+
+
 Action = (
     ScaleReplicaSet
     | PinService
     | SetWeight
     | SetHeaderRoute
+    | SetMirrorRoute
     | RemoveHeaderRoute
     | DeleteReplicaSet
     | SetRoleMetadata
+    | ScaleExperimentSet
+    | DeleteExperimentSet
 )
 
 

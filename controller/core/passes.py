@@ -23,6 +23,7 @@ Nothing here imports a strategy module; the strategies import this one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ from controller.api.rollout import (
     AnalysisRunStatus,
     CanaryStrategy,
     Phase,
+    RoleMetadata,
     Rollout,
     RolloutAnalysis,
     RolloutStatus,
@@ -50,6 +52,7 @@ from controller.core.model import (
     Plan,
     ReplicaSetState,
     ScaleReplicaSet,
+    SetRoleMetadata,
     SetWeight,
 )
 from controller.core.replicas import SetSize
@@ -86,6 +89,8 @@ class Pass:
     # steps completing in one pass each decide on the effect of the ones before).
     sizes: dict[str, int] = field(default_factory=dict)
     weight: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+    """Weights of experiment Services in the router (:attr:`TrafficState.extra_weights`)."""
     routes: set[str] = field(default_factory=set)
     pins: dict[str, str | None] = field(default_factory=dict)
 
@@ -93,6 +98,7 @@ class Pass:
         self.sizes = {rs.revision: rs.replicas for rs in self.observed.replica_sets}
         traffic = self.observed.traffic
         self.weight = traffic.canary_weight if traffic else 0
+        self.extra = dict(traffic.extra_weights) if traffic else {}
         self.routes = set(traffic.header_routes) if traffic else set()
         self.pins = dict(self.observed.service_revisions)
 
@@ -190,6 +196,40 @@ def others_have_pods(p: Pass, keep: set[str]) -> bool:
     )
 
 
+def role_metadata(
+    p: Pass, stable: tuple[str, RoleMetadata | None], new: tuple[str, RoleMetadata | None]
+) -> None:
+    """Give the stable revision's pods the ``stable`` role's labels and annotations and the
+    new revision's pods the ``new`` role's (``(name, metadata)``: blue-green's active and
+    preview, the canary's stable and canary), each losing the other role's keys; once per
+    role and metadata, since the ReplicaSet records what its pods carry. Nothing when
+    neither role has metadata."""
+    if stable[1] is None and new[1] is None:
+        return
+    current = p.status.stable_revision
+    empty = RoleMetadata()
+    for revision in sorted({r for r in (current, p.status.canary_revision) if r}):
+        observed = p.observed.replica_set(revision)
+        if observed is None or not p.sizes.get(revision):
+            continue  # created in this pass: its pods come with the next
+        (role, mine), (_, other) = (stable, new) if revision == current else (new, stable)
+        mine, other = mine or empty, other or empty
+        digest = hashlib.sha256(mine.model_dump_json().encode()).hexdigest()[:10]
+        tag = f"{role}:{digest}"
+        if observed.role == tag:
+            continue
+        p.actions.append(
+            SetRoleMetadata(
+                revision,
+                tag,
+                labels=tuple(sorted(mine.labels.items())),
+                annotations=tuple(sorted(mine.annotations.items())),
+                drop_labels=tuple(sorted(set(other.labels) - set(mine.labels))),
+                drop_annotations=tuple(sorted(set(other.annotations) - set(mine.annotations))),
+            )
+        )
+
+
 MayMove = Callable[[str, str | None, str], bool]
 """``may_move(service, current, revision)``: whether ``service`` may leave the revision it
 selects (``current``) for ``revision`` now; when it may not, it says why (:meth:`Pass.wait`)."""
@@ -257,6 +297,29 @@ def scheduled_scale_downs(p: Pass) -> None:
         p.set(scale_down=keep)
 
 
+def in_rollback_window(p: Pass, revision: str) -> bool:
+    """Whether ``revision`` is a rollback within ``spec.rollbackWindow``: its ReplicaSet
+    is older than the stable one's and fewer than ``revisions - 1`` ReplicaSets older than
+    the stable one are as new as it is. Creation times have whole seconds: a ReplicaSet
+    created in the same second as another counts that one as newer, so when the order is
+    unknown the steps run."""
+    window = p.rollout.spec.rollback_window
+    stable = p.observed.replica_set(p.status.stable_revision or "")
+    candidate = p.observed.replica_set(revision)
+    if window is None or stable is None or candidate is None:
+        return False
+    if stable.created is None or candidate.created is None or candidate.created >= stable.created:
+        return False
+    as_new = [
+        rs
+        for rs in p.observed.replica_sets
+        if rs.revision != revision
+        and rs.created is not None
+        and candidate.created <= rs.created < stable.created
+    ]
+    return len(as_new) < window.revisions - 1
+
+
 def history(p: Pass) -> None:
     """Delete scaled-down ReplicaSets beyond ``revisionHistoryLimit`` (oldest first)."""
     live = {p.status.stable_revision, p.status.canary_revision}
@@ -315,7 +378,8 @@ def aborts_before(p: Pass) -> int:
 
 
 def check_deadline(p: Pass, stage: str) -> bool:
-    """Abort when pods have kept the current stage from completing for too long;
+    """Abort when pods have kept the current stage from completing for too long (with
+    ``progressDeadlineAbort: false``, only say so: phase Degraded, nothing moved);
     ``stage`` names it in the abort message ("step 2"). True when this call aborted: the
     strategy then carries the abort out."""
     if p.phase != "Progressing" or p.status.step_start_time is None or p.rollout.spec.paused:
@@ -326,12 +390,14 @@ def check_deadline(p: Pass, stage: str) -> bool:
         seconds=p.rollout.spec.progress_deadline_seconds
     )
     if p.now >= deadline:
-        abort(
-            p,
-            "ProgressDeadlineExceeded",
-            f"{stage} made no progress for "
-            f"{p.rollout.spec.progress_deadline_seconds}s: {p.message}",
-        )
+        why = f"{stage} made no progress for {p.rollout.spec.progress_deadline_seconds}s"
+        if not p.rollout.spec.progress_deadline_abort:
+            # Reported, not acted on: the rollout keeps waiting for its pods.
+            p.wait(
+                "Degraded", f"{why} (progressDeadlineAbort is false): {p.message}", "PodsNotReady"
+            )
+            return False
+        abort(p, "ProgressDeadlineExceeded", f"{why}: {p.message}")
         return True
     p.wake_at(deadline)
     return False
@@ -362,7 +428,7 @@ def judge_run(
     its templates), measure and judge it, and abort the canary when it failed. ``label``
     names the run in events, ``failed`` in the abort reason. None when the run has not
     started and ``start`` is False."""
-    resolved = an.resolve(spec, p.observed.templates)
+    resolved = an.resolve(spec, p.observed.templates, p.rollout)
     run = find_run(p, name)
     if run is None or an.stale(run, resolved):
         if not start:
@@ -455,7 +521,7 @@ def finish(p: Pass) -> Plan:
         replicas=sum(rs.replicas for rs in rs_all),
         ready_replicas=sum(rs.ready for rs in rs_all),
         updated_replicas=canary_rs.replicas if canary_rs else 0,
-        selector=rollout.spec.selector.to_query(),
+        selector=rollout.spec.pod_selector.to_query(),
         wait_reason=p.wait_reason,
     )
     conditions = conditions_for(p.status, rollout.status.conditions, p.now)
@@ -475,6 +541,12 @@ def finish(p: Pass) -> Plan:
     return Plan(tuple(dedupe(p)), p.status, tuple(p.events), requeue)
 
 
+def extra_held(action: SetWeight, held: dict[str, int]) -> bool:
+    """Whether the router already holds the experiment weights of ``action`` (``held``:
+    the observed ones; a weight of 0 means the Service is out of the split)."""
+    return all(held.get(name, 0) == w and (w or name not in held) for name, w in action.extra)
+
+
 def dedupe(p: Pass) -> list[Action]:
     """One scale per revision, with its final count, in the position of its first; a
     scale that ends where the ReplicaSet already is disappears. Likewise one weight:
@@ -486,12 +558,14 @@ def dedupe(p: Pass) -> list[Action]:
     final = {a.revision: a for a in p.actions if isinstance(a, ScaleReplicaSet)}
     weights = [a for a in p.actions if isinstance(a, SetWeight)]
     last_weight = weights[-1] if weights else None
-    current = p.observed.traffic.canary_weight if p.observed.traffic else None
+    traffic = p.observed.traffic
+    current = traffic.canary_weight if traffic else None
+    held = dict(traffic.extra_weights) if traffic else {}
     out: list[Action] = []
     placed: set[str] = set()
     for action in p.actions:
         if isinstance(action, SetWeight) and len(weights) > 1:
-            if action is last_weight and action.weight != current:
+            if action is last_weight and (action.weight != current or not extra_held(action, held)):
                 out.append(action)
             continue
         if not isinstance(action, ScaleReplicaSet):

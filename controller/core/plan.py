@@ -41,7 +41,7 @@ from controller.core.passes import Pass, finish, history, scheduled_scale_downs
 def plan(rollout: Rollout, observed: Observed, now: dt.datetime) -> Plan:
     """Decide what to do about ``rollout`` given ``observed`` at ``now``."""
     p = Pass(rollout, observed, now, rollout.status)
-    desired = template_hash(rollout.spec.template)
+    desired = template_hash(rollout.spec.pod_template)
     _strategy(rollout)(p, desired)
     scheduled_scale_downs(p)
     history(p)

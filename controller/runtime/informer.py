@@ -348,6 +348,22 @@ class Informer(Generic[T]):
         )
 
     @classmethod
+    def deployments(
+        cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
+    ) -> Informer[client.V1Deployment]:
+        """Deployments (``apps/v1``), for Rollouts that take their pod template from one
+        (``spec.workloadRef``)."""
+        own = dedicated(api_client)
+        apps = client.AppsV1Api(own)
+        return Informer[client.V1Deployment](
+            scoped(apps.list_namespaced_deployment, apps.list_deployment_for_all_namespaces),
+            name="deployments",
+            namespace=namespace,
+            owned_client=own,
+            **options,
+        )
+
+    @classmethod
     def services(
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1Service]:

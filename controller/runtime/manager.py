@@ -3,7 +3,7 @@ decides who may write, and an HTTP server tells Kubernetes whether all of it is 
 
 ::
 
-    informers (Rollouts, ReplicaSets, Services, templates)
+    informers (Rollouts, ReplicaSets, Services, Deployments, templates)
         │ key of the Rollout concerned
         ▼
     WorkQueue ──► worker threads ──► Reconciler.reconcile(key) ──► requeue_after / backoff
@@ -254,6 +254,9 @@ class Manager:
         services = each(
             lambda ns: Informer.services(self.api_client, namespace=ns, **opts), "services"
         )
+        deployments = each(
+            lambda ns: Informer.deployments(self.api_client, namespace=ns, **opts), "deployments"
+        )
         templates = stepwise("analysistemplates")
         cluster_templates = MultiInformer(
             [
@@ -270,6 +273,7 @@ class Manager:
         rollouts.add_handler(self.queue.add)
         replica_sets.add_handler(self._replica_set_changed)
         services.add_handler(self._service_changed)
+        deployments.add_handler(self._deployment_changed)
         templates.add_handler(self._template_changed)
         cluster_templates.add_handler(lambda _key: self._enqueue_all())
         self._rollouts = rollouts
@@ -277,6 +281,7 @@ class Manager:
             rollouts,
             replica_sets,
             services,
+            deployments,
             templates,
             cluster_templates,
         ]
@@ -286,6 +291,7 @@ class Manager:
             services=services,
             templates=templates,
             cluster_templates=cluster_templates,
+            deployments=deployments,
         )
 
     def _replica_set_changed(self, key: str) -> None:
@@ -304,6 +310,15 @@ class Manager:
                 canary.get("stableService"),
                 canary.get("canaryService"),
             ):
+                self.queue.add(f"{namespace}/{meta['name']}")
+
+    def _deployment_changed(self, key: str) -> None:
+        """Queue the Rollouts whose ``spec.workloadRef`` names this Deployment."""
+        namespace, _, name = key.partition("/")
+        for raw in self.informers.rollouts.list(namespace):
+            meta, spec = raw.get("metadata", {}), raw.get("spec", {})
+            ref = spec.get("workloadRef") or {}
+            if ref.get("name") == name and ref.get("kind", "Deployment") == "Deployment":
                 self.queue.add(f"{namespace}/{meta['name']}")
 
     def _template_changed(self, key: str) -> None:

@@ -266,7 +266,11 @@ class PrometheusMeasurer:
         for arg in merged:
             if arg.value is not None:
                 variables[f"args.{arg.name}"] = arg.value
-            elif arg.value_from is not None:
+            elif (hashed := getattr(arg.value_from, "pod_template_hash_value", None)) is not None:
+                # podTemplateHashValue (a Rollout argument): a revision, never a secret.
+                stable, latest = status.stable_revision, status.canary_revision
+                variables[f"args.{arg.name}"] = (stable if hashed == "Stable" else latest) or ""
+            elif arg.value_from is not None and arg.value_from.secret_key_ref is not None:
                 value = self.secrets(namespace, arg.value_from.secret_key_ref)
                 variables[f"args.{arg.name}"] = value
                 redact.append(value)

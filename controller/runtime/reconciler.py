@@ -3,12 +3,16 @@
 The work queue hands a ``namespace/name`` key to :meth:`Reconciler.reconcile`, which:
 
 1. reads the Rollout from the informer cache (a copy; never the event that queued it);
-2. parses it: a spec the models reject gets an InvalidSpec condition and no retry;
+2. parses it: a spec the models reject gets an InvalidSpec condition and no retry; a
+   ``spec.workloadRef`` takes the referenced Deployment's pod template and selector
+   from its informer (:mod:`controller.core.workload`; a Deployment that is missing or
+   of another kind is an InvalidSpec naming the field, until the Deployment changes);
 3. observes its ReplicaSets, Services, analysis templates and router, and takes the
    measurements that are due;
 4. asks :func:`controller.core.plan.plan` what to do;
 5. carries out the actions in order (any failure stops the pass before the status is
-   written, so the next pass decides again from the world as it is);
+   written, so the next pass decides again from the world as it is), then scales a
+   workloadRef Deployment as its ``scaleDown`` says;
 6. writes the status through the ``/status`` subresource only if it changed, guarded by
    the resourceVersion it read (a stale cache gets a 409 and a retry, never an overwrite);
 7. only then records the events and updates the metrics.
@@ -30,11 +34,17 @@ import structlog
 from kubernetes import client
 from pydantic import ValidationError
 
+from controller.adapters.experiments import (
+    ExperimentSets,
+    experiment_set_state,
+    is_experiment_set,
+)
 from controller.adapters.kube import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
     KubeAdapter,
     adoptable,
+    deployment_state,
     owned_by,
     replica_set_state,
 )
@@ -46,23 +56,31 @@ from controller.api.rollout import (
     Rollout,
     RolloutAnalysis,
     RolloutStatus,
+    WorkloadRef,
 )
 from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
 from controller.core import analysis as an
+from controller.core import experiment
+from controller.core import workload as wl
 from controller.core.batching import write_at
 from controller.core.conditions import describe_action, invalid_spec, refused, refused_retry
 from controller.core.finalize import finalize_actions
 from controller.core.model import (
     Action,
+    DeleteExperimentSet,
     DeleteReplicaSet,
     Event,
+    ExperimentSetState,
     Observed,
     PinService,
+    Plan,
     RemoveHeaderRoute,
     ReplicaSetState,
+    ScaleExperimentSet,
     ScaleReplicaSet,
     SetHeaderRoute,
+    SetMirrorRoute,
     SetRoleMetadata,
     SetWeight,
     TemplateKey,
@@ -104,6 +122,8 @@ class Informers:
     services: Cache[client.V1Service]
     templates: Cache[dict[str, Any]] | None = None
     cluster_templates: Cache[dict[str, Any]] | None = None
+    deployments: Cache[client.V1Deployment] | None = None
+    """Deployments that ``spec.workloadRef`` may name (None: read by GET)."""
 
 
 class Observer(Protocol):
@@ -165,6 +185,7 @@ class Reconciler:
         self.measurer = measurer
         self.routers = routers
         self.observer = observer
+        self.experiments = ExperimentSets(kube)
         self._unwritten: dict[str, Unwritten] = {}
         self._unwritten_lock = threading.Lock()
         self._behind: dict[str, tuple[str, float]] = {}
@@ -233,22 +254,18 @@ class Reconciler:
         if rollout.metadata.deletion_timestamp is not None:
             self._finalize(raw, rollout, router)
             return None
-        me = Selecting(
-            rollout.metadata.name,
-            rollout.metadata.creation_timestamp,
-            rollout.spec.selector,
-            rollout.spec.template.metadata.labels or {},
-        )
-        other = older_overlap(me, self._neighbours(rollout.metadata.namespace))
-        if other is not None:
-            self._take_unwritten(key)
-            self._report_invalid(raw, [overlap_problem(other)], now)
+        ref = rollout.spec.workload_ref
+        admitted = self._admit(key, raw, rollout, now)
+        if admitted is None:
             return None
+        raw, rollout, deployment = admitted
         if router is not None:
             self.kube.set_finalizer(raw, present=True)
 
         observed = self._observe(raw, rollout, router, now)
         result = plan(rollout, observed, now)
+        if router is not None:
+            router.planned(result.status)
         for action in result.actions:
             log.info("action", action=type(action).__name__, **_fields(action))
             try:
@@ -257,11 +274,16 @@ class Reconciler:
                 # Refused: retrying the same request changes nothing until someone
                 # changes the spec, the object or the permissions.
                 self._take_unwritten(key)
-                return self._refused(raw, rollout, persisted, action, exc, now)
+                what = describe_action(action, rollout.metadata.name)
+                return self._refused(raw, rollout, persisted, what, exc, now)
+        scaled = self._scale_down(key, raw, rollout, persisted, ref, deployment, result, now)
+        if isinstance(scaled, float):
+            return scaled
+        events = [*result.events, *scaled]
         requeue = self._persist(
             key, raw, rollout, persisted, unwritten, result.status, result.requeue_after, now
         )
-        for event in result.events:
+        for event in events:
             self.kube.emit_event(raw, event, now)
             log.info("event", reason=event.reason, message=event.message, type=event.type)
         if self.observer is not None:
@@ -337,9 +359,14 @@ class Reconciler:
         uid = raw["metadata"]["uid"]
         sets: list[ReplicaSetState] = []
         owned_labels = {ROLLOUT_LABEL: rollout.metadata.name}
+        experiment_sets: list[ExperimentSetState] = []
         for rs in self.informers.replica_sets.list(namespace, owned_labels):
             meta = rs.metadata
             if meta is None or meta.namespace != namespace:
+                continue
+            if is_experiment_set(rs):  # an experiment step's, never a revision
+                if (found := experiment_set_state(rs, uid)) is not None:
+                    experiment_sets.append(found)
                 continue
             if not owned_by(meta, uid):
                 if not adoptable(meta, raw):
@@ -370,8 +397,9 @@ class Reconciler:
             canary_endpoints=self._canary_endpoints(
                 namespace, rollout.spec.strategy.canary, revisions, sets, traffic
             ),
+            experiment_sets=tuple(experiment_sets),
         )
-        due = an.due_in(rollout, templates, now)
+        due = an.due_in(rollout, templates, now) + experiment.due_in(rollout, templates, now)
         if due and self.measurer is not None:
             # A measuring pool answers only what has finished; the rest is being taken.
             measurements = self.measurer.measure(rollout, due, now)
@@ -464,12 +492,18 @@ class Reconciler:
             self.kube.delete_replica_set(namespace, action.name)
         elif isinstance(action, SetRoleMetadata):
             self.kube.set_role_metadata(raw, action)
+        elif isinstance(action, ScaleExperimentSet):
+            self.experiments.scale(raw, action)
+        elif isinstance(action, DeleteExperimentSet):
+            self.experiments.delete(namespace, action)
         elif router is None:
             raise RuntimeError(f"{type(action).__name__} needs a traffic router")
         elif isinstance(action, SetWeight):
-            router.set_weight(action.weight)
+            router.set_weight(action.weight, action.extra)
         elif isinstance(action, SetHeaderRoute):
             router.set_header_route(action.name, action.match)
+        elif isinstance(action, SetMirrorRoute):
+            router.set_mirror_route(action.name, action.match, action.percentage)
         elif isinstance(action, RemoveHeaderRoute):
             router.remove_header_route(action.name)
 
@@ -478,14 +512,13 @@ class Reconciler:
         raw: dict[str, Any],
         rollout: Rollout,
         persisted: RolloutStatus,
-        action: Action,
+        what: str,
         exc: InvalidError | ForbiddenError | NotFoundError,
         now: dt.datetime,
     ) -> float:
-        """Report a refused action in the status (ActionRefused, the message, Blocked)
-        and one Warning event per new refusal; look again after as long as it has been
-        refused (5 s to a minute)."""
-        what = describe_action(action, rollout.metadata.name)
+        """Report a refused write (``what``: the object and what was asked of it) in the
+        status (ActionRefused, the message, Blocked) and one Warning event per new
+        refusal; look again after as long as it has been refused (5 s to a minute)."""
         status, changed = refused(rollout.status, what, exc.status, exc.reason, str(exc), now)
         log.warning("action refused", status=exc.status, error=str(exc))
         if status != persisted:
@@ -512,9 +545,121 @@ class Reconciler:
             if cached is not None and cached[0] == version:
                 now[key] = cached
             elif (raw := self.informers.rollouts.get(key)) is not None:
-                now[key] = (version_of(raw), _selecting(raw))
+                if (raw.get("spec") or {}).get("workloadRef"):
+                    # Selects what its Deployment's template and selector say: parsed again
+                    # each pass, as the Deployment may have changed (never cached as seen).
+                    now[key] = (f"{version_of(raw)}+workloadRef", self._workload_selecting(raw))
+                else:
+                    now[key] = (version_of(raw), _selecting(raw))
         self._selecting[namespace] = now
         return [parsed for _, parsed in now.values() if parsed is not None]
+
+    # -- spec.workloadRef --------------------------------------------------------------
+
+    def _deployment(
+        self, namespace: str, name: str, *, cached_only: bool = False
+    ) -> wl.Deployment | None:
+        """The Deployment ``namespace/name`` from the informer (by GET without one, unless
+        ``cached_only``); None when it does not exist."""
+        cache = self.informers.deployments
+        if cache is not None:
+            found = cache.get(f"{namespace}/{name}")
+        elif cached_only:
+            return None
+        else:
+            found = self.kube.read_deployment(namespace, name)
+        return deployment_state(found) if found is not None else None
+
+    def _admit(
+        self, key: str, raw: dict[str, Any], rollout: Rollout, now: dt.datetime
+    ) -> tuple[dict[str, Any], Rollout, wl.Deployment | None] | None:
+        """The Rollout to plan for (stored and parsed form) and its workloadRef
+        Deployment (None without one); None when it may not act, reported as InvalidSpec:
+        its ``workloadRef`` cannot be resolved (:func:`controller.core.workload.resolve`;
+        the Deployment's informer queues the Rollout again when that changes), or its
+        selector overlaps an older Rollout's (:mod:`controller.core.overlap`).
+
+        From here on a workloadRef Rollout is as if its Deployment's pod template (and
+        selector) were written in its spec, so its ReplicaSets are built from them and a
+        change to them starts a new revision."""
+        ref = rollout.spec.workload_ref
+        found: wl.Deployment | None = None
+        if ref is not None:
+            if wl.unsupported(ref) is None:
+                found = self._deployment(raw["metadata"]["namespace"], ref.name)
+            resolved = wl.resolve(rollout, found)
+            if isinstance(resolved, list):
+                self._take_unwritten(key)
+                self._report_invalid(raw, resolved, now)
+                return None
+            spec = {**raw["spec"], "template": resolved.template, "selector": resolved.selector}
+            raw, rollout = {**raw, "spec": spec}, resolved.rollout
+        me = Selecting(
+            rollout.metadata.name,
+            rollout.metadata.creation_timestamp,
+            rollout.spec.pod_selector,
+            rollout.spec.pod_template.metadata.labels or {},
+        )
+        other = older_overlap(me, self._neighbours(rollout.metadata.namespace))
+        if other is not None:
+            self._take_unwritten(key)
+            self._report_invalid(raw, [overlap_problem(other)], now)
+            return None
+        return raw, rollout, found
+
+    def _scale_down(
+        self,
+        key: str,
+        raw: dict[str, Any],
+        rollout: Rollout,
+        persisted: RolloutStatus,
+        ref: WorkloadRef | None,
+        deployment: wl.Deployment | None,
+        result: Plan,
+        now: dt.datetime,
+    ) -> list[Event] | float:
+        """Scale the workloadRef Deployment as ``ref.scaleDown`` asks, given the status
+        this pass decided (:func:`controller.core.workload.scale_deployment`): the event
+        to record once the status is written (none when nothing was written), or, when
+        the API server refuses the write, the refusal reported as for an action and the
+        seconds until the next look."""
+        if ref is None or deployment is None:
+            return []
+        change = wl.scale_deployment(
+            ref.scale_down,
+            deployment,
+            replicas=rollout.spec.replicas,
+            ready=result.status.ready_replicas,
+            healthy=result.status.phase == "Healthy",
+        )
+        if change is None:
+            return []
+        try:
+            self.kube.scale_deployment(
+                raw["metadata"]["namespace"],
+                rollout.metadata.name,
+                change,
+                deployment.resource_version,
+            )
+        except (InvalidError, ForbiddenError, NotFoundError) as exc:
+            self._take_unwritten(key)
+            what = f"Deployment {change.name}: scale to {change.replicas}"
+            return self._refused(raw, rollout, persisted, what, exc, now)
+        return [_scaled_event(change, ref.scale_down)]
+
+    def _workload_selecting(self, raw: dict[str, Any]) -> Selecting | None:
+        """A workloadRef Rollout as :mod:`controller.core.overlap` sees it: its own
+        selector or its Deployment's, and the Deployment's pod labels (None, selecting
+        nothing, while the Deployment is not in the cache)."""
+        spec = raw.get("spec") or {}
+        ref = spec.get("workloadRef") or {}
+        namespace = (raw.get("metadata") or {}).get("namespace") or ""
+        found = self._deployment(namespace, str(ref.get("name")), cached_only=True)
+        if found is None:
+            return None
+        template = wl.pod_template(found)
+        selector = spec.get("selector") or dict(found.selector)
+        return _selecting({**raw, "spec": {**spec, "selector": selector, "template": template}})
 
     def _invalid(self, raw: dict[str, Any], exc: ValidationError, now: dt.datetime) -> None:
         self._report_invalid(raw, [f"{f}: {r}" for f, r in problems_of(exc)], now)
@@ -579,6 +724,17 @@ def _rollback_seconds(
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
     return rollout.spec.strategy.analyses()
+
+
+def _scaled_event(change: wl.ScaleDeployment, mode: str) -> Event:
+    """The event of a workloadRef Deployment scaled by ``scaleDown: mode``."""
+    message = (
+        f"Deployment {change.name} scaled from {change.previous} to {change.replicas} "
+        f"replicas (spec.workloadRef.scaleDown: {mode})"
+    )
+    if change.done:
+        message += "; the Rollout is Healthy, so the Deployment's scale-down is done"
+    return Event("DeploymentScaledDown", message)
 
 
 def _fields(action: Action) -> dict[str, Any]:

@@ -16,6 +16,10 @@ Doc = dict[str, Any]
 CANARY = "spec.strategy.canary"
 
 
+_EXP_CANARY: Doc = {"name": "c", "specRef": "canary"}
+"""An experiment template copying the canary."""
+
+
 @dataclass(frozen=True)
 class Case:
     """One invalid document and the field path its error must name."""
@@ -309,6 +313,62 @@ CASES: list[Case] = [
         "role-label-is-the-revision",
         _ro(_blue_green(previewMetadata={"labels": {"stepwise.dev/revision": "x"}})),
         BLUE_GREEN,
+    ),
+    Case(
+        "canary-role-label-on-the-selector",
+        _ro(lambda d: _canary(d).update(canaryMetadata={"labels": {"app": "other"}})),
+        CANARY,
+    ),
+    Case(
+        "stable-role-label-is-the-revision",
+        _ro(lambda d: _canary(d).update(stableMetadata={"labels": {"stepwise.dev/revision": "x"}})),
+        CANARY,
+    ),
+    # -- the experiment step (tests/integration/test_experiment.py) --
+    Case(
+        "experiment-template-weight-without-router",
+        rollout("bad", steps=[{"experiment": {"templates": [_EXP_CANARY | {"weight": 5}]}}]),
+        f"{CANARY}.steps",
+    ),
+    Case(
+        "experiment-template-weight-with-nginx",
+        rollout(
+            "bad",
+            steps=[{"experiment": {"templates": [_EXP_CANARY | {"weight": 5}]}}],
+            stableService="s",
+            canaryService="c",
+            trafficRouting={"nginx": {"stableIngress": "app"}},
+        ),
+        f"{CANARY}.steps",
+    ),
+    Case(
+        "experiment-template-sets-the-revision-label",
+        rollout(
+            "bad",
+            steps=[
+                {
+                    "experiment": {
+                        "templates": [
+                            _EXP_CANARY | {"metadata": {"labels": {"stepwise.dev/revision": "x"}}}
+                        ]
+                    }
+                }
+            ],
+        ),
+        f"{CANARY}.steps[0].experiment.templates[0].metadata.labels",
+    ),
+    Case(
+        "experiment-analysis-without-a-template",
+        rollout(
+            "bad",
+            steps=[{"experiment": {"templates": [_EXP_CANARY], "analyses": [{"name": "a"}]}}],
+        ),
+        f"{CANARY}.steps[0].experiment.analyses[0]",
+    ),
+    Case(
+        "experiment-spec-ref-unknown",
+        rollout("bad", steps=[{"experiment": {"templates": [{"name": "c", "specRef": "x"}]}}]),
+        f"{CANARY}.steps[0].experiment.templates[0].specRef",
     ),
 ]
 

@@ -73,7 +73,7 @@ def paused(ro: Rollout, value: bool = True) -> Rollout:
 
 def canary_of(ro: Rollout) -> str:
     """The revision of the Rollout's current template."""
-    return template_hash(ro.spec.template)
+    return template_hash(ro.spec.pod_template)
 
 
 def stable_world(ro: Rollout, *, routed: bool = False) -> tuple[Rollout, World]:

@@ -22,6 +22,7 @@ from controller.core.model import (
     ReplicaSetState,
     ScaleReplicaSet,
     SetHeaderRoute,
+    SetMirrorRoute,
     SetRoleMetadata,
     SetWeight,
     TemplateKey,
@@ -41,7 +42,9 @@ class RS:
     created: dt.datetime = T0
     role: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    """Labels a blue-green role added to its pods."""
+    """Labels a role (blue-green's or the canary's) added to its pods."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    """Annotations a role added to its pods."""
 
 
 @dataclass
@@ -51,6 +54,8 @@ class World:
     routed: bool = False
     replica_sets: dict[str, RS] = field(default_factory=dict)
     weight: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+    """Weights of experiment Services in the simulated router (absent: not routed to)."""
     header_routes: dict[str, Any] = field(default_factory=dict)
     services: dict[str, str | None] = field(default_factory=dict)
     missing_services: set[str] = field(default_factory=set)
@@ -71,7 +76,11 @@ class World:
                 for rev, rs in sorted(self.replica_sets.items())
             ),
             traffic=TrafficState(
-                self.weight, frozenset(self.header_routes), self.router_problem, self.taken_in
+                self.weight,
+                frozenset(self.header_routes),
+                self.router_problem,
+                self.taken_in,
+                tuple(sorted(self.extra.items())),
             )
             if self.routed
             else None,
@@ -92,11 +101,18 @@ class World:
             elif isinstance(action, SetWeight):
                 self.weight = action.weight
                 self.weight_history.append(action.weight)
+                for name, w in action.extra:
+                    if w:
+                        self.extra[name] = w
+                    else:
+                        self.extra.pop(name, None)
                 self.taken_in = False
             elif isinstance(action, PinService):
                 self.services[action.service] = action.revision
             elif isinstance(action, SetHeaderRoute):
                 self.header_routes[action.name] = action.match
+            elif isinstance(action, SetMirrorRoute):
+                self.header_routes[action.name] = (action.match, action.percentage)
             elif isinstance(action, RemoveHeaderRoute):
                 self.header_routes.pop(action.name, None)
             elif isinstance(action, SetRoleMetadata):
@@ -105,6 +121,9 @@ class World:
                 for key in action.drop_labels:
                     target.labels.pop(key, None)
                 target.labels.update(action.labels)
+                for key in action.drop_annotations:
+                    target.annotations.pop(key, None)
+                target.annotations.update(action.annotations)
             elif isinstance(action, DeleteReplicaSet):
                 rev = action.name.removeprefix("app-")
                 self.replica_sets.pop(rev, None)

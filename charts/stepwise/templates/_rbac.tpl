@@ -2,7 +2,7 @@
 The controller's permissions, derived from every API call in controller/ (the same rules
 as deploy/base/rbac.yaml; tests/integration/test_packaging.py checks that the two agree
 and that removing any one rule breaks a rollout). Nothing reads a Rollout, ReplicaSet,
-Service or template by name: the informers list and watch them into caches
+Service, Deployment or template by name: the informers list and watch them into caches
 (controller/runtime/manager.py), so those get only list and watch. Pods are created by
 the cluster's ReplicaSet and Job controllers, never by Stepwise.
 */}}
@@ -38,6 +38,12 @@ the cluster's ReplicaSet and Job controllers, never by Stepwise.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Deployments: watched, for the Rollouts whose spec.workloadRef takes the pod template
+# from one (runtime/manager.py); scaleDown onsuccess/progressively sets its replicas and
+# annotations with a patch (adapters/kube.py scale_deployment). Never created or deleted.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "patch"]
 # Services: watched; the stable and canary Services' selectors are pinned to a revision
 # with a patch (adapters/kube.py pin_service); routers read the Services from that
 # watch too (runtime/objects.py).

@@ -40,8 +40,8 @@ from kubernetes import client
 from controller.adapters.kube import FIELD_MANAGER
 from controller.adapters.retry import call_api
 from controller.adapters.traffic.reads import DirectReads, Kind, Obj, Reads
-from controller.api.rollout import Rollout
-from controller.core.model import TrafficState
+from controller.api.rollout import Rollout, RolloutStatus, RouteMatch
+from controller.core.model import TrafficState, Weights
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
 
 log = structlog.get_logger()
@@ -75,6 +75,16 @@ def resource_version(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def experiment_port(ports: tuple[int, ...], stable_port: Any) -> Any:
+    """The port to reach an experiment Service on, beside a destination to the stable one
+    on ``stable_port``: the same port when the Service has it (or has no ports known),
+    else the Service's first port (its pods' container port: the stable Service may map
+    80 to it, the experiment's Service does not)."""
+    if not ports or stable_port in ports:
+        return stable_port
+    return ports[0]
+
+
 def guarded(version: str, ops: list[Op]) -> list[Op]:
     """``ops`` after a test of the resourceVersion they were computed from."""
     return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
@@ -102,11 +112,22 @@ class RouterBase:
         self._custom = client.CustomObjectsApi(api_client)
         self._reads = reads or DirectReads(api_client)
         self._fence = fence
+        self.decided: RolloutStatus | None = None
+        """The status this pass decided (:meth:`planned`), None until it is told."""
         self.setup(rollout)
 
     def setup(self, rollout: Rollout) -> None:
         """What the router reads of the Rollout (its routing fields); raises ValueError
         when the Rollout does not route with this router."""
+
+    def planned(self, status: RolloutStatus) -> None:
+        """Remember the status this pass decided (the revisions a write routes to)."""
+        self.decided = status
+
+    def set_mirror_route(self, name: str, match: tuple[RouteMatch, ...], percentage: int) -> None:
+        """Refuse: only routers that override this can mirror (the API refuses
+        ``setMirrorRoute`` with any other router)."""
+        raise RuntimeError(f"the {self.name} router cannot mirror requests (route {name})")
 
     # -- reading ----------------------------------------------------------------------
 
@@ -150,6 +171,25 @@ class RouterBase:
         except NotFoundError:
             return False
         return True
+
+    def _experiment_ports(self, extra: Weights) -> dict[str, tuple[int, ...]]:
+        """The ports of each experiment Service that ``extra`` gives traffic to. Raises
+        :class:`~controller.errors.ConflictError` naming one that does not exist: no
+        route is ever written to a missing Service (the pass is retried)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for name, weight in extra:
+            if not weight:
+                continue
+            try:
+                service = self._reads.service(self.namespace, name)
+            except NotFoundError as err:
+                raise ConflictError(
+                    f"experiment Service {name} does not exist in {self.namespace}; no "
+                    "traffic is routed to it"
+                ) from err
+            spec = service.spec
+            out[name] = tuple(p.port for p in (spec.ports if spec else None) or [] if p.port)
+        return out
 
     def _services_problem(self, services: Mapping[str, str], consequence: str) -> str | None:
         """The first of ``services`` (role -> name) that does not exist or cannot be

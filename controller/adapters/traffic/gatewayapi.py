@@ -18,6 +18,11 @@ What Stepwise owns in the route (and nothing else):
   backendRef of a managed rule keeps its weight, so the percentage is of the traffic the
   rule gives to stable and canary together. Upstream's default weight is 1, so a
   lone stable backendRef reads as 0% canary.
+- **Experiment backendRefs**: while a weighted experiment runs, one backendRef per
+  experiment Service in every managed rule (on the stable one's port, or the Service's
+  own port when it lacks that one), its weight taken from the stable's; removed when its
+  weight returns to 0, before the Service is deleted. The canary's percentage is then of
+  stable, canary and experiment Services together.
 - **Header rules**: one rule per header route, named ``stepwise-<name>`` (rule names are
   GEP-995, standard channel), whose only backendRef is the canary Service with weight 1.
   A rule is recognised as ours by that name *and* that single canary backendRef, so a
@@ -50,8 +55,8 @@ patch replaces lists whole.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from controller.adapters.kube import FIELD_MANAGER
@@ -59,11 +64,13 @@ from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
     Op,
     RouterBase,
+    experiment_port,
     header_route_name,
 )
 from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
-from controller.core.model import TrafficState
+from controller.core import experiment
+from controller.core.model import TrafficState, Weights
 from controller.errors import ApiError, ConflictError
 
 GROUP: Final = "gateway.networking.k8s.io"
@@ -91,6 +98,9 @@ class Target:
     canary: str
     rule_names: tuple[str, ...] = ()
     """Empty: every rule that references the stable Service."""
+    experiments: frozenset[str] = frozenset()
+    """Services of weighted experiment templates: their backendRefs in the managed rules
+    are Stepwise's (:func:`controller.core.experiment.routed_services`)."""
 
 
 @dataclass(frozen=True)
@@ -199,10 +209,35 @@ def managed_rules(route: Route, target: Target) -> tuple[list[Managed], str | No
     return found, None
 
 
+def _experiment_refs(refs: list[dict[str, Any]], target: Target) -> dict[str, int]:
+    """The weights of a rule's backendRefs to experiment Services, by Service name."""
+    return {
+        name: _weight(ref)
+        for name in sorted(target.experiments)
+        for ref in refs
+        if is_service_ref(ref, name, target.namespace)
+    }
+
+
+def read_extra(route: Route, target: Target) -> Weights:
+    """The weights the managed rules give to experiment Services (the highest where rules
+    disagree: the experiment's Service is kept for the most traffic it may get)."""
+    managed, problem = managed_rules(route, target)
+    if problem:
+        return ()
+    rules = _rules(route)
+    found: dict[str, int] = {}
+    for m in managed:
+        for name, w in _experiment_refs(_refs(rules[m.index]), target).items():
+            found[name] = max(w, found.get(name, 0))
+    return tuple(sorted(found.items()))
+
+
 def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
-    """The canary percentage the managed rules give, or a problem. When managed rules
-    disagree the highest percentage is returned with the problem (the canary keeps pods
-    for the most traffic it may get)."""
+    """The canary percentage the managed rules give (of the traffic they give to stable,
+    canary and experiment Services together), or a problem. When managed rules disagree
+    the highest percentage is returned with the problem (the canary keeps pods for the
+    most traffic it may get)."""
     managed, problem = managed_rules(route, target)
     if problem:
         return 0, problem
@@ -212,13 +247,14 @@ def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
         refs = _refs(rules[m.index])
         stable = _weight(refs[m.stable])
         canary = _weight(refs[m.canary]) if m.canary is not None else 0
+        total = stable + canary + sum(_experiment_refs(refs, target).values())
         label = _label(rules[m.index], m.index)
-        if stable + canary == 0:
+        if total == 0:
             return 0, (
                 f"{label} of HTTPRoute {_name(route)} gives weight 0 to both the stable and "
                 "the canary Service"
             )
-        weights[label] = round(100 * canary / (stable + canary))
+        weights[label] = round(100 * canary / total)
     if len(set(weights.values())) > 1:
         detail = ", ".join(f"{label} {w}%" for label, w in weights.items())
         return max(weights.values()), (
@@ -283,24 +319,60 @@ def canary_ref(stable_ref: dict[str, Any], canary: str, weight: int) -> dict[str
     return ref
 
 
-def weight_ops(route: Route, target: Target, weight: int) -> tuple[list[Op], str | None]:
+def weight_ops(
+    route: Route,
+    target: Target,
+    weight: int,
+    extra: Weights = (),
+    ports: Mapping[str, tuple[int, ...]] | None = None,
+) -> tuple[list[Op], str | None]:
     """JSON Patch operations that give the canary ``weight`` percent in every managed
-    rule (nothing when that holds already), or the problem that forbids writing."""
+    rule, and each experiment Service of ``extra`` its percent (a backendRef on the
+    stable one's port, or the one of the Service's ``ports`` (:func:`experiment_port`),
+    added when missing; removed at 0, so the route never names a Service about to be
+    deleted), the stable Service the rest; nothing when that holds already, or the
+    problem that forbids writing."""
     managed, problem = managed_rules(route, target)
     if problem:
         return [], problem
+    stable_weight = 100 - weight - sum(w for _, w in extra)
+    if stable_weight < 0:
+        return [], (
+            f"canary weight {weight}% and experiment weights "
+            f"{', '.join(f'{n} {w}%' for n, w in extra)} add up to more than 100%"
+        )
     rules = _rules(route)
     ops: list[Op] = []
     for m in managed:
         refs = _refs(rules[m.index])
         base = f"/spec/rules/{m.index}/backendRefs"
-        if refs[m.stable].get("weight") != 100 - weight:
-            ops.append({"op": "add", "path": f"{base}/{m.stable}/weight", "value": 100 - weight})
+        appends: list[Op] = []
+        removes: list[int] = []
+        if refs[m.stable].get("weight") != stable_weight:
+            ops.append({"op": "add", "path": f"{base}/{m.stable}/weight", "value": stable_weight})
         if m.canary is None:
             value = canary_ref(refs[m.stable], target.canary, weight)
-            ops.append({"op": "add", "path": f"{base}/-", "value": value})
+            appends.append({"op": "add", "path": f"{base}/-", "value": value})
         elif refs[m.canary].get("weight") != weight:
             ops.append({"op": "add", "path": f"{base}/{m.canary}/weight", "value": weight})
+        for name, w in extra:
+            at = [j for j, ref in enumerate(refs) if is_service_ref(ref, name, target.namespace)]
+            if w == 0:
+                removes.extend(at)
+            elif not at:
+                value = canary_ref(refs[m.stable], name, w)
+                if "port" in value and ports and name in ports:
+                    value["port"] = experiment_port(ports[name], value["port"])
+                appends.append({"op": "add", "path": f"{base}/-", "value": value})
+            else:
+                ops.extend(
+                    {"op": "add", "path": f"{base}/{j}/weight", "value": w}
+                    for j in at
+                    if refs[j].get("weight") != w
+                )
+        # Weights first (indices as read), then removals from the end, then additions.
+        ops.extend({"op": "remove", "path": f"{base}/{j}"} for j in sorted(removes, reverse=True))
+        ops.extend(appends)
     return ops, None
 
 
@@ -422,6 +494,7 @@ class GatewayApiRouter(RouterBase):
             canary.stable_service,
             canary.canary_service,
             tuple(routing.rule_names or ()),
+            experiment.routed_services(rollout),
         )
 
     def observe(self) -> TrafficState:
@@ -440,22 +513,30 @@ class GatewayApiRouter(RouterBase):
             canary_weight=weight,
             header_routes=header_routes(route, self._target),
             settled=applied(route, dt.datetime.now(dt.UTC)),
+            extra_weights=read_extra(route, self._target),
             problem=problem
             or self._services_problem(
                 {"canary": self._target.canary}, "the HTTPRoute cannot route to it"
             ),
         )
 
-    def set_weight(self, weight: int) -> None:
-        """Give the canary ``weight`` percent in every managed rule, then verify it."""
+    def set_weight(self, weight: int, extra: Weights = ()) -> None:
+        """Give the canary ``weight`` percent and each experiment Service of ``extra`` its
+        percent in every managed rule, then verify it."""
+        target = replace(self._target, experiments=self._target.experiments | {n for n, _ in extra})
+        ports = self._experiment_ports(extra)
         self._write(
-            f"canary weight {weight}", lambda route: weight_ops(route, self._target, weight)
+            f"canary weight {weight}",
+            lambda route: weight_ops(route, target, weight, extra, ports),
         )
-        got, problem = read_weight(self._verified(KIND, self._route) or {}, self._target)
-        if problem or got != weight:
+        route = self._verified(KIND, self._route) or {}
+        got, problem = read_weight(route, target)
+        held = dict(read_extra(route, target))
+        if problem or got != weight or any(held.get(n, 0) != w for n, w in extra):
+            also = f" (experiment weights {held} for {dict(extra)})" if extra else ""
             raise ConflictError(
                 f"HTTPRoute {self._route} holds canary weight {got}% after {weight}% was "
-                f"written{f' ({problem})' if problem else ''}"
+                f"written{also}{f' ({problem})' if problem else ''}"
             )
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:

@@ -63,7 +63,7 @@ from controller.adapters.kube import ROLLOUT_LABEL, owner_reference
 from controller.adapters.traffic.base import RouterBase
 from controller.adapters.traffic.reads import Kind, Obj
 from controller.api.rollout import HeaderMatch, Rollout
-from controller.core.model import TrafficState
+from controller.core.model import TrafficState, Weights
 from controller.errors import ApiError, ConflictError, InvalidSpecError
 
 log = structlog.get_logger()
@@ -307,9 +307,17 @@ class NginxRouter(RouterBase):
             return self._unreadable("the Ingresses", err)
         return read_state(world, self.target, fallback_weight=self.rollout.status.canary_weight)
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: int, extra: Weights = ()) -> None:
         """Apply the canary Ingress with ``weight`` (nothing to do at 0 when there is no
         canary Ingress), then verify."""
+        if any(w for _, w in extra):
+            raise InvalidSpecError(
+                [
+                    "spec.strategy.canary.steps: experiment template weight is not supported "
+                    "with trafficRouting.nginx (the Rollout's validation refuses it; this is "
+                    "the last line)"
+                ]
+            )
         t = self.target
         world = self._world()
         refused = refusal(world, t, weight)

@@ -45,7 +45,7 @@ class UnsupportedRouter:
         """The problem, and no weight."""
         return TrafficState(canary_weight=0, problem=self.problem)
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: int, extra: object = ()) -> None:
         """Refuse."""
         raise RuntimeError(self.problem)
 
@@ -56,6 +56,13 @@ class UnsupportedRouter:
     def remove_header_route(self, name: str) -> None:
         """Refuse."""
         raise RuntimeError(self.problem)
+
+    def set_mirror_route(self, name: str, match: object, percentage: int) -> None:
+        """Refuse."""
+        raise RuntimeError(self.problem)
+
+    def planned(self, status: object) -> None:
+        """Nothing to remember: this router never writes."""
 
 
 def factory(

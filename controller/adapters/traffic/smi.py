@@ -10,7 +10,9 @@ functions compute everything from plain dicts; the class only reads, writes and 
 The TrafficSplit (``split.smi-spec.io/v1alpha2``: integer weights, the version SMI
 implementations serve; see ``hack/crds/smi-trafficsplit.yaml``) is named
 ``trafficSplitName`` (default: the Rollout's name) and splits ``rootService`` (default:
-the stable Service) between two backends, ``[{stable: 100 - w}, {canary: w}]``. Stepwise
+the stable Service) between two backends, ``[{stable: 100 - w}, {canary: w}]``, plus one
+backend per experiment Service while a weighted experiment runs (its weight taken from
+the stable's; gone again when it returns to 0). Stepwise
 creates it on the first weight it writes, controlled by the Rollout (an ownerReference,
 so it is garbage-collected with the Rollout once the finalizer has sent all traffic back
 to stable), and owns all of it: a write sets ``spec.service`` and ``spec.backends`` whole.
@@ -35,7 +37,7 @@ rejects ``setHeaderRoute`` with SMI; this is the last line).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
@@ -44,7 +46,8 @@ from controller.adapters.kube import owner_reference
 from controller.adapters.traffic.base import MovedError, Op, RouterBase
 from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
-from controller.core.model import TrafficState
+from controller.core import experiment
+from controller.core.model import TrafficState, Weights
 from controller.errors import ApiError, ConflictError, InvalidSpecError
 
 GROUP: Final = "split.smi-spec.io"
@@ -69,15 +72,22 @@ class Target:
     canary: str
     owner_uid: str
     """The Rollout's UID: the split must be controlled by it."""
+    experiments: frozenset[str] = frozenset()
+    """Services of weighted experiment templates: their backends are Stepwise's
+    (:func:`controller.core.experiment.routed_services`)."""
 
 
-def desired_spec(target: Target, weight: int) -> dict[str, Any]:
-    """The spec that sends ``weight`` percent of the root Service's traffic to the canary."""
+def desired_spec(target: Target, weight: int, extra: Weights = ()) -> dict[str, Any]:
+    """The spec that sends ``weight`` percent of the root Service's traffic to the canary
+    and each experiment Service of ``extra`` its percent (none at 0: a Service about to
+    be deleted is never a backend), the rest to the stable Service."""
+    rest = 100 - weight - sum(w for _, w in extra)
     return {
         "service": target.root,
         "backends": [
-            {"service": target.stable, "weight": 100 - weight},
+            {"service": target.stable, "weight": rest},
             {"service": target.canary, "weight": weight},
+            *({"service": name, "weight": w} for name, w in extra if w > 0),
         ],
     }
 
@@ -109,10 +119,23 @@ def read_weight(split: Split, target: Target) -> tuple[int, str | None]:
             f"TrafficSplit {target.name} gives weight 0 to both the stable and the canary "
             "Service; delete it and Stepwise creates it again"
         )
-    return round(100 * canary / (stable + canary)), None
+    total = stable + canary + sum(w for _, w in read_extra(split, target))
+    return round(100 * canary / total), None
 
 
-def build_split(target: Target, owner: dict[str, Any], weight: int) -> Split:
+def read_extra(split: Split, target: Target) -> Weights:
+    """The weights the split gives to experiment Services, by Service name."""
+    backends = (split.get("spec") or {}).get("backends") or []
+    return tuple(
+        sorted(
+            (str(b["service"]), int(b.get("weight", 0)))
+            for b in backends
+            if b.get("service") in target.experiments
+        )
+    )
+
+
+def build_split(target: Target, owner: dict[str, Any], weight: int, extra: Weights = ()) -> Split:
     """A new TrafficSplit controlled by ``owner`` (the Rollout's ownerReference)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -122,14 +145,14 @@ def build_split(target: Target, owner: dict[str, Any], weight: int) -> Split:
             "namespace": target.namespace,
             "ownerReferences": [owner],
         },
-        "spec": desired_spec(target, weight),
+        "spec": desired_spec(target, weight, extra),
     }
 
 
-def spec_ops(split: Split, target: Target, weight: int) -> list[Op]:
+def spec_ops(split: Split, target: Target, weight: int, extra: Weights = ()) -> list[Op]:
     """JSON Patch operations that set the split's spec (none when it holds already)."""
     spec = split.get("spec") or {}
-    wanted = desired_spec(target, weight)
+    wanted = desired_spec(target, weight, extra)
     return [
         {"op": "add", "path": f"/spec/{key}", "value": value}
         for key, value in wanted.items()
@@ -159,6 +182,7 @@ class SmiRouter(RouterBase):
             stable=canary.stable_service,
             canary=canary.canary_service,
             owner_uid=meta.uid,
+            experiments=experiment.routed_services(rollout),
         )
 
     def observe(self) -> TrafficState:
@@ -174,17 +198,21 @@ class SmiRouter(RouterBase):
         return TrafficState(
             canary_weight=weight,
             problem=problem or self._services_problem(wanted, "the TrafficSplit cannot use it"),
+            extra_weights=read_extra(split, self._target) if split and not problem else (),
         )
 
-    def set_weight(self, weight: int) -> None:
-        """Create or patch the TrafficSplit for ``weight`` percent, then verify it."""
+    def set_weight(self, weight: int, extra: Weights = ()) -> None:
+        """Create or patch the TrafficSplit for ``weight`` percent to the canary and
+        ``extra`` to experiment Services, then verify it."""
         name = self._target.name
+        target = replace(self._target, experiments=self._target.experiments | {n for n, _ in extra})
+        self._experiment_ports(extra)  # no backend is ever written for a missing Service
 
         def attempt() -> None:
             split = self._read(RESOURCE, name)
             if split is None:
                 try:
-                    self._create(RESOURCE, build_split(self._target, self._owner, weight))
+                    self._create(RESOURCE, build_split(target, self._owner, weight, extra))
                 except ConflictError as err:  # created meanwhile: read it and patch
                     raise MovedError(f"TrafficSplit {name} was created meanwhile") from err
                 log.info("trafficsplit created", trafficsplit=name, weight=weight)
@@ -192,16 +220,19 @@ class SmiRouter(RouterBase):
             if not controlled_by(split, self._target.owner_uid):
                 _, problem = read_weight(split, self._target)
                 raise ConflictError(f"TrafficSplit {name} cannot be written: {problem}")
-            ops = spec_ops(split, self._target, weight)
+            ops = spec_ops(split, target, weight, extra)
             if ops:
                 self._patch(RESOURCE, name, split, ops)
 
         self._retrying(f"canary weight {weight}", attempt)
-        got, problem = read_weight(self._verified(RESOURCE, name) or {}, self._target)
-        if problem or got != weight:
+        split = self._verified(RESOURCE, name) or {}
+        got, problem = read_weight(split, target)
+        held = dict(read_extra(split, target))
+        if problem or got != weight or any(held.get(n, 0) != w for n, w in extra):
+            also = f" (experiment weights {held} for {dict(extra)})" if extra else ""
             raise ConflictError(
                 f"TrafficSplit {name} holds canary weight {got}% after {weight}% "
-                f"was written{f' ({problem})' if problem else ''}"
+                f"was written{also}{f' ({problem})' if problem else ''}"
             )
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
