@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.traffic.gatewayapi import GatewayApiRouter
@@ -430,3 +430,118 @@ def test_no_write_once_leadership_is_lost(env: tuple[Cluster, Routes]) -> None:
     with pytest.raises(LeadershipLostError):
         router_for(routes, fence).set_weight(50)
     assert _version(routes.get()) == _version(before)
+
+
+# -- weighted experiment templates -----------------------------------------------------
+
+EXPERIMENT_STEPS = [
+    {"setWeight": 20},
+    {
+        "experiment": {
+            "duration": "6s",
+            "templates": [
+                {"name": "baseline", "specRef": "stable", "weight": 5},
+                {
+                    "name": "canary",
+                    "specRef": "canary",
+                    "weight": 10,
+                    "service": {"name": "exp-canary"},
+                },
+            ],
+        }
+    },
+    {"pause": {}},
+]
+
+
+def _main_weights(route: dict[str, Any]) -> dict[str, int]:
+    """The ``main`` rule's backendRef weights by Service name."""
+    rule = next(r for r in route["spec"]["rules"] if r.get("name") == "main")
+    return {str(r["name"]): int(r.get("weight", 1)) for r in rule["backendRefs"]}
+
+
+def replay(list_call: Any, *args: Any, since: str) -> list[tuple[str, Any]]:
+    """Every watch event of a list since resourceVersion ``since`` (the API server replays
+    them from its history), as (type, object)."""
+    events = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        list_call, *args, resource_version=since, timeout_seconds=2
+    )
+    return [(event["type"], event["object"]) for event in events]
+
+
+def test_a_weighted_experiment_splits_the_route_and_leaves_it_before_its_services_go(
+    env: tuple[Cluster, Routes], controller: ControllerProcess
+) -> None:
+    """While the experiment runs the main rule carries stable 65, canary 20 (its step
+    weight) and the two experiment Services 5 and 10 (backendRefs the API server
+    stored); when it ends the experiment backendRefs leave the rule (stable back to 80)
+    in a write the API server committed before either experiment Service was deleted
+    (resourceVersions of one etcd are ordered across kinds), and the rule is left as
+    before. The unrelated rule is never touched."""
+    kube, routes = env
+    start(kube, routes, EXPERIMENT_STEPS)
+    route = wait_for(
+        "experiment backendRefs in the route",
+        lambda: (r := routes.get()) is not None and len(_main_weights(r)) == 4 and r,
+        60,
+    )
+    experiment = kube.status("app")["experiment"]
+    assert experiment["phase"] == "Running"
+    sets = {t["name"]: t["replicaSet"] for t in experiment["templates"]}
+    baseline = sets["baseline"][:63].rstrip("-")
+    assert _main_weights(route) == {
+        "app-stable": 65,
+        "app-canary": 20,
+        baseline: 5,
+        "exp-canary": 10,
+    }
+    refs = next(r for r in route["spec"]["rules"] if r["name"] == "main")["backendRefs"]
+    assert refs[2:] == [backend(baseline, 5), backend("exp-canary", 10)]
+    assert route["spec"]["rules"][1] == other_rule()
+    assert kube.status("app")["canaryWeight"] == 20
+    for name in (baseline, "exp-canary"):  # both Services exist while they get traffic
+        kube.core.read_namespaced_service(name, kube.ns)
+    since = _version(route)
+    assert since is not None
+
+    wait_for(
+        "at the pause after the experiment",
+        lambda: kube.status("app").get("currentStepIndex") == 2,
+        60,
+    )
+    wait_for(
+        "experiment Services deleted",
+        lambda: (
+            not kube.core.list_namespaced_service(
+                kube.ns, label_selector="stepwise.dev/experiment"
+            ).items
+        ),
+        30,
+    )
+    assert routes.rules() == [main_rule(80, 20), other_rule()]
+    assert kube.status("app")["experiment"]["phase"] == "Successful"
+
+    deleted = {
+        obj.metadata.name: int(obj.metadata.resource_version)
+        for kind, obj in replay(kube.core.list_namespaced_service, kube.ns, since=since)
+        if kind == "DELETED"
+    }
+    assert {baseline, "exp-canary"} <= set(deleted), deleted
+    writes = [
+        (int(obj["metadata"]["resourceVersion"]), set(_main_weights(obj)))
+        for kind, obj in replay(
+            routes.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            kube.ns,
+            PLURAL,
+            since=since,
+        )
+        if kind == "MODIFIED"
+    ]
+    for name in (baseline, "exp-canary"):
+        routed = [version for version, names in writes if name in names]
+        left = [version for version, names in writes if name not in names]
+        assert all(version < deleted[name] for version in routed), (name, writes, deleted)
+        assert left, writes
+        assert min(left) < deleted[name], (name, writes, deleted)

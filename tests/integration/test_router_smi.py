@@ -17,6 +17,7 @@ from controller.api import intents
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.errors import ConflictError, InvalidSpecError
 from localcluster.controller import ControllerProcess
+from tests.integration.test_router_gatewayapi import replay
 from tests.support.cluster import Cluster
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -267,3 +268,80 @@ def test_a_split_created_by_someone_else_meanwhile_is_not_taken_over(
     assert split is not None
     assert split["spec"] == spec(100, 0)
     assert "ownerReferences" not in split["metadata"]
+
+
+# -- weighted experiment templates -----------------------------------------------------
+
+EXPERIMENT_STEPS = [
+    {"setWeight": 20},
+    {
+        "experiment": {
+            "templates": [
+                {"name": "baseline", "specRef": "stable", "weight": 5},
+                {"name": "canary", "specRef": "canary", "weight": 10},
+            ],
+        }
+    },
+    {"pause": {}},
+]
+
+
+def test_a_weighted_experiment_is_split_to_and_an_abort_sends_all_to_stable(
+    env: tuple[Cluster, Splits], controller: ControllerProcess
+) -> None:
+    """While the experiment runs (no duration: until promoted) the TrafficSplit sends 65
+    to stable, 20 to the canary and 5 and 10 to the experiment Services (created for
+    the weighted templates, named after their ReplicaSets); an abort sends everything
+    to stable with two backends again, and only then are the experiment's Services
+    deleted."""
+    kube, splits = env
+    _, canary = start(kube, splits, EXPERIMENT_STEPS)
+    held = wait_for(
+        "experiment backends in the split",
+        lambda: (s := splits.spec()) is not None and len(s["backends"]) == 4 and s,
+        60,
+    )
+    experiment = kube.status("app")["experiment"]
+    assert experiment["phase"] == "Running"
+    names = {t["name"]: t["replicaSet"][:63].rstrip("-") for t in experiment["templates"]}
+    assert held["backends"] == [
+        {"service": "app-stable", "weight": 65},
+        {"service": "app-canary", "weight": 20},
+        {"service": names["baseline"], "weight": 5},
+        {"service": names["canary"], "weight": 10},
+    ]
+    for name in names.values():
+        kube.core.read_namespaced_service(name, kube.ns)
+    split = splits.get()
+    assert split is not None
+    since = str(split["metadata"]["resourceVersion"])
+    kube.annotate("app", **{intents.ABORT: canary})
+    wait_for("experiment Services deleted", lambda: not _experiment_services(kube), 30)
+    assert splits.spec() == spec(100, 0)
+    status = kube.status("app")
+    assert status["experiment"]["phase"] == "Terminated"
+    assert status["canaryWeight"] == 0
+    # In the API server's own order (one etcd: resourceVersions compare across kinds),
+    # the split lost the experiment backends before either Service was deleted.
+    deleted = [
+        int(obj.metadata.resource_version)
+        for kind, obj in replay(kube.core.list_namespaced_service, kube.ns, since=since)
+        if kind == "DELETED" and obj.metadata.name in names.values()
+    ]
+    assert len(deleted) == 2
+    writes = replay(
+        splits.custom.list_namespaced_custom_object, GROUP, VERSION, kube.ns, PLURAL, since=since
+    )
+    two_way = [
+        int(obj["metadata"]["resourceVersion"])
+        for kind, obj in writes
+        if kind == "MODIFIED" and len(obj["spec"]["backends"]) == 2
+    ]
+    assert two_way
+    assert min(two_way) < min(deleted)
+
+
+def _experiment_services(kube: Cluster) -> list[Any]:
+    return list(
+        kube.core.list_namespaced_service(kube.ns, label_selector="stepwise.dev/experiment").items
+    )

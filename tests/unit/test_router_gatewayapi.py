@@ -18,6 +18,7 @@ from controller.adapters.traffic.gatewayapi import (
     header_routes,
     header_rule,
     is_header_rule,
+    read_extra,
     read_weight,
     remove_header_ops,
     weight_ops,
@@ -426,3 +427,95 @@ def test_header_route_round_trip_leaves_the_route_as_it_was(
     assert header_routes(added, TARGET) == frozenset({"beta"})
     assert read_weight(added, TARGET)[0] == read_weight(doc, TARGET)[0]
     assert apply_patch(added, remove_header_ops(added, TARGET, "beta")) == doc
+
+
+# -- experiment Services (weighted experiment templates) -----------------------------
+
+EXP_TARGET = Target(NS, "app-stable", "app-canary", experiments=frozenset({"exp-a", "exp-b"}))
+EXP_EXTRA = (("exp-a", 5), ("exp-b", 10))
+
+
+def _weights(doc: dict[str, Any]) -> list[dict[str, int]]:
+    """Each rule's backendRef weights by Service name."""
+    return [
+        {str(r["name"]): int(r.get("weight", 1)) for r in rule.get("backendRefs", [])}
+        for rule in doc["spec"]["rules"]
+    ]
+
+
+def test_experiment_services_get_backend_refs_taken_from_the_stable() -> None:
+    """Experiment Services get backendRefs on the stable port with their weights; the
+    stable gets 100 - canary - experiments, the canary keeps its weight, and a
+    backendRef Stepwise does not own (``other``) is untouched."""
+    doc = route(rule(ref("app-stable", 80), ref("app-canary", 20), ref("other", 3), name="main"))
+    ops, problem = weight_ops(doc, EXP_TARGET, 20, EXP_EXTRA)
+    assert problem is None
+    after = apply_patch(doc, ops)
+    assert _weights(after) == [
+        {"app-stable": 65, "app-canary": 20, "other": 3, "exp-a": 5, "exp-b": 10}
+    ]
+    added = after["spec"]["rules"][0]["backendRefs"][-1]
+    assert added == {"group": "", "kind": "Service", "name": "exp-b", "port": 80, "weight": 10}
+    assert read_weight(after, EXP_TARGET) == (20, None)
+    assert read_extra(after, EXP_TARGET) == EXP_EXTRA
+    assert weight_ops(after, EXP_TARGET, 20, EXP_EXTRA) == ([], None)
+
+
+def test_experiment_services_at_zero_are_removed_and_the_stable_gets_their_share() -> None:
+    """An experiment Service listed at 0 leaves every managed rule (the route never names
+    a Service about to be deleted); the stable takes its share back."""
+    doc = route(
+        rule(ref("app-stable", 65), ref("app-canary", 20), ref("exp-a", 5), ref("exp-b", 10)),
+        rule(ref("app-stable", 65), ref("exp-a", 5), ref("app-canary", 20), ref("exp-b", 10)),
+    )
+    ops, problem = weight_ops(doc, EXP_TARGET, 20, (("exp-a", 0), ("exp-b", 0)))
+    assert problem is None
+    after = apply_patch(doc, ops)
+    assert _weights(after) == [{"app-stable": 80, "app-canary": 20}] * 2
+    assert read_extra(after, EXP_TARGET) == ()
+    assert read_weight(after, EXP_TARGET) == (20, None)
+
+
+def test_abort_takes_canary_and_experiment_services_out_at_once() -> None:
+    """Weight 0 with every experiment Service at 0: all traffic to the stable."""
+    doc = route(
+        rule(ref("app-stable", 65), ref("app-canary", 20), ref("exp-a", 5), ref("exp-b", 10))
+    )
+    ops, _ = weight_ops(doc, EXP_TARGET, 0, (("exp-a", 0), ("exp-b", 0)))
+    assert _weights(apply_patch(doc, ops)) == [{"app-stable": 100, "app-canary": 0}]
+
+
+def test_the_canary_weight_reads_against_stable_canary_and_experiments() -> None:
+    """With experiment Services routed the canary's share counts them in the total, and
+    only the Services of the target's experiments are reported."""
+    doc = route(rule(ref("app-stable", 65), ref("app-canary", 20), ref("exp-a", 15), ref("x", 9)))
+    assert read_weight(doc, EXP_TARGET) == (20, None)
+    assert read_extra(doc, EXP_TARGET) == (("exp-a", 15),)
+    assert read_weight(doc, TARGET) == (24, None)  # without experiments, as before
+
+
+def test_weights_above_100_are_refused_without_ops() -> None:
+    """A canary and experiment weights adding up to more than 100% are a problem."""
+    ops, problem = weight_ops(SPLIT_20, EXP_TARGET, 90, EXP_EXTRA)
+    assert ops == []
+    assert problem is not None
+    assert "more than 100%" in problem
+
+
+def test_without_extra_the_ops_are_the_single_weight_ones() -> None:
+    """No experiment weights: the operations are exactly those of the canary alone."""
+    ops, _ = weight_ops(STABLE_ONLY, TARGET, 30)
+    assert ops == [
+        {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 70},
+        {
+            "op": "add",
+            "path": "/spec/rules/0/backendRefs/-",
+            "value": {
+                "group": "",
+                "kind": "Service",
+                "name": "app-canary",
+                "port": 80,
+                "weight": 30,
+            },
+        },
+    ]

@@ -3,6 +3,7 @@ and the JSON Patch operations it computes, on plain dicts."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from controller.adapters.traffic.smi import (
     build_split,
     controlled_by,
     desired_spec,
+    read_extra,
     read_weight,
     spec_ops,
 )
@@ -144,3 +146,43 @@ def test_spec_ops_reach_the_weight(
     assert after["spec"] == desired_spec(TARGET, weight)
     assert after["metadata"] == doc["metadata"]
     assert spec_ops(after, TARGET, weight) == []
+
+
+# -- experiment Services (weighted experiment templates) -----------------------------
+
+EXP_TARGET = dataclasses.replace(TARGET, experiments=frozenset({"exp-a", "exp-b"}))
+
+
+def test_experiment_services_are_backends_with_their_weights() -> None:
+    """Experiment Services are backends with their weights, taken from the stable's share;
+    the canary keeps its weight and both read back."""
+    spec = desired_spec(EXP_TARGET, 20, (("exp-a", 5), ("exp-b", 10)))
+    assert spec["backends"] == [
+        {"service": "app-stable", "weight": 65},
+        {"service": "app-canary", "weight": 20},
+        {"service": "exp-a", "weight": 5},
+        {"service": "exp-b", "weight": 10},
+    ]
+    doc = split(*((b["service"], b["weight"]) for b in spec["backends"]))
+    assert read_weight(doc, EXP_TARGET) == (20, None)
+    assert read_extra(doc, EXP_TARGET) == (("exp-a", 5), ("exp-b", 10))
+
+
+def test_experiment_services_at_zero_leave_the_split() -> None:
+    """An experiment Service at 0 is no longer a backend; the stable takes its share."""
+    doc = split(("app-stable", 65), ("app-canary", 20), ("exp-a", 5), ("exp-b", 10))
+    after = apply_patch(doc, spec_ops(doc, EXP_TARGET, 20, (("exp-a", 0), ("exp-b", 0))))
+    assert after["spec"]["backends"] == [
+        {"service": "app-stable", "weight": 80},
+        {"service": "app-canary", "weight": 20},
+    ]
+    assert read_extra(after, EXP_TARGET) == ()
+
+
+def test_without_experiments_the_spec_is_the_two_way_split() -> None:
+    """No experiment weights: the spec is exactly the stable/canary one."""
+    assert desired_spec(TARGET, 30) == desired_spec(TARGET, 30, ())
+    assert desired_spec(TARGET, 30)["backends"] == [
+        {"service": "app-stable", "weight": 70},
+        {"service": "app-canary", "weight": 30},
+    ]
