@@ -78,6 +78,10 @@ _ROLE_METADATA = (
     "blue-green activeMetadata/previewMetadata only, which the packaging scenario (a "
     "canary) does not set; tests/integration/test_bluegreen.py runs it"
 )
+_WORKLOAD_REF = (
+    "spec.workloadRef's scaleDown only, which the packaging scenario (a Rollout with a "
+    "template of its own) does not use; tests/integration/test_workload_ref.py runs it"
+)
 NOT_EXERCISED: dict[str, str] = {
     **{
         f"{resource}:{verb}": _WATCH_ONLY
@@ -93,6 +97,7 @@ NOT_EXERCISED: dict[str, str] = {
     "pods": _ROLE_METADATA,
     "pods:list": _ROLE_METADATA,
     "pods:patch": _ROLE_METADATA,
+    "deployments:patch": _WORKLOAD_REF,
 }
 
 
