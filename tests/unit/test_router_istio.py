@@ -5,6 +5,7 @@ applied here to plain dicts."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -468,3 +469,97 @@ def test_target_of_a_rollout() -> None:
     assert target == Target(
         NS, "vs", "checkout-stable", "checkout-canary", ("primary",), Subsets("dr", "s", "c")
     )
+
+
+# -- experiment Services (weighted experiment templates) -----------------------------
+
+EXP_HOST = dataclasses.replace(HOST, experiments=frozenset({"exp-a", "exp-b"}))
+EXP_SUBSET = dataclasses.replace(SUBSET, experiments=frozenset({"exp-a", "exp-b"}))
+EXTRA = (("exp-a", 5), ("exp-b", 10))
+
+
+def _by_host(doc: dict[str, Any], index: int = 0) -> dict[str, int]:
+    """An HTTP route's destination weights by host (and subset)."""
+    out: dict[str, int] = {}
+    for d in doc["spec"]["http"][index]["route"]:
+        destination = d["destination"]
+        key = destination["host"] + (f"/{destination['subset']}" if "subset" in destination else "")
+        out[key] = d.get("weight", 0)
+    return out
+
+
+def test_host_mode_adds_experiment_destinations_taken_from_the_stable() -> None:
+    """Host mode: each experiment Service gets a destination by host (named like the
+    stable's, on the stable's port, or the Service's own port when it lacks that one),
+    the canary keeps its weight and the stable gets the rest; the read gives back the
+    canary weight and the experiment weights, and a second computation finds nothing."""
+    doc = vs(
+        {
+            **PRIMARY,
+            "route": [
+                dest("checkout-stable", 80, port=PORT),
+                dest("checkout-canary", 20, port=PORT),
+            ],
+        }
+    )
+    ops = istio.weight_ops(world(doc), EXP_HOST, 20, EXTRA, {"exp-b": (9090,)})
+    after = apply_patch(doc, ops)
+    assert _by_host(after) == {
+        "checkout-stable": 65,
+        "checkout-canary": 20,
+        "exp-a": 5,
+        "exp-b": 10,
+    }
+    added = after["spec"]["http"][0]["route"][2:]
+    assert [d["destination"]["port"] for d in added] == [PORT, {"number": 9090}]
+    state = istio.read_state(world(after), EXP_HOST)
+    assert (state.canary_weight, state.extra_weights, state.problem) == (20, EXTRA, None)
+    assert istio.weight_ops(world(after), EXP_HOST, 20, EXTRA) == []
+
+
+def test_experiment_destinations_at_zero_are_removed() -> None:
+    """At 0 an experiment destination leaves the route and the stable takes its share
+    back; an abort (canary 0 too) leaves the stable alone with everything."""
+    doc = vs(
+        {
+            **PRIMARY,
+            "route": [
+                dest("checkout-stable", 65),
+                dest("exp-a", 5),
+                dest("checkout-canary", 20),
+                dest("exp-b", 10),
+            ],
+        }
+    )
+    gone = (("exp-a", 0), ("exp-b", 0))
+    after = apply_patch(doc, istio.weight_ops(world(doc), EXP_HOST, 20, gone))
+    assert _by_host(after) == {"checkout-stable": 80, "checkout-canary": 20}
+    assert istio.read_state(world(after), EXP_HOST).extra_weights == ()
+    aborted = apply_patch(doc, istio.weight_ops(world(doc), EXP_HOST, 0, gone))
+    assert _by_host(aborted) == {"checkout-stable": 100, "checkout-canary": 0}
+
+
+def test_an_unknown_destination_is_still_a_problem() -> None:
+    """Only the Rollout's experiment Services are accepted beside stable and canary: a
+    route that also sends elsewhere is still a misfit."""
+    doc = vs({**PRIMARY, "route": [dest("checkout-stable", 90), dest("exp-c", 10)]})
+    assert istio.read_state(world(doc), EXP_HOST).problem is not None
+
+
+def test_subset_mode_adds_experiment_destinations_by_host() -> None:
+    """Subset mode: the experiment Services are destinations by host (no subset), as
+    Argo Rollouts adds them, and do not count as traffic away from the stable subsets."""
+    doc = vs(
+        {**PRIMARY, "route": [dest("checkout", 80, subset="s"), dest("checkout", 20, subset="c")]}
+    )
+    w = world(doc, destination_rule=dr("r1", "r2"), stable_revision="r1", canary_revision="r2")
+    after = apply_patch(doc, istio.weight_ops(w, EXP_SUBSET, 20, EXTRA))
+    assert _by_host(after) == {"checkout/s": 65, "checkout/c": 20, "exp-a": 5, "exp-b": 10}
+    state = istio.read_state(dataclasses.replace(w, virtual_service=after), EXP_SUBSET)
+    assert (state.canary_weight, state.extra_weights, state.problem) == (20, EXTRA, None)
+
+
+def test_without_extra_the_ops_are_the_single_weight_ones() -> None:
+    """No experiment weights: the same operations as before experiments existed."""
+    doc = vs(PRIMARY)
+    assert istio.weight_ops(world(doc), HOST, 30) == istio.weight_ops(world(doc), EXP_HOST, 30, ())
