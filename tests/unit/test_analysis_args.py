@@ -10,9 +10,16 @@ import pytest
 from pydantic import ValidationError
 
 from controller.api.analysis import AnalysisTemplateSpec, name_matches
-from controller.api.rollout import AnalysisRunStatus, Measurement, MetricResult, RolloutAnalysis
+from controller.api.rollout import (
+    AnalysisRunStatus,
+    Measurement,
+    MetricResult,
+    Rollout,
+    RolloutAnalysis,
+)
 from controller.core import analysis as an
 from controller.core.model import TemplateKey
+from tests.support.manifests import rollout as rollout_doc
 from tests.unit.test_analysis import T0, at, metric
 
 KEY = TemplateKey("t", False)
@@ -314,3 +321,78 @@ def test_lint_and_the_reconciler_refuse_a_web_json_path_the_runtime_cannot_read(
     ((field, reason),) = an.condition_problems(web("{$.items[?(@.ok)]}"))
     assert field == "spec.metrics[0].provider.web.jsonPath"
     assert reason
+
+
+# -- arguments read from the Rollout (valueFrom.fieldRef) ------------------------------
+
+
+def _rollout_with_labels() -> Rollout:
+    doc = rollout_doc("app")
+    doc["metadata"]["labels"] = {"env": "prod", "app.kubernetes.io/version": "1.4"}
+    doc["spec"]["template"]["metadata"]["labels"]["version"] = "7"
+    return Rollout.model_validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("metadata.name", "app"),
+        ("metadata.labels['env']", "prod"),
+        ("metadata.labels['app.kubernetes.io/version']", "1.4"),
+        ("spec.template.metadata.labels.version", "7"),
+        ("spec.replicas", "4"),
+        ("spec.paused", "false"),
+        ("metadata.labels['absent']", ""),  # as the Downward API has it
+        ("metadata.annotations['absent']", ""),
+        ("status.absent", None),
+        ("spec.template.metadata.labels", None),  # a map, not a scalar
+        ("metadata.name.deeper", None),
+    ],
+)
+def test_a_field_path_reads_a_scalar_of_the_rollout(path: str, value: str | None) -> None:
+    doc = _rollout_with_labels().model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["replicas"], doc["spec"]["paused"] = 4, False
+    assert an.field_value(doc, path) == value
+
+
+def test_a_field_ref_argument_is_filled_from_the_rollout_and_reaches_the_query() -> None:
+    template = spec(
+        [{"name": "m", "provider": {"prometheus": {"query": "up{env='{{args.env}}'}"}}}],
+        args=[{"name": "env"}],
+    )
+    ref = RolloutAnalysis.model_validate(
+        {
+            "templates": [{"templateName": "t"}],
+            "args": [
+                {"name": "env", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['env']"}}}
+            ],
+        }
+    )
+    resolved = an.resolve(ref, {KEY: template}, _rollout_with_labels())
+    assert resolved.problem is None
+    assert [(a.name, a.value) for a in resolved.args] == [("env", "prod")]
+
+
+def test_a_field_ref_to_nothing_is_a_problem_naming_the_argument_and_path() -> None:
+    template = spec([{"name": "m"}], args=[{"name": "rev"}])
+    ref = RolloutAnalysis.model_validate(
+        {
+            "templates": [{"templateName": "t"}],
+            "args": [{"name": "rev", "valueFrom": {"fieldRef": {"fieldPath": "status.nothing"}}}],
+        }
+    )
+    resolved = an.resolve(ref, {KEY: template}, _rollout_with_labels())
+    assert resolved.problem == (
+        "argument rev: valueFrom.fieldRef.fieldPath 'status.nothing' holds no "
+        "string, number or boolean in Rollout app"
+    )
+
+
+def test_a_field_path_outside_the_grammar_is_refused_by_validation() -> None:
+    with pytest.raises(ValidationError, match="fieldPath"):
+        RolloutAnalysis.model_validate(
+            {
+                "templates": [{"templateName": "t"}],
+                "args": [{"name": "x", "valueFrom": {"fieldRef": {"fieldPath": "a[0]; b"}}}],
+            }
+        )

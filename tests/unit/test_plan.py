@@ -485,6 +485,28 @@ def test_progress_deadline_aborts_a_stuck_step() -> None:
     assert ro.status.abort.reason == "ProgressDeadlineExceeded"
 
 
+def test_without_progress_deadline_abort_a_stuck_step_is_only_reported() -> None:
+    """progressDeadlineAbort: false (Argo's default): past the deadline the Rollout is
+    Degraded and says why, nothing is aborted or moved, and it goes on once pods are
+    Ready."""
+    doc = rollout_doc("app", steps=[{"setWeight": 20}, {"pause": {}}], **ROUTED)
+    doc["spec"] |= {"progressDeadlineSeconds": 60, "progressDeadlineAbort": False}
+    ro, world = stable_world(Rollout.model_validate(doc), routed=True)
+    ro = new_image(ro)
+    ro, _ = step(ro, world, at(0))
+    ro, result = step(ro, world, at(61))
+    assert ro.status.abort is None
+    assert not result.actions
+    assert (ro.status.phase, ro.status.wait_reason) == ("Degraded", "PodsNotReady")
+    assert ro.status.message.startswith(
+        "step 0 made no progress for 60s (progressDeadlineAbort is false): "
+    ), ro.status.message
+    world.ready_all()
+    ro, _ = settle(ro, world, at(62))
+    assert ro.status.current_step_index == 1  # the pause: it went on
+    assert world.weight == 20
+
+
 def test_missing_service_is_reported_and_not_pinned() -> None:
     """A Service that does not exist gets a Degraded message naming it, no pin action."""
     ro = make([{"setWeight": 20}], routed=True)
