@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from controller import __version__, logs
 from controller.api.analysis import AnalysisTemplateSpec
 from controller.api.validation import is_stepwise, validate_document
+from controller.cli import convert as convert_cmd
 from controller.cli import rollouts
 from controller.core import analysis as an
 from controller.errors import ConfigError
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' for stdin)")
     lint.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     lint.set_defaults(func=cmd_lint)
+    convert_cmd.add_command(sub)
     _add_run(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
