@@ -17,6 +17,7 @@ from controller.api.base import DURATION_PATTERN, ApiModel, Rule, exactly_one, p
 from controller.api.rollout import (
     API_VERSION,
     MAX_LIST,
+    NAMED_LIST,
     DryRun,
     MeasurementRetention,
     ObjectMeta,
@@ -556,29 +557,13 @@ class AnalysisTemplateSpec(ApiModel):
     """Arguments and metrics."""
 
     args: (
-        Annotated[
-            list[TemplateArg],
-            Field(
-                max_length=MAX_LIST,
-                json_schema_extra={
-                    "x-kubernetes-list-type": "map",
-                    "x-kubernetes-list-map-keys": ["name"],
-                },
-            ),
-        ]
+        Annotated[list[TemplateArg], Field(max_length=MAX_LIST, json_schema_extra=NAMED_LIST)]
         | None
     ) = None
     """Arguments its queries use."""
     metrics: Annotated[
         list[Metric],
-        Field(
-            min_length=1,
-            max_length=MAX_LIST,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
-        ),
+        Field(min_length=1, max_length=MAX_LIST, json_schema_extra=NAMED_LIST),
     ]
     """The metrics; every one must succeed for the analysis to succeed."""
     dry_run: Annotated[list[DryRun], Field(max_length=MAX_LIST)] | None = None

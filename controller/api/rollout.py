@@ -32,6 +32,11 @@ API_VERSION: Final = "stepwise.dev/v1alpha1"
 
 MAX_STEPS = 64
 MAX_LIST = 32
+NAMED_LIST: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+"""Schema of a list whose items are keyed by ``name`` (the server rejects duplicates)."""
 
 # -- pod template ----------------------------------------------------------------------
 
@@ -178,7 +183,7 @@ _ARGS = Annotated[
     list[AnalysisArg],
     Field(
         max_length=MAX_LIST,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=NAMED_LIST,
     ),
 ]
 
@@ -418,9 +423,6 @@ class ExperimentAnalysis(ApiModel):
         return RolloutAnalysis(templates=refs, args=self.args)
 
 
-_NAMED_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
-
-
 class ExperimentStep(ApiModel):
     """Run ReplicaSets beside the Rollout's (a fresh baseline of stable, a copy of the
     canary) and analyses that compare them; the step ends when ``duration`` has passed
@@ -429,7 +431,7 @@ class ExperimentStep(ApiModel):
 
     templates: Annotated[
         list[ExperimentTemplate],
-        Field(min_length=1, max_length=MAX_LIST, json_schema_extra=_NAMED_LIST),
+        Field(min_length=1, max_length=MAX_LIST, json_schema_extra=NAMED_LIST),
     ]
     """The ReplicaSets to run (names unique)."""
     duration: Duration | None = None
@@ -437,7 +439,7 @@ class ExperimentStep(ApiModel):
     required analyses end (or, with none, until ``stepwise promote``)."""
     analyses: (
         Annotated[
-            list[ExperimentAnalysis], Field(max_length=MAX_LIST, json_schema_extra=_NAMED_LIST)
+            list[ExperimentAnalysis], Field(max_length=MAX_LIST, json_schema_extra=NAMED_LIST)
         ]
         | None
     ) = None
@@ -606,16 +608,7 @@ class TrafficRouting(ApiModel):
     smi: SmiRouting | None = None
     """SMI TrafficSplit."""
     managed_routes: (
-        Annotated[
-            list[ManagedRoute],
-            Field(
-                max_length=MAX_LIST,
-                json_schema_extra={
-                    "x-kubernetes-list-type": "map",
-                    "x-kubernetes-list-map-keys": ["name"],
-                },
-            ),
-        ]
+        Annotated[list[ManagedRoute], Field(max_length=MAX_LIST, json_schema_extra=NAMED_LIST)]
         | None
     ) = None
     """The header and mirror routes the steps may set, highest precedence first; when
