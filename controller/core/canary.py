@@ -575,8 +575,9 @@ def _stable_size(p: Pass, weight: int) -> int:
     traffic = p.observed.traffic
     if not p.canary.dynamic_stable_scale:
         return p.total
-    if traffic is not None and not traffic.settled:
-        # The data plane may still send the stable its former share: shrink later.
+    if traffic is not None and (not traffic.settled or p.weight != traffic.canary_weight):
+        # A weight written in this pass, or one the data plane has not taken in yet: it
+        # may still send the stable its former share, so shrink later.
         p.wake_at(p.now + passes.SETTLE_RECHECK)
         return p.sizes.get(p.status.stable_revision or "") or p.total
     return canary_replicas(100 - weight, p.total)

@@ -104,3 +104,23 @@ def test_it_needs_a_traffic_router() -> None:
         )
     ]
     assert not validate_document(rollout_doc("app", steps=STEPS, dynamicStableScale=True, **ROUTED))
+
+
+def test_the_stable_waits_for_the_data_plane_to_take_the_new_weight_in() -> None:
+    """A Gateway applies a route change a moment after it is written: until it has, the
+    stable may still get its former share, so it keeps the pods for it."""
+    ro, world, stable, canary = at_step(1)
+    ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(canary, 1)})
+    for second in range(2, 12):  # pods become Ready; the data plane never catches up
+        ro, _ = step(ro, world, at(second))
+        world.ready_all()
+        if world.weight == 60:
+            break
+    assert world.weight == 60
+    assert not world.taken_in
+    for second in range(12, 16):
+        ro, _ = step(ro, world, at(second))
+        assert world.replica_sets[stable].replicas == 8  # the share of weight 20
+    world.catch_up()
+    ro, _ = step(ro, world, at(20))
+    assert world.replica_sets[stable].replicas == 4
