@@ -485,8 +485,12 @@ def test_a_weighted_experiment_splits_the_route_and_leaves_it_before_its_service
         lambda: (r := routes.get()) is not None and len(_main_weights(r)) == 4 and r,
         60,
     )
-    experiment = kube.status("app")["experiment"]
-    assert experiment["phase"] == "Running"
+    # The pass writes the route before the status that records the phase it decided.
+    experiment = wait_for(
+        "experiment Running in the status",
+        lambda: (e := kube.status("app")["experiment"])["phase"] == "Running" and e,
+        10,
+    )
     sets = {t["name"]: t["replicaSet"] for t in experiment["templates"]}
     baseline = sets["baseline"][:63].rstrip("-")
     assert _main_weights(route) == {

@@ -1010,7 +1010,8 @@ def test_a_weighted_experiment_gets_destinations_and_deletion_takes_them_out(
         "exp-baseline": 5,
         "exp-canary": 10,
     }
-    assert mesh.status()["experiment"]["phase"] == "Running"
+    # The pass writes the route before the status that records the phase it decided.
+    wait_for("experiment Running", lambda: mesh.status()["experiment"]["phase"] == "Running", 10)
     assert mesh.status()["canaryWeight"] == 20
     assert mesh.vs()["http"][0] == STATIC
     mesh.delete()

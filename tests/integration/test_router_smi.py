@@ -301,8 +301,12 @@ def test_a_weighted_experiment_is_split_to_and_an_abort_sends_all_to_stable(
         lambda: (s := splits.spec()) is not None and len(s["backends"]) == 4 and s,
         60,
     )
-    experiment = kube.status("app")["experiment"]
-    assert experiment["phase"] == "Running"
+    # The pass writes the split before the status that records the phase it decided.
+    experiment = wait_for(
+        "experiment Running in the status",
+        lambda: (e := kube.status("app")["experiment"])["phase"] == "Running" and e,
+        10,
+    )
     names = {t["name"]: t["replicaSet"][:63].rstrip("-") for t in experiment["templates"]}
     assert held["backends"] == [
         {"service": "app-stable", "weight": 65},
