@@ -1050,6 +1050,9 @@ class RolloutSpec(ApiModel):
     instead; exactly one of ``template`` and ``workloadRef``."""
     revision_history_limit: Annotated[int, Field(ge=0)] = 3
     """Old ReplicaSets kept (scaled to zero) for a fast rollback."""
+    release_history_limit: Annotated[int, Field(ge=0, le=50)] = 10
+    """Releases kept in ``status.releases`` (the delivery record that ``stepwise report``
+    reads; older ones live on in the controller's metrics). Stepwise only."""
     rollback_window: RollbackWindow | None = None
     """Going back to one of the last revisions skips the steps and the analysis."""
     progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
@@ -1306,6 +1309,86 @@ class BlueGreenStatus(ApiModel):
     """Pod-template hash the preview Service selects."""
 
 
+ReleaseOutcome = Literal["Promoted", "Aborted", "Superseded"]
+
+
+class ReleaseStep(ApiModel):
+    """A step of a release that completed."""
+
+    index: int
+    """The step's index in ``spec.strategy.canary.steps``."""
+    ended_at: dt.datetime
+    """When it completed."""
+
+
+class ReleaseAnalysis(ApiModel):
+    """An analysis run of a release that reached a verdict."""
+
+    name: str
+    """The run's name (``step-<i>``, ``background``, ``pre-promotion``, ...)."""
+    phase: AnalysisPhase
+    """Its verdict."""
+    ended_at: dt.datetime
+    """When it reached it."""
+
+
+class ReleaseApproval(ApiModel):
+    """A time the release waited for a person (``stepwise promote``)."""
+
+    step: int | None = None
+    """The step it waited at (none for a blue-green promotion)."""
+    since: dt.datetime
+    """When the wait began."""
+
+
+class Release(ApiModel):
+    """One attempt at rolling out one revision, from the template change to its outcome."""
+
+    revision: str
+    """The pod-template hash."""
+    attempt: Annotated[int, Field(ge=1)] = 1
+    """1, then one more for each ``stepwise retry`` of the same revision."""
+    images: list[str] = Field(default_factory=list)
+    """The images of the revision's containers."""
+    changed_by: str | None = None
+    """The field manager that last changed ``spec.template`` (``kubectl-set``,
+    ``argocd-controller``, ...), when the API server recorded one."""
+    changed_at: dt.datetime
+    """When the template changed (the field manager's time, to the second), or when the
+    controller first saw the revision if that is unknown."""
+    started_at: dt.datetime
+    """When the controller started rolling it out."""
+    steps: Annotated[list[ReleaseStep], Field(max_length=100)] = Field(default_factory=list)
+    """Steps completed, in order."""
+    analyses: Annotated[list[ReleaseAnalysis], Field(max_length=100)] = Field(default_factory=list)
+    """Analysis runs that reached a verdict."""
+    approvals: Annotated[list[ReleaseApproval], Field(max_length=100)] = Field(default_factory=list)
+    """Waits for a manual promotion."""
+    outcome: ReleaseOutcome | None = None
+    """Promoted, Aborted or Superseded (a newer template replaced it before either);
+    unset while it is in progress."""
+    reason: AbortReason | None = None
+    """Aborted only: AnalysisFailed, Manual (an abort intent, or the template set back to
+    the stable revision), ProgressDeadlineExceeded or CanaryServiceMissing."""
+    message: str = ""
+    """Aborted only: what failed (the analysis and metric, or the deadline)."""
+    ended_at: dt.datetime | None = None
+    """When the outcome was decided."""
+    detected_at: dt.datetime | None = None
+    """Aborted only: the start of the window of the first failing measurement (an abort
+    by analysis), or the abort itself (any other reason)."""
+    restored_at: dt.datetime | None = None
+    """Aborted only: when all traffic was back on stable (a router's weight 0, or the
+    canary's last Ready pod gone without one; the active Service on the stable revision
+    for blue-green)."""
+    time_to_detect_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Aborted only: ``detectedAt`` - ``changedAt``."""
+    time_to_restore_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Aborted only: ``restoredAt`` - the abort."""
+    lead_time_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Promoted only: from ``changedAt`` to the promotion."""
+
+
 class RolloutStatus(ApiModel):
     """The observed state of a Rollout: enough to resume after a crash and to explain it."""
 
@@ -1344,6 +1427,8 @@ class RolloutStatus(ApiModel):
     """Blue-green only: the revisions the active and preview Services select."""
     experiment: ExperimentStatus | None = None
     """The latest experiment step's experiment (canary only)."""
+    releases: list[Release] = Field(default_factory=list)
+    """The delivery record: the last ``spec.releaseHistoryLimit`` releases, oldest first."""
     replicas: int = 0
     """Pods of all revisions."""
     ready_replicas: int = 0

@@ -6,7 +6,8 @@ those changes are tallies: a measurement counted, the latest value, ``next_at``,
 per Rollout and tells nobody anything they act on. So a status is split in two:
 
 - **material**: the phase, the wait reason, the step, the weight, the revisions, pause
-  and step times, the abort, scale-downs, replica counts, conditions (status and reason),
+  and step times, the abort, scale-downs, the delivery record (``releases``), replica
+  counts, conditions (status and reason),
   every analysis run's name, revision, phase and start, and every metric's name and
   phase. Any change here is written in the pass that made it: a verdict, a step, an
   abort or a blind analysis is never late.

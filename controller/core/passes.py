@@ -259,6 +259,20 @@ def pin_services(
     return pinned
 
 
+def traffic_left(p: Pass, revision: str) -> bool:
+    """Whether no traffic reaches ``revision`` once the pass's actions are applied: the
+    blue-green active Service selects another revision; a router gives the canary and
+    every experiment Service weight 0 (written and read back by the runtime); without a
+    router (traffic follows pods), the revision has no Ready pod and none is wanted."""
+    blue_green = p.rollout.spec.strategy.blue_green
+    if blue_green is not None:
+        return p.pins.get(blue_green.active_service) != revision
+    if p.routed:
+        return p.weight == 0 and not any(p.extra.values())
+    observed = p.observed.replica_set(revision)
+    return p.sizes.get(revision, 0) == 0 and (observed is None or observed.ready == 0)
+
+
 # -- scale-downs and history -----------------------------------------------------------
 
 

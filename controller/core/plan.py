@@ -23,19 +23,23 @@ The order of one decision:
 4. **Plan.** The status (phase, message, wait reason, conditions), the events, when to
    look again, and the actions with one scale per ReplicaSet
    (:func:`~controller.core.passes.finish`).
+5. **Record.** The delivery record in ``status.releases`` takes in what the pass decided
+   (:mod:`controller.core.record`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import replace
 
 from controller.api.rollout import Rollout
 from controller.core.bluegreen import plan_blue_green
 from controller.core.canary import plan_canary
 from controller.core.hashing import template_hash
 from controller.core.model import Observed, Plan
-from controller.core.passes import Pass, finish, history, scheduled_scale_downs
+from controller.core.passes import Pass, finish, history, scheduled_scale_downs, traffic_left
+from controller.core.record import advance
 
 
 def plan(rollout: Rollout, observed: Observed, now: dt.datetime) -> Plan:
@@ -45,7 +49,11 @@ def plan(rollout: Rollout, observed: Observed, now: dt.datetime) -> Plan:
     _strategy(rollout)(p, desired)
     scheduled_scale_downs(p)
     history(p)
-    return finish(p)
+    result = finish(p)
+    releases = advance(rollout.status, result.status, rollout, now, lambda r: traffic_left(p, r))
+    if releases == result.status.releases:
+        return result
+    return replace(result, status=result.status.model_copy(update={"releases": releases}))
 
 
 def _strategy(rollout: Rollout) -> Callable[[Pass, str], None]:

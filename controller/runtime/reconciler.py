@@ -88,6 +88,7 @@ from controller.core.model import (
 )
 from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
+from controller.core.record import failure_window_start
 from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
 from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Cache, version_of
@@ -694,32 +695,19 @@ class Reconciler:
 def _rollback_seconds(
     before: RolloutStatus, after: RolloutStatus, restored: dt.datetime
 ) -> float | None:
-    """Seconds from the start of the first failing measurement's window to ``restored``
-    (all traffic back on stable), when this pass took the last traffic away from a canary
-    that analysis failed. A measurement's window starts where the metric's previous
-    measurement started (the judge counts exactly that stretch; a query over
-    ``[{{interval}}]`` nearly so), or at the run's start for its first measurement."""
+    """Seconds from the start of the first failing measurement's window
+    (:func:`controller.core.record.failure_window_start`) to ``restored`` (all traffic
+    back on stable), when this pass took the last traffic away from a canary that
+    analysis failed."""
     abort = after.abort
     if abort is None or abort.reason != "AnalysisFailed":
         return None
     if not (before.canary_weight > 0 and after.canary_weight == 0):
         return None
-    starts: list[dt.datetime] = []
-    for run in after.analysis_runs:
-        if run.revision != abort.revision:
-            continue
-        for metric in run.metrics:
-            if metric.dry_run:
-                continue  # never the reason for an abort
-            earlier = run.started_at
-            for m in metric.measurements:
-                if m.phase == "Failed":
-                    starts.append(min(earlier, m.started_at))
-                    break
-                earlier = m.started_at
-    if not starts:
+    start = failure_window_start(after, abort.revision)
+    if start is None:
         return None
-    return max(0.0, (restored - min(starts)).total_seconds())
+    return max(0.0, (restored - start).total_seconds())
 
 
 def _analyses(rollout: Rollout) -> list[RolloutAnalysis]:
