@@ -1050,7 +1050,7 @@ class RolloutSpec(ApiModel):
     instead; exactly one of ``template`` and ``workloadRef``."""
     revision_history_limit: Annotated[int, Field(ge=0)] = 3
     """Old ReplicaSets kept (scaled to zero) for a fast rollback."""
-    release_history_limit: Annotated[int, Field(ge=0, le=50)] = 10
+    release_history_limit: Annotated[int, Field(ge=0, le=25)] = 10
     """Releases kept in ``status.releases`` (the delivery record that ``stepwise report``
     reads; older ones live on in the controller's metrics). Stepwise only."""
     rollback_window: RollbackWindow | None = None
@@ -1358,10 +1358,12 @@ class Release(ApiModel):
     controller first saw the revision if that is unknown."""
     started_at: dt.datetime
     """When the controller started rolling it out."""
-    steps: Annotated[list[ReleaseStep], Field(max_length=100)] = Field(default_factory=list)
-    """Steps completed, in order."""
-    analyses: Annotated[list[ReleaseAnalysis], Field(max_length=100)] = Field(default_factory=list)
-    """Analysis runs that reached a verdict."""
+    steps: Annotated[list[ReleaseStep], Field(max_length=MAX_LIST)] = Field(default_factory=list)
+    """Steps completed, in order (the last 32)."""
+    analyses: Annotated[list[ReleaseAnalysis], Field(max_length=MAX_LIST)] = Field(
+        default_factory=list
+    )
+    """Analysis runs that reached a verdict (the last 32)."""
     approvals: Annotated[list[ReleaseApproval], Field(max_length=100)] = Field(default_factory=list)
     """Waits for a manual promotion."""
     outcome: ReleaseOutcome | None = None
@@ -1370,8 +1372,9 @@ class Release(ApiModel):
     reason: AbortReason | None = None
     """Aborted only: AnalysisFailed, Manual (an abort intent, or the template set back to
     the stable revision), ProgressDeadlineExceeded or CanaryServiceMissing."""
-    message: str = ""
-    """Aborted only: what failed (the analysis and metric, or the deadline)."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    """Aborted only: what failed (the analysis and metric, or the deadline), cut at 1024
+    characters."""
     ended_at: dt.datetime | None = None
     """When the outcome was decided."""
     detected_at: dt.datetime | None = None
@@ -1427,7 +1430,7 @@ class RolloutStatus(ApiModel):
     """Blue-green only: the revisions the active and preview Services select."""
     experiment: ExperimentStatus | None = None
     """The latest experiment step's experiment (canary only)."""
-    releases: list[Release] = Field(default_factory=list)
+    releases: Annotated[list[Release], Field(max_length=25)] = Field(default_factory=list)
     """The delivery record: the last ``spec.releaseHistoryLimit`` releases, oldest first."""
     replicas: int = 0
     """Pods of all revisions."""

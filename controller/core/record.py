@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, get_args
 
 from controller.api.rollout import (
+    MAX_LIST,
     AnalysisPhase,
     Release,
     ReleaseAnalysis,
@@ -205,7 +206,7 @@ def _aborted(
         update={
             "outcome": "Aborted",
             "reason": reason,
-            "message": message,
+            "message": message[:1024],
             "ended_at": at,
             "detected_at": detected,
             "time_to_detect_seconds": _seconds(entry.changed_at, detected),
@@ -226,7 +227,7 @@ def _progress(
     if first is not None and last is not None and last > first:
         new = [ReleaseStep(index=i, ended_at=now) for i in range(first, last) if i not in done]
         if new:
-            update["steps"] = [*entry.steps, *new][-100:]
+            update["steps"] = [*entry.steps, *new][-MAX_LIST:]
     judged = {a.name for a in entry.analyses}
     verdicts = [
         ReleaseAnalysis(name=run.name, phase=run.phase, ended_at=now)
@@ -234,12 +235,12 @@ def _progress(
         if run.revision == revision and run.phase in _VERDICTS and run.name not in judged
     ]
     if verdicts:
-        update["analyses"] = [*entry.analyses, *verdicts][-100:]
+        update["analyses"] = [*entry.analyses, *verdicts][-MAX_LIST:]
     if _approval_begins(entry, after):
         since = after.pause_start_time if after.wait_reason == "AwaitingPromotion" else None
         since = since or now
         wait = ReleaseApproval(step=after.current_step_index, since=min(since, now))
-        update["approvals"] = [*entry.approvals, wait][-100:]
+        update["approvals"] = [*entry.approvals, wait][-MAX_LIST:]
     entry = entry.model_copy(update=update) if update else entry
     abort = after.abort
     if entry.outcome is None and abort is not None and abort.revision == revision:

@@ -288,3 +288,38 @@ def test_without_managed_fields_the_change_is_when_the_controller_saw_it() -> No
     ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}]))
     ro, _ = settle(new_image(ro), world, at(12))
     assert (last(ro).changed_by, last(ro).changed_at) == (None, at(12))
+
+
+def test_the_largest_record_stays_well_under_the_object_size_limit() -> None:
+    """25 entries (the most ``releaseHistoryLimit`` allows), each with every list full and
+    the longest message, serialize to under 256 KiB: a sixth of the 1.5 MiB etcd allows an
+    object, leaving the rest of the status its room."""
+    when = T0.isoformat()
+    full = Release.model_validate(
+        {
+            "revision": "f" * 10,
+            "attempt": 99,
+            "images": [f"registry.example.com/team/service-{i}:v1.2.3-abcdef" for i in range(8)],
+            "changedBy": "m" * 128,
+            "changedAt": when,
+            "startedAt": when,
+            "steps": [{"index": i, "endedAt": when} for i in range(32)],
+            "analyses": [
+                {"name": f"step-{i}-analysis", "phase": "Successful", "endedAt": when}
+                for i in range(32)
+            ],
+            "approvals": [{"step": i, "since": when} for i in range(32)],
+            "outcome": "Aborted",
+            "reason": "AnalysisFailed",
+            "message": "x" * 1024,
+            "endedAt": when,
+            "detectedAt": when,
+            "restoredAt": when,
+            "timeToDetectSeconds": 123456.789,
+            "timeToRestoreSeconds": 123456.789,
+        }
+    )
+    ro, _ = stable_world(make([{"setWeight": 20}]))
+    status = ro.status.model_copy(update={"releases": [full] * 25})
+    size = len(status.model_dump_json(by_alias=True, exclude_none=True))
+    assert size < 256 * 1024, size
