@@ -17,7 +17,35 @@ Series, by where in the flow they are updated:
   (1 for the current phase, 0 for the others), ``stepwise_rollout_canary_weight``,
   ``stepwise_analysis_measurements_total{namespace,rollout,metric,phase}``,
   ``stepwise_rollback_seconds`` (first failed measurement to traffic restored);
+* when a status write gives a release of the delivery record (``status.releases``) its
+  outcome or one of its times: ``stepwise_releases_total{namespace,rollout,outcome,reason}``
+  and the histograms ``stepwise_release_time_to_detect_seconds``,
+  ``stepwise_release_time_to_restore_seconds`` and ``stepwise_release_lead_time_seconds``
+  (``{namespace,rollout}``); see :func:`release_changes`;
 * leader election: ``stepwise_leader`` (1 while this replica leads).
+
+The delivery record in the status keeps only the last ``spec.releaseHistoryLimit``
+releases; these series are where the long record lives, so they are counted from status
+*transitions*, never from the list as it stands: :func:`release_changes` compares the
+releases before a pass with those the pass wrote, matched by revision and attempt, and
+reports only what the pass newly set. A restarted controller or a new leader, whose first
+pass reads a status that already has every outcome, counts nothing; a release that falls
+off the bounded list is not an event. Counting happens after the write succeeded, so a
+process that dies between its write and its count loses that one count (at most once,
+never twice); so does, for ``increase()``, an outcome decided in the very first pass a
+new process makes for a Rollout, whose series is then born at 1. Only the leader
+reconciles, so the replicas' series add up (``sum by (namespace, rollout)``).
+
+Cardinality is bounded by the number of Rollouts: every per-Rollout label comes from the
+Rollout's name and namespace or from a fixed set the API declares (``phase``; ``outcome``
+Promoted, Aborted or Superseded; ``reason`` one of the four abort reasons, or empty unless
+Aborted), with one exception, ``metric`` on measurements, which comes from the Rollout's
+own analysis templates. A revision, image or person never becomes a label. Per Rollout the
+delivery series are at most six ``stepwise_releases_total`` series (Promoted, Superseded,
+and Aborted with each reason, created at 0 on the first pass so that ``increase()`` sees
+the first release) and three histograms of :data:`DETECT_BUCKETS` /
+:data:`LEAD_TIME_BUCKETS` buckets. :meth:`Metrics.forget_rollout`, called when a Rollout
+is deleted, removes all of its series.
 
 Request accounting: :func:`count_requests` wraps an ``ApiClient``'s ``call_api``, the
 single method every generated API call goes through (lists, watches, gets, writes,
@@ -32,7 +60,8 @@ status of its HTTP response (200), when it is opened; an ERROR event inside the 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, get_args
 
 import structlog
@@ -41,7 +70,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controller.adapters.retry import dedicated_client
-from controller.api.rollout import Phase
+from controller.api.rollout import AbortReason, Phase, Release, ReleaseOutcome
 
 log = structlog.get_logger()
 
@@ -50,6 +79,86 @@ PHASES: tuple[str, ...] = get_args(Phase)
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROLLBACK_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+
+#: Every release outcome, and every abort reason: the only values of the ``outcome`` and
+#: ``reason`` labels (reason is empty unless the outcome is Aborted).
+OUTCOMES: tuple[str, ...] = get_args(ReleaseOutcome)
+ABORT_REASONS: tuple[str, ...] = get_args(AbortReason)
+
+#: Time to detect and time to restore: a restore takes seconds (the router's write), a
+#: detection from a few seconds (a manual abort) to an hour (a slow analysis after a
+#: long bake), so the buckets run from half a second to an hour.
+DETECT_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+#: Lead time, from the template change to the promotion: a minute (no steps) to a week
+#: (a release that waited for a person over a weekend).
+LEAD_TIME_BUCKETS = (
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+    172800.0,
+    604800.0,
+)
+
+
+@dataclass(frozen=True)
+class ReleaseChange:
+    """What one pass newly set on one release of the delivery record: each field is set
+    only when the pass set it (``None``: unchanged or still unknown)."""
+
+    revision: str
+    attempt: int
+    outcome: str | None = None
+    """Promoted, Aborted or Superseded, when the pass decided it."""
+    reason: str = ""
+    """With ``outcome`` Aborted: the abort reason; empty otherwise."""
+    time_to_detect_seconds: float | None = None
+    time_to_restore_seconds: float | None = None
+    lead_time_seconds: float | None = None
+
+
+def release_changes(before: Sequence[Release], after: Sequence[Release]) -> list[ReleaseChange]:
+    """What a pass newly set on the releases it wrote (``after``), compared with those it
+    read (``before``), matched by revision and attempt, in ``after``'s order.
+
+    Pure, so that counting once per transition is tested without a process. A field
+    counts when it is set after and was unset (or the release absent) before: a release
+    that appears with its outcome already decided (the rollback window promotes in the
+    pass that starts it) counts in full. A release only in ``before`` (dropped off the
+    bounded list) counts nothing, and neither does a field that changes from one value to
+    another: the core sets an outcome and each time once, so a change would be a
+    correction, not a second release. ``release_changes(x, x)`` is empty, which is what a
+    restarted controller's first pass sees. A revision and attempt listed twice (which the
+    core never writes) count once, as their last entry."""
+    seen = {(r.revision, r.attempt): r for r in before}
+    latest = {(r.revision, r.attempt): r for r in after}
+    changes: list[ReleaseChange] = []
+    for (revision, attempt), now in latest.items():
+        was = seen.get((revision, attempt)) or Release(
+            revision=revision, attempt=attempt, changed_at=now.changed_at, started_at=now.started_at
+        )
+        outcome = now.outcome if was.outcome is None else None
+        change = ReleaseChange(
+            revision=revision,
+            attempt=attempt,
+            outcome=outcome,
+            reason=(now.reason or "") if outcome == "Aborted" else "",
+            time_to_detect_seconds=(
+                now.time_to_detect_seconds if was.time_to_detect_seconds is None else None
+            ),
+            time_to_restore_seconds=(
+                now.time_to_restore_seconds if was.time_to_restore_seconds is None else None
+            ),
+            lead_time_seconds=now.lead_time_seconds if was.lead_time_seconds is None else None,
+        )
+        if change != ReleaseChange(revision, attempt):
+            changes.append(change)
+    return changes
 
 
 class Metrics:
@@ -106,6 +215,35 @@ class Metrics:
         self.leader = Gauge(
             "stepwise_leader", "1 while this replica holds the leader lease.", registry=r
         )
+        self.releases_total = Counter(
+            "stepwise_releases_total",
+            "Releases that reached an outcome (Promoted, Aborted, Superseded); reason: the "
+            "abort reason, empty unless Aborted.",
+            ["namespace", "rollout", "outcome", "reason"],
+            registry=r,
+        )
+        self.release_time_to_detect_seconds = Histogram(
+            "stepwise_release_time_to_detect_seconds",
+            "Aborted releases: seconds from the template change to the start of the first "
+            "failing measurement's window (or to a manual abort).",
+            ["namespace", "rollout"],
+            buckets=DETECT_BUCKETS,
+            registry=r,
+        )
+        self.release_time_to_restore_seconds = Histogram(
+            "stepwise_release_time_to_restore_seconds",
+            "Aborted releases: seconds from the abort until all traffic was on stable.",
+            ["namespace", "rollout"],
+            buckets=DETECT_BUCKETS,
+            registry=r,
+        )
+        self.release_lead_time_seconds = Histogram(
+            "stepwise_release_lead_time_seconds",
+            "Promoted releases: seconds from the template change to the promotion.",
+            ["namespace", "rollout"],
+            buckets=LEAD_TIME_BUCKETS,
+            registry=r,
+        )
 
     # -- reporting ------------------------------------------------------------------
 
@@ -142,6 +280,34 @@ class Metrics:
         """A rollback restored stable traffic ``seconds`` after the first failed measurement."""
         self.rollback_seconds.observe(seconds)
 
+    def observe_releases(
+        self, namespace: str, rollout: str, before: Sequence[Release], after: Sequence[Release]
+    ) -> None:
+        """Count what a pass newly set on the Rollout's releases: ``before`` as it read
+        them, ``after`` as it wrote them (see :func:`release_changes`).
+
+        The Rollout's release series exist from its first pass on, at 0: ``increase()``
+        cannot see a counter's first increment when the series is born at 1, so a
+        Rollout's first abort would otherwise be lost from the change failure rate."""
+        labels = {"namespace": namespace, "rollout": rollout}
+        for outcome in OUTCOMES:
+            for reason in ABORT_REASONS if outcome == "Aborted" else ("",):
+                self.releases_total.labels(**labels, outcome=outcome, reason=reason)
+        detect = self.release_time_to_detect_seconds.labels(**labels)
+        restore = self.release_time_to_restore_seconds.labels(**labels)
+        lead = self.release_lead_time_seconds.labels(**labels)
+        for change in release_changes(before, after):
+            if change.outcome is not None:
+                self.releases_total.labels(
+                    **labels, outcome=change.outcome, reason=change.reason
+                ).inc()
+            if change.time_to_detect_seconds is not None:
+                detect.observe(change.time_to_detect_seconds)
+            if change.time_to_restore_seconds is not None:
+                restore.observe(change.time_to_restore_seconds)
+            if change.lead_time_seconds is not None:
+                lead.observe(change.lead_time_seconds)
+
     def set_leader(self, leading: bool) -> None:
         """Whether this replica leads (wire to the elector's callbacks)."""
         self.leader.set(1.0 if leading else 0.0)
@@ -152,6 +318,10 @@ class Metrics:
         self.rollout_phase.remove_by_labels(labels)
         self.rollout_canary_weight.remove_by_labels(labels)
         self.analysis_measurements_total.remove_by_labels(labels)
+        self.releases_total.remove_by_labels(labels)
+        self.release_time_to_detect_seconds.remove_by_labels(labels)
+        self.release_time_to_restore_seconds.remove_by_labels(labels)
+        self.release_lead_time_seconds.remove_by_labels(labels)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -1,5 +1,6 @@
 """The Grafana dashboard (deploy/grafana/stepwise-dashboard.json) queries only metrics the
-controller exports (controller/runtime/metrics.py), and shows every one of them."""
+controller exports (controller/runtime/metrics.py), shows every one of them, and its
+Delivery row shows the delivery record's figures per Rollout."""
 
 from __future__ import annotations
 
@@ -133,3 +134,125 @@ def test_panels_have_unique_ids_and_a_description(dashboard: dict[str, Any]) -> 
         if panel["type"] != "row":
             assert panel.get("description"), panel["title"]
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+#: Variables Grafana itself defines.
+BUILTIN_VARIABLES = frozenset({"__rate_interval", "__interval", "__range", "__range_s"})
+_VARIABLE = re.compile(r"\$\{?(\w+)")
+_BY = re.compile(r"\bby\s*\(([^)]*)\)")
+_QUANTILE = re.compile(r"histogram_quantile\(\s*([0-9.]+)\s*,\s*sum by \(([^)]*)\)")
+
+
+def test_every_variable_an_expression_uses_is_defined(dashboard: dict[str, Any]) -> None:
+    """A ``$name`` in a query is a dashboard variable or one of Grafana's own."""
+    defined = {v["name"] for v in dashboard["templating"]["list"]} | BUILTIN_VARIABLES
+    for expr in expressions(dashboard):
+        assert set(_VARIABLE.findall(expr)) <= defined, expr
+
+
+def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    """No two panels share a grid cell (Grafana would push one of them elsewhere)."""
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def row_panels(dashboard: dict[str, Any], title: str) -> dict[str, dict[str, Any]]:
+    """The panels under the row ``title``, by title (up to the next row)."""
+    panels = dashboard["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == title)
+    found: dict[str, dict[str, Any]] = {}
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        found[panel["title"]] = panel
+    return found
+
+
+def exprs(panel: dict[str, Any]) -> list[str]:
+    """A panel's query expressions."""
+    return [t["expr"] for t in panel["targets"]]
+
+
+def test_delivery_row_has_each_figure_per_rollout(dashboard: dict[str, Any]) -> None:
+    """The Delivery row shows deploy frequency, change failure rate, outcomes and the
+    three times; every query filters by the namespace and rollout variables, keeps the
+    rollout (and namespace) apart, and looks back over the delivery window."""
+    delivery = row_panels(dashboard, "Delivery")
+    assert set(delivery) == {
+        "Deploy frequency",
+        "Change failure rate",
+        "Releases by outcome",
+        "Time to detect",
+        "Time to restore",
+        "Lead time",
+    }
+    for title, panel in delivery.items():
+        for expr in exprs(panel):
+            assert 'namespace=~"$namespace", rollout=~"$rollout"' in expr, title
+            assert "[$window]" in expr, title
+            groupings = _BY.findall(expr)
+            assert groupings, title
+            for grouping in groupings:
+                labels = {label.strip() for label in grouping.split(",")}
+                assert {"namespace", "rollout"} <= labels, (title, expr)
+        for target in panel["targets"]:
+            assert "{{rollout}}" in target["legendFormat"], title
+
+
+def test_deploy_frequency_and_change_failure_rate_read_the_outcomes(
+    dashboard: dict[str, Any],
+) -> None:
+    """Deploys per day count promotions; the failure rate divides aborts by promotions
+    plus aborts (superseded releases count in neither)."""
+    delivery = row_panels(dashboard, "Delivery")
+    [frequency] = exprs(delivery["Deploy frequency"])
+    assert metric_names(frequency) == {"stepwise_releases_total"}
+    assert 'outcome="Promoted"' in frequency
+    assert frequency.endswith("* 86400")
+    [rate] = exprs(delivery["Change failure rate"])
+    aborted, total = rate.split(" / ")
+    assert 'outcome="Aborted"' in aborted
+    assert 'outcome=~"Promoted|Aborted"' in total
+    assert delivery["Change failure rate"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+@pytest.mark.parametrize(
+    ("title", "family", "quantiles"),
+    [
+        ("Time to detect", "stepwise_release_time_to_detect_seconds", {"0.5", "0.9"}),
+        ("Time to restore", "stepwise_release_time_to_restore_seconds", {"0.5", "0.9"}),
+        ("Lead time", "stepwise_release_lead_time_seconds", {"0.5"}),
+    ],
+)
+def test_release_time_percentiles_come_from_the_buckets_per_rollout(
+    dashboard: dict[str, Any], title: str, family: str, quantiles: set[str]
+) -> None:
+    """Each percentile is histogram_quantile over the rate of that histogram's buckets,
+    summed by le and rollout, in seconds."""
+    assert family in exported_names()
+    panel = row_panels(dashboard, "Delivery")[title]
+    seen: set[str] = set()
+    for expr in exprs(panel):
+        assert metric_names(expr) == {f"{family}_bucket"}, expr
+        assert f"rate({family}_bucket{{" in expr
+        found = _QUANTILE.match(expr)
+        assert found, expr
+        assert {"le", "namespace", "rollout"} == {s.strip() for s in found.group(2).split(",")}
+        seen.add(found.group(1))
+    assert seen == quantiles
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_the_delivery_window_is_a_variable_of_days(dashboard: dict[str, Any]) -> None:
+    """The Delivery panels' look-back is chosen on the dashboard: a day to a month, a
+    week by default."""
+    [window] = [v for v in dashboard["templating"]["list"] if v["name"] == "window"]
+    assert window["type"] == "interval"
+    assert window["query"].split(",") == ["1d", "7d", "14d", "30d"]
+    assert window["current"]["value"] == "7d"
