@@ -23,6 +23,7 @@ from controller import __version__, logs
 from controller.api.analysis import AnalysisTemplateSpec
 from controller.api.validation import is_stepwise, validate_document
 from controller.cli import convert as convert_cmd
+from controller.cli import report as report_cmd
 from controller.cli import rollouts
 from controller.core import analysis as an
 from controller.errors import ConfigError
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--context", default=None, help="kubeconfig context")
     common.add_argument("-n", "--namespace", default=None, help="default: the context's")
     rollouts.add_commands(sub, common)
+    report_cmd.add_command(sub, common)
     return parser
 
 
