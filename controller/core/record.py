@@ -102,8 +102,11 @@ def advance(
     last = releases[-1] if releases else None
     if last is not None and last.revision == canary:
         releases[-1] = _progress(last, before, after, now)
-    if last is not None:
-        releases[-1] = _restore(releases[-1], now, traffic_left)
+    for i, entry in enumerate(releases):
+        # An aborted release is restored once no traffic reaches its revision; while a
+        # later attempt of the same revision runs, that can no longer be told apart.
+        if i == len(releases) - 1 or entry.revision != canary:
+            releases[i] = _restore(entry, now, traffic_left)
     return releases[-limit:]
 
 

@@ -37,6 +37,10 @@ def start_canary(
     return stable, canary
 
 
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def test_steps_pause_and_promotion(kube: Cluster, controller: ControllerProcess) -> None:
     """Canary pods 2 then 5 Ready; it waits at the empty pause; promote makes the canary
     stable without replacing its pods and scales the old ReplicaSet to 0."""
@@ -79,6 +83,7 @@ def test_abort_and_retry(kube: Cluster, controller: ControllerProcess) -> None:
     assert status["abort"]["reason"] == "Manual"
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Aborted"] == "Manual"
     assert "Aborted" in kube.events("app")
+    wait_for("restored", lambda: "restoredAt" in kube.status("app")["releases"][-1])
     kube.annotate(
         "app",
         **{
@@ -90,6 +95,18 @@ def test_abort_and_retry(kube: Cluster, controller: ControllerProcess) -> None:
     wait_for("canary 2 again", lambda: kube.ready("app", canary) == (2, 2))
     assert kube.status("app")["currentStepIndex"] in (0, 1)
     assert "Retried" in kube.events("app")
+    # The delivery record: v1, then the aborted attempt restored once the canary's last
+    # Ready pod was gone (by replica ratio traffic follows pods), then the retry.
+    first, aborted, retried = kube.status("app")["releases"]
+    assert (first["outcome"], first["revision"]) == ("Promoted", stable)
+    assert (aborted["revision"], aborted["attempt"]) == (canary, 1)
+    assert (aborted["outcome"], aborted["reason"]) == ("Aborted", "Manual")
+    assert aborted["detectedAt"] == aborted["endedAt"] == status["abort"]["time"]
+    assert _time(aborted["restoredAt"]) >= _time(aborted["endedAt"])
+    assert aborted["timeToRestoreSeconds"] >= 0
+    assert [s["index"] for s in aborted["steps"]] == [0, 1, 2]
+    assert [a["step"] for a in aborted["approvals"]] == [3]
+    assert (retried["revision"], retried["attempt"], retried.get("outcome")) == (canary, 2, None)
 
 
 def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
@@ -172,6 +189,18 @@ def test_sigkill_resumes_the_same_step_and_keeps_the_pause(
         wanted = f"step {index} ({kind}) of canary {canary} completed"
         assert completed.count(wanted) == 1, (wanted, completed)
     assert len(completed) == 4, completed
+    # The delivery record went through four kills: one entry per revision, every step
+    # once, one wait for approval, and the change's author from managedFields.
+    first, release = kube.status("app")["releases"]
+    assert first["outcome"] == "Promoted"
+    assert (release["revision"], release["attempt"], release["outcome"]) == (canary, 1, "Promoted")
+    assert [s["index"] for s in release["steps"]] == [0, 1, 2, 3]
+    assert [a["step"] for a in release["approvals"]] == [3]
+    assert release["images"] == ["registry.local/app:v2"]
+    assert release["changedBy"]
+    changed, started, ended = (_time(release[k]) for k in ("changedAt", "startedAt", "endedAt"))
+    assert changed <= started <= ended
+    assert release["leadTimeSeconds"] > pause
 
 
 def test_deleting_a_replica_ratio_rollout_mid_canary_removes_its_replica_sets(

@@ -323,3 +323,23 @@ def test_the_largest_record_stays_well_under_the_object_size_limit() -> None:
     status = ro.status.model_copy(update={"releases": [full] * 25})
     size = len(status.model_dump_json(by_alias=True, exclude_none=True))
     assert size < 256 * 1024, size
+
+
+def test_an_abort_overtaken_by_a_newer_revision_is_still_restored() -> None:
+    """A newer image applied before the aborted canary's pods are gone: the aborted
+    release is restored when they go, though it is no longer the last entry."""
+    ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}]))
+    ro = new_image(ro, "registry.local/app:v2")
+    v2 = template_hash(ro.spec.pod_template)
+    ro, _ = settle(ro, world, at(0))
+    ro = annotate(ro, **{intents.ABORT: v2})
+    ro, _ = step(ro, world, at(10))  # stable scaled up, not Ready: v2 keeps its pods
+    ro = new_image(ro, "registry.local/app:v3")
+    ro, _ = step(ro, world, at(11))
+    aborted, newer = ro.status.releases[-2:]
+    assert (aborted.revision, aborted.outcome, aborted.restored_at) == (v2, "Aborted", None)
+    assert newer.images == ["registry.local/app:v3"]
+    ro, _ = settle(ro, world, at(20))
+    assert world.replica_sets[v2].ready == 0
+    aborted = ro.status.releases[-2]
+    assert (aborted.restored_at, aborted.time_to_restore_seconds) == (at(20), 10)
