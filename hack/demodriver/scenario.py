@@ -63,6 +63,14 @@ class Result:
     promotion_counts: dict[str, int] = field(default_factory=dict)
     """Requests by outcome from v2's release to its promotion (see demodriver.client)."""
     abort_message: str = ""
+    bad_released_at: dt.datetime | None = None
+    """Wall-clock instants of v3's story as the demo itself saw them: the image change,"""
+    bad_from: dt.datetime | None = None
+    """the error-rate jump,"""
+    bad_weight_zero_at: dt.datetime | None = None
+    """and Traefik's weight reaching 0."""
+    bad_record: dict[str, Any] = field(default_factory=dict)
+    """v3's entry in the Rollout's delivery record (``status.releases``)."""
 
 
 def _last_seconds(load: GatewayLoad) -> str:
@@ -349,6 +357,7 @@ class Scenario:
 
     def bad_release(self) -> None:
         r = self.result
+        r.bad_released_at = _wall()
         _release(self.custom, self.namespace, "v3")
         self.timeline.note("release v3 (turns bad): image set to demo/checkout:v3")
         self.wait("v3 to start", lambda s: s.get("canaryRevision") != r.v2, 30)
@@ -358,6 +367,7 @@ class Scenario:
         self.bad_rate = ERROR_RATE_OF_BAD_RELEASE
         self._make_bad(r.v3, self.bad_rate)
         jump = time.monotonic()
+        r.bad_from = _wall()
         self.timeline.note(f"v3 error rate jumps to {ERROR_RATE_OF_BAD_RELEASE:.0%}")
         zero = self._until_rolled_back(jump)
         time.sleep(3)
@@ -368,6 +378,8 @@ class Scenario:
             r.regression_to_last_bad_request = max(a.at for a in bad) - jump
         if zero is not None:
             r.versions_after_rollback = set(self.load.versions(since=zero + 0.5))
+        releases = self.status().get("releases") or []
+        r.bad_record = next((e for e in reversed(releases) if e.get("revision") == r.v3), {})
         self.timeline.observe(self.rollout(), self.route_weight(), self.load)
 
     def _until_rolled_back(self, jump: float) -> float | None:
@@ -378,6 +390,7 @@ class Scenario:
             self.sync()
             if zero is None and self.route_weight() == 0:
                 zero = time.monotonic()
+                r.bad_weight_zero_at = _wall()
                 r.regression_to_weight_zero = zero - jump
                 self.timeline.note(
                     f"Traefik's weight 0, all traffic on stable: {zero - jump:.1f}s after the jump"
@@ -426,6 +439,10 @@ def _release(custom: client.CustomObjectsApi, namespace: str, version: str) -> N
     )  # fmt: skip
 
 
+def _wall() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def _counts(counts: dict[str, int]) -> str:
     order = ("ok", "app error", "gateway error", "no answer")
     return ", ".join(f"{counts.get(k, 0)} {k}" for k in order)
@@ -456,6 +473,13 @@ def summary(result: Result) -> list[str]:
     lines.append(f"  versions serving after the rollback: {sorted(result.versions_after_rollback)}")
     if result.abort_message:
         lines.append(f"  why: {result.abort_message}")
+    record = result.bad_record
+    if record.get("timeToDetectSeconds") is not None:
+        lines.append(
+            f"  v3 in the delivery record: {record.get('outcome')} ({record.get('reason')}), "
+            f"time to detect {record['timeToDetectSeconds']:.1f}s, time to restore "
+            f"{record.get('timeToRestoreSeconds') or 0:.1f}s"
+        )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines.append(f"  ({stamp})")
     return lines
