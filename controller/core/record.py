@@ -51,6 +51,7 @@ from typing import Any, get_args
 from controller.api.rollout import (
     MAX_LIST,
     AnalysisPhase,
+    MetricResult,
     Release,
     ReleaseAnalysis,
     ReleaseApproval,
@@ -114,8 +115,11 @@ def failure_window_start(status: RolloutStatus, revision: str) -> dt.datetime | 
     """The start of the window of the earliest failing measurement of ``revision``'s
     analyses (dry-run metrics never abort, so they never count). A measurement's window
     starts where the metric's previous measurement started (the judge counts exactly
-    that stretch; a query over ``[{{interval}}]`` nearly so), or at the run's start for
-    its first measurement."""
+    that stretch; a query over ``[{{interval}}]`` nearly so). For the first measurement
+    kept (a run's first, or older ones dropped by measurementRetention) it is one
+    interval before it (the metric's cadence: its ``nextAt`` after its latest
+    measurement), never before the run started (the run's start when the cadence is
+    unknown)."""
     starts: list[dt.datetime] = []
     for run in status.analysis_runs:
         if run.revision != revision:
@@ -123,13 +127,27 @@ def failure_window_start(status: RolloutStatus, revision: str) -> dt.datetime | 
         for metric in run.metrics:
             if metric.dry_run:
                 continue
-            earlier = run.started_at
+            earlier: dt.datetime | None = None
             for m in metric.measurements:
                 if m.phase == "Failed":
+                    if earlier is None:
+                        cadence = _cadence(metric)
+                        earlier = run.started_at
+                        if cadence is not None:
+                            earlier = max(earlier, m.started_at - cadence)
                     starts.append(min(earlier, m.started_at))
                     break
                 earlier = m.started_at
     return min(starts) if starts else None
+
+
+def _cadence(metric: MetricResult) -> dt.timedelta | None:
+    """The time between the metric's measurements, as its ``nextAt`` after its latest
+    measurement says (None when it cannot tell: then the window is the run's)."""
+    latest = metric.measurements[-1] if metric.measurements else None
+    if metric.next_at is None or latest is None or latest.finished_at is None:
+        return None
+    return max(dt.timedelta(0), metric.next_at - latest.finished_at)
 
 
 def template_change(metadata_extra: Mapping[str, Any] | None) -> tuple[str, dt.datetime] | None:

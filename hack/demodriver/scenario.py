@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -71,6 +73,8 @@ class Result:
     """and Traefik's weight reaching 0."""
     bad_record: dict[str, Any] = field(default_factory=dict)
     """v3's entry in the Rollout's delivery record (``status.releases``)."""
+    report: list[str] = field(default_factory=list)
+    """What ``stepwise report`` printed at the end."""
 
 
 def _last_seconds(load: GatewayLoad) -> str:
@@ -403,6 +407,16 @@ class Scenario:
             time.sleep(0.1)
         return zero
 
+    def report(self) -> None:
+        """What ``stepwise report`` says about the three releases (from the status)."""
+        argv = [sys.executable, "-m", "controller", "report", "checkout", "--since", "1d"]
+        argv += [f"--kubeconfig={self.kubeconfig}", f"--namespace={self.namespace}"]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+        self.result.report = done.stdout.rstrip().splitlines()
+        self.timeline.note("stepwise report checkout --since 1d:")
+        for line in self.result.report or done.stderr.splitlines():
+            self.timeline.say(f"    {line}")
+
     def close(self) -> None:
         if self.load is not None:
             self.load.stop()
@@ -424,6 +438,7 @@ def run(
         demo.first_release()
         demo.good_release()
         demo.bad_release()
+        demo.report()
         return demo.result
     finally:
         demo.close()

@@ -39,6 +39,10 @@ def test_good_release_promoted_bad_release_rolled_back(
     assert result.bad_requests_seen > 0, report  # the canary really served the regression
     assert result.versions_after_rollback == {"v2"}, report
     _record_matches_what_the_demo_saw(result, report)
+    # stepwise report at the end: 2 promoted (v1, v2), 1 aborted (v3) by analysis
+    printed = "\n".join(result.report)
+    assert "AnalysisFailed" in printed, report
+    assert "1 of 2" in printed or "33%" in printed, report
     counts = result.promotion_counts
     assert counts.get("ok", 0) > 100, report  # 60 requests/s through the whole release
     assert counts.get("gateway error", 0) == 0, report

@@ -343,3 +343,19 @@ def test_an_abort_overtaken_by_a_newer_revision_is_still_restored() -> None:
     assert world.replica_sets[v2].ready == 0
     aborted = ro.status.releases[-2]
     assert (aborted.restored_at, aborted.time_to_restore_seconds) == (at(20), 10)
+
+
+def test_a_first_measurement_s_window_is_one_interval_not_the_whole_wait_before_it() -> None:
+    """A run that measured nothing for a while (no canary traffic yet) and failed its
+    first measurement: the failing window is the interval before it (the metric's
+    cadence, from its nextAt), not everything since the run started."""
+    steps = [{"setWeight": 20}, ANALYSIS, {"setWeight": 60}]
+    ro, world = stable_world(make(steps, routed=True), routed=True)
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(0))
+    run_start = ro.status.analysis_runs[0].started_at
+    ro, _ = step(ro, world, at(30), {("step-1", "errors"): measurement("Failed", at(30))})
+    entry = last(ro)
+    assert entry.reason == "AnalysisFailed"
+    assert run_start == at(0)
+    assert entry.detected_at == at(20)  # the template's interval is 10 s
