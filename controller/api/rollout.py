@@ -1336,7 +1336,7 @@ class ReleaseApproval(ApiModel):
     """A time the release waited for a person (``stepwise promote``)."""
 
     step: int | None = None
-    """The step it waited at (none for a blue-green promotion)."""
+    """The step it waited at (0 for a blue-green promotion, as its promote intent names it)."""
     since: dt.datetime
     """When the wait began."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from controller.api import intents
 from controller.api.rollout import Measurement, Release, Rollout
+from controller.core import analysis as an
 from controller.core.hashing import template_hash
 from controller.core.record import template_change
 from tests.support.manifests import rollout as rollout_doc
@@ -22,6 +23,8 @@ from tests.support.plan import (
     stable_world,
 )
 from tests.support.world import T0, settle, step
+from tests.unit.test_bluegreen import ACTIVE, CHECK, bg_rollout
+from tests.unit.test_bluegreen import stable as bg_stable
 
 
 def changed(ro: Rollout, manager: str, when: dt.datetime) -> Rollout:
@@ -359,3 +362,49 @@ def test_a_first_measurement_s_window_is_one_interval_not_the_whole_wait_before_
     assert entry.reason == "AnalysisFailed"
     assert run_start == at(0)
     assert entry.detected_at == at(20)  # the template's interval is 10 s
+
+
+# -- blue-green ----------------------------------------------------------------------
+
+
+def test_blue_green_waits_for_approval_then_promotes() -> None:
+    ro, world = bg_stable(bg_rollout(autoPromotionEnabled=False))
+    ro = new_image(ro)
+    new = template_hash(ro.spec.pod_template)
+    ro, _ = settle(ro, world, at(1))
+    entry = last(ro)
+    assert (entry.revision, entry.outcome) == (new, None)
+    assert [(a.step, a.since) for a in entry.approvals] == [(0, at(1))]
+    ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(new, 0)})
+    ro, _ = settle(ro, world, at(9))
+    entry = last(ro)
+    assert (entry.outcome, entry.ended_at, entry.lead_time_seconds) == ("Promoted", at(9), 8)
+
+
+def test_blue_green_pre_promotion_failure_never_moved_traffic() -> None:
+    """The active Service never left stable: restored the moment it was aborted."""
+    ro, world = bg_stable(bg_rollout(prePromotionAnalysis=CHECK))
+    ro = new_image(ro)
+    ro, _ = settle(ro, world, at(1))
+    ro, _ = step(ro, world, at(4), {(an.PRE_PROMOTION, "errors"): measurement("Failed", at(4))})
+    entry = last(ro)
+    assert (entry.outcome, entry.reason, entry.ended_at) == ("Aborted", "AnalysisFailed", at(4))
+    assert (entry.restored_at, entry.time_to_restore_seconds) == (at(4), 0)
+
+
+def test_blue_green_post_promotion_failure_is_restored_by_switching_back() -> None:
+    """After the switch the new revision had all the traffic; the failed post-promotion
+    analysis switches the active Service back in the same pass, which restores it."""
+    ro, world = bg_stable(bg_rollout(postPromotionAnalysis=CHECK))
+    old = ro.status.stable_revision
+    ro = new_image(ro)
+    new = template_hash(ro.spec.pod_template)
+    ro, _ = settle(ro, world, at(1))
+    assert world.services[ACTIVE] == new
+    assert last(ro).outcome is None  # switched, not promoted: stable until judged
+    failed = {(an.POST_PROMOTION, "errors"): measurement("Failed", at(6))}
+    ro, _ = step(ro, world, at(6), failed)
+    entry = last(ro)
+    assert world.services[ACTIVE] == old
+    assert (entry.outcome, entry.reason) == ("Aborted", "AnalysisFailed")
+    assert (entry.restored_at, entry.time_to_restore_seconds) == (at(6), 0)
