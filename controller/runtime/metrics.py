@@ -222,27 +222,25 @@ class Metrics:
             ["namespace", "rollout", "outcome", "reason"],
             registry=r,
         )
-        self.release_time_to_detect_seconds = Histogram(
+
+        def per_rollout(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, ["namespace", "rollout"], buckets=buckets, registry=r)
+
+        self.release_time_to_detect_seconds = per_rollout(
             "stepwise_release_time_to_detect_seconds",
             "Aborted releases: seconds from the template change to the start of the first "
             "failing measurement's window (or to a manual abort).",
-            ["namespace", "rollout"],
-            buckets=DETECT_BUCKETS,
-            registry=r,
+            DETECT_BUCKETS,
         )
-        self.release_time_to_restore_seconds = Histogram(
+        self.release_time_to_restore_seconds = per_rollout(
             "stepwise_release_time_to_restore_seconds",
             "Aborted releases: seconds from the abort until all traffic was on stable.",
-            ["namespace", "rollout"],
-            buckets=DETECT_BUCKETS,
-            registry=r,
+            DETECT_BUCKETS,
         )
-        self.release_lead_time_seconds = Histogram(
+        self.release_lead_time_seconds = per_rollout(
             "stepwise_release_lead_time_seconds",
             "Promoted releases: seconds from the template change to the promotion.",
-            ["namespace", "rollout"],
-            buckets=LEAD_TIME_BUCKETS,
-            registry=r,
+            LEAD_TIME_BUCKETS,
         )
 
     # -- reporting ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from controller.api.rollout import Measurement, Rollout
 from controller.core.hashing import template_hash
 from controller.core.model import TemplateKey
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.world import T0, World, settle
+from tests.support.world import T0, World, settle, step
 
 ROUTED = {
     "stableService": "app-stable",
@@ -90,6 +90,16 @@ def canary_at(steps: list[dict[str, Any]], **canary: Any) -> tuple[Rollout, Worl
     ro, world = stable_world(make(steps, **canary), routed=bool(canary.get("routed")))
     ro = new_image(ro)
     ro, _ = settle(ro, world, at(0))
+    return ro, world
+
+
+def deadline_canary(**spec: Any) -> tuple[Rollout, World]:
+    """A routed Rollout with a 60 s progress deadline (and ``spec`` fields) whose new
+    revision has had one pass at T0 + 0 and whose pods never become Ready."""
+    doc = rollout_doc("app", steps=[{"setWeight": 20}, {"pause": {}}], **ROUTED)
+    doc["spec"] |= {"progressDeadlineSeconds": 60, **spec}
+    ro, world = stable_world(Rollout.model_validate(doc), routed=True)
+    ro, _ = step(new_image(ro), world, at(0))
     return ro, world
 
 

@@ -19,11 +19,11 @@ from controller.core.replicas import canary_replicas
 from tests.support.manifests import rollout as rollout_doc
 from tests.support.plan import (
     HEADER_ROUTE,
-    ROUTED,
     TEMPLATE,
     analysis_rollout,
     annotate,
     at,
+    deadline_canary,
     m,
     make,
     new_image,
@@ -472,11 +472,7 @@ def test_reapplying_the_stable_template_rolls_back_without_a_canary() -> None:
 
 def test_progress_deadline_aborts_a_stuck_step() -> None:
     """Canary pods that never become Ready abort the rollout after progressDeadlineSeconds."""
-    doc = rollout_doc("app", steps=[{"setWeight": 20}, {"pause": {}}], **ROUTED)
-    doc["spec"]["progressDeadlineSeconds"] = 60
-    ro, world = stable_world(Rollout.model_validate(doc), routed=True)
-    ro = new_image(ro)
-    ro, _ = step(ro, world, at(0))
+    ro, world = deadline_canary()
     ro, result = step(ro, world, at(30))
     assert ro.status.abort is None
     assert result.requeue_after == pytest.approx(30.0)
@@ -489,11 +485,7 @@ def test_without_progress_deadline_abort_a_stuck_step_is_only_reported() -> None
     """progressDeadlineAbort: false (Argo's default): past the deadline the Rollout is
     Degraded and says why, nothing is aborted or moved, and it goes on once pods are
     Ready."""
-    doc = rollout_doc("app", steps=[{"setWeight": 20}, {"pause": {}}], **ROUTED)
-    doc["spec"] |= {"progressDeadlineSeconds": 60, "progressDeadlineAbort": False}
-    ro, world = stable_world(Rollout.model_validate(doc), routed=True)
-    ro = new_image(ro)
-    ro, _ = step(ro, world, at(0))
+    ro, world = deadline_canary(progressDeadlineAbort=False)
     ro, result = step(ro, world, at(61))
     assert ro.status.abort is None
     assert not result.actions

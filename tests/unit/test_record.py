@@ -12,12 +12,11 @@ from controller.api.rollout import Measurement, Release, Rollout
 from controller.core import analysis as an
 from controller.core.hashing import template_hash
 from controller.core.record import template_change
-from tests.support.manifests import rollout as rollout_doc
 from tests.support.plan import (
     ANALYSIS,
-    ROUTED,
     annotate,
     at,
+    deadline_canary,
     make,
     new_image,
     stable_world,
@@ -153,11 +152,7 @@ def test_without_a_router_restore_waits_for_the_canary_s_last_ready_pod() -> Non
 
 
 def test_the_progress_deadline_is_an_abort_detected_when_it_happens() -> None:
-    doc = rollout_doc("app", steps=[{"setWeight": 20}, {"pause": {}}], **ROUTED)
-    doc["spec"]["progressDeadlineSeconds"] = 60
-    ro, world = stable_world(Rollout.model_validate(doc), routed=True)
-    ro = new_image(ro)
-    ro, _ = step(ro, world, at(0))
+    ro, world = deadline_canary()
     ro, _ = step(ro, world, at(61))
     entry = last(ro)
     assert (entry.outcome, entry.reason) == ("Aborted", "ProgressDeadlineExceeded")
