@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from controller.api import intents
 from controller.api.base import parse_duration
 from controller.api.rollout import GROUP, VERSION
+from controller.report import fmt_duration
 
 PLURAL = "rollouts"
 RESOURCE = f"{PLURAL}.{GROUP}"
@@ -358,6 +359,9 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
         lines.append(
             f"  experiment step {experiment.get('step')}: {experiment.get('phase')} {sets}".rstrip()
         )
+    release = _release_line((status.get("releases") or [None])[-1])
+    if release:
+        lines.append(release)
     for run in status.get("analysisRuns") or []:
         metrics = ", ".join(
             f"{m['name']}={m.get('phase')} "
@@ -368,6 +372,25 @@ def describe(rollout: dict[str, Any], events: list[Any]) -> list[str]:
     for event in events:
         lines.append(f"  event {event.reason}: {event.message}")
     return lines
+
+
+def _release_line(entry: dict[str, Any] | None) -> str | None:
+    """The latest release of the delivery record in one line (see ``stepwise report``)."""
+    if not entry:
+        return None
+    who = f" by {entry['changedBy']}" if entry.get("changedBy") else ""
+    head = f"  release {entry.get('revision')}#{entry.get('attempt', 1)}{who}: "
+    outcome = entry.get("outcome")
+    if outcome == "Aborted":
+        detect = fmt_duration(entry.get("timeToDetectSeconds"))
+        restore = entry.get("timeToRestoreSeconds")
+        restored = f"restored in {fmt_duration(restore)}" if restore is not None else "restoring"
+        return (
+            f"{head}Aborted ({entry.get('reason')}), detected {detect} after the change, {restored}"
+        )
+    if outcome == "Promoted":
+        return f"{head}Promoted, {fmt_duration(entry.get('leadTimeSeconds'))} after the change"
+    return head + (outcome or f"in progress since {entry.get('startedAt')}")
 
 
 class PlainView:

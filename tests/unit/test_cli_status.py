@@ -345,3 +345,23 @@ def test_unreachable_names_the_root_cause(
     )
     assert "\n" not in message
     assert "--kubeconfig" in message
+
+
+def test_status_shows_the_latest_release_of_the_record() -> None:
+    """In progress, then aborted by hand with its detect and restore times (the record
+    written by the real plan in the simulated world)."""
+    ro, world = canary_at([{"setWeight": 20}, {"pause": {}}])
+    rev = str(ro.status.canary_revision)
+    going = [line for line in rollouts.describe(doc(ro), []) if "release " in line]
+    assert going == [
+        f"  release {rev}#1: in progress since {doc(ro)['status']['releases'][-1]['startedAt']}"
+    ]
+    ro = annotate(ro, **{intents.ABORT: rev})
+    ro, _ = settle(ro, world, at(12))
+    [line] = [line for line in rollouts.describe(doc(ro), []) if "release " in line]
+    assert line == (
+        f"  release {rev}#1: Aborted (Manual), detected 12s after the change, restored in 0ms"
+    )
+    stable, _ = stable_world(make([{"setWeight": 20}]))
+    [line] = [line for line in rollouts.describe(doc(stable), []) if "release " in line]
+    assert line.endswith(": Promoted, 0ms after the change")
