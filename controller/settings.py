@@ -47,3 +47,11 @@ class Settings(BaseModel):
     """Seconds after which a watch is renewed even if quiet."""
     heartbeat_timeout: float = Field(default=120.0, gt=0)
     """/healthz fails when a watch has shown no sign of life for this long."""
+    notifications_config: str = "stepwise-notifications"
+    """ConfigMap (in the notifications namespace) listing the webhook targets; none: no
+    notifications."""
+    notifications_namespace: str | None = None
+    """Namespace of that ConfigMap, of its Secrets and of the delivery ledger (default: the
+    lease namespace, which is the controller's own)."""
+    notifications_max_age: float = Field(default=3600.0, gt=0)
+    """Seconds after which a notification is never sent (nor retried any more)."""

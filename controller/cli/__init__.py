@@ -197,6 +197,9 @@ _RUN_FLAGS: dict[str, str] = {
     "prometheus-address": "prometheus_address",
     "watch-timeout": "watch_timeout",
     "heartbeat-timeout": "heartbeat_timeout",
+    "notifications-config": "notifications_config",
+    "notifications-namespace": "notifications_namespace",
+    "notifications-max-age": "notifications_max_age",
 }
 
 
@@ -274,6 +277,17 @@ def _add_run(sub: Any) -> None:
         "heartbeat-timeout",
         "/healthz fails when a watch has shown no sign of life for this many seconds "
         f"(must exceed the watch timeout plus {READ_GRACE:g}s)",
+        type=float,
+    )
+    add("notifications-config", "ConfigMap listing the notification webhook targets")
+    add(
+        "notifications-namespace",
+        "namespace of that ConfigMap, its Secrets and the delivery ledger",
+        default_help="default: the lease namespace",
+    )
+    add(
+        "notifications-max-age",
+        "seconds after which a notification is no longer sent nor retried",
         type=float,
     )
     run.set_defaults(func=cmd_run)

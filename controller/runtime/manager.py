@@ -23,6 +23,7 @@ by the one hook :func:`controller.runtime.metrics.count_requests` installs on it
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import socket
 import threading
 import time
@@ -42,6 +43,7 @@ from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
 from controller.runtime.leader import LeaderElector
 from controller.runtime.measuring import MeasuringPool, Taker
 from controller.runtime.metrics import Metrics, count_requests
+from controller.runtime.notifier import Notifier, NotifierConfig
 from controller.runtime.objects import CachedReads
 from controller.runtime.queue import WorkQueue
 from controller.runtime.reconciler import Informers, Reconciler, RouterFactory
@@ -207,6 +209,19 @@ class Manager:
             routers=routers or traffic_registry.factory(api_client, self._fence, self.objects),
             observer=_MetricsObserver(self.metrics, self.pool),
         )
+        # Notifications are derived from status.releases; only the leader sends them.
+        self.notifier = Notifier(
+            NotifierConfig(
+                namespace=settings.notifications_namespace or settings.lease_namespace,
+                config_map=settings.notifications_config,
+                max_age=dt.timedelta(seconds=settings.notifications_max_age),
+            ),
+            api_client,
+            self.informers.rollouts,
+            self.kube,
+            fence=self._fence,
+            registry=self.metrics.registry,
+        )
         self.health = HealthServer(
             host=settings.bind_address,
             port=settings.health_port,
@@ -342,11 +357,13 @@ class Manager:
         self._leading.set()
         self.metrics.set_leader(True)
         self._enqueue_all()
+        self.notifier.start()
 
     def _stopped_leading(self) -> None:
         log.warning("leadership lost: writes stopped")
         self._leading.clear()
         self.metrics.set_leader(False)
+        self.notifier.stop()
 
     # -- work -------------------------------------------------------------------------
 
@@ -376,6 +393,7 @@ class Manager:
             )
         finally:
             self.metrics.observe_reconcile(result, time.monotonic() - started)
+            self.notifier.wake()  # an Event.set: the notifier scans on its own thread
 
     def start(self, stop: threading.Event | None = None) -> bool:
         """Start informers, leader election, workers and the health server; False when
@@ -395,6 +413,8 @@ class Manager:
         for worker in self.workers:
             worker.thread.start()
             self.health.add_worker(worker.thread.name, worker)
+        if self.elector is None:
+            self.notifier.start()
         log.info(
             "controller started",
             workers=len(self.workers),
@@ -407,6 +427,7 @@ class Manager:
     def stop(self) -> None:
         """Stop in reverse order; the lease is released so a successor starts at once."""
         self.queue.shutdown()
+        self.notifier.stop()
         if self.elector is not None:
             self.elector.stop(release=True)
         for worker in self.workers:
@@ -439,6 +460,10 @@ class _MetricsObserver:
         if status.phase:
             self.metrics.set_rollout_phase(ns, name, status.phase)
         self.metrics.set_canary_weight(ns, name, status.canary_weight)
+        # Called after the pass's status is written (a release change is material, never
+        # batched), with rollout.status the one the pass started from (never one behind
+        # our last write: Reconciler._behind): an outcome or time counts in one pass.
+        self.metrics.observe_releases(ns, name, rollout.status.releases, status.releases)
 
     def rolled_back(self, rollout: Rollout, seconds: float) -> None:
         self.metrics.observe_rollback(seconds)

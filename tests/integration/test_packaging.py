@@ -78,6 +78,11 @@ _ROLE_METADATA = (
     "blue-green activeMetadata/previewMetadata only, which the packaging scenario (a "
     "canary) does not set; tests/integration/test_bluegreen.py runs it"
 )
+_NOTIFY = (
+    "notifications only, with targets configured, which the packaging scenario does not "
+    "configure (it shows the targets and ledger reads: configmaps:get); the calls run "
+    "in tests/integration/test_notifications.py, with an admin's rights"
+)
 _WORKLOAD_REF = (
     "spec.workloadRef's scaleDown only, which the packaging scenario (a Rollout with a "
     "template of its own) does not use; tests/integration/test_workload_ref.py runs it"
@@ -98,6 +103,9 @@ NOT_EXERCISED: dict[str, str] = {
     "pods:list": _ROLE_METADATA,
     "pods:patch": _ROLE_METADATA,
     "deployments:patch": _WORKLOAD_REF,
+    **dict.fromkeys(
+        ("configmaps:create", "configmaps:update", "secrets:get", "events:create"), _NOTIFY
+    ),
 }
 
 

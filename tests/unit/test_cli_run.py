@@ -111,6 +111,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "prometheus-address": ("http://p:9090", "http://p:9090"),
     "watch-timeout": ("30", 30.0),
     "heartbeat-timeout": ("100", 100.0),
+    "notifications-config": ("hooks", "hooks"),
+    "notifications-namespace": ("ops", "ops"),
+    "notifications-max-age": ("600", 600.0),
 }
 
 

@@ -143,4 +143,25 @@ the cluster's ReplicaSet and Job controllers, never by Stepwise.
   resources: ["leases"]
   resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
   verbs: ["get", "list", "watch", "update"]
+# Notifications (runtime/notifier.py) live in the same namespace (--notifications-namespace
+# defaults to the lease's): the targets ConfigMap and the delivery ledger are read by name;
+# the ledger is created on the first delivery and replaced after each one; the targets'
+# Secrets are read; a wrong ConfigMap gets a Warning event.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["stepwise-notifications", "stepwise-notifications-ledger"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["stepwise-notifications-ledger"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
 {{- end -}}
