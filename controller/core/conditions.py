@@ -29,6 +29,7 @@ AnalysisBlind     a metric of the canary's analysis is held blind: no data, or i
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from controller.api.rollout import RolloutStatus
 from controller.api.types import Condition, ConditionStatus
@@ -81,9 +82,14 @@ def set_condition(
 
 
 def conditions_for(
-    status: RolloutStatus, previous: list[Condition], now: dt.datetime
+    status: RolloutStatus,
+    previous: list[Condition],
+    now: dt.datetime,
+    invalid: Sequence[str] = (),
 ) -> list[Condition]:
-    """The conditions that ``status`` implies, keeping timestamps from ``previous``."""
+    """The conditions that ``status`` implies, keeping timestamps from ``previous``;
+    ``invalid`` names the analyses whose templates or arguments cannot be used (then
+    InvalidSpec is True with reason InvalidAnalysis)."""
     phase = status.phase
     conds = list(previous)
     rolling = phase in ("Progressing", "Paused")
@@ -122,7 +128,10 @@ def conditions_for(
         abort.message if abort else "",
         now,
     )
-    if any(c.type == "InvalidSpec" for c in conds):
+    if invalid:
+        message = "; ".join(invalid)
+        conds = set_condition(conds, "InvalidSpec", "True", "InvalidAnalysis", message, now)
+    elif any(c.type == "InvalidSpec" for c in conds):
         conds = set_condition(conds, "InvalidSpec", "False", "SpecValid", "", now)
     if any(c.type == "ActionRefused" for c in conds):
         # Set True by the runtime when the API server refuses a write; a pass whose

@@ -1,7 +1,8 @@
 """The machinery of one planning pass, shared by every strategy.
 
 :func:`controller.core.plan.plan` builds a :class:`Pass` for each decision and hands it
-to the strategy's module (:mod:`controller.core.canary`), which records into it the
+to the strategy's module (:mod:`controller.core.canary` or
+:mod:`controller.core.bluegreen`), which records into it the
 actions, events, wake-ups and the status it decides on. What does not depend on the
 strategy lives here:
 
@@ -82,6 +83,9 @@ class Pass:
     wait_reason: WaitReason | None = None
     blind: list[tuple[str, str]] = field(default_factory=list)
     """Metrics of this canary's analyses that are held blind: (reason, what)."""
+    invalid: list[str] = field(default_factory=list)
+    """Analyses whose templates or arguments cannot be used, and why: a spec problem a
+    person must fix (InvalidSpec, reason InvalidAnalysis), which blocks the Rollout."""
     problem: str | None = None
     """Something outside the Rollout blocks it (a missing Service, a misconfigured
     router); it wins over any other message and makes the phase Degraded."""
@@ -450,6 +454,8 @@ def judge_run(
         run = an.start(name, revision, resolved, p.now)
         p.event("AnalysisStarted", f"{label} started")
     run = measure(p, run, resolved, label)
+    if resolved.problem:
+        p.invalid.append(f"{label}: {resolved.problem}")
     note_blindness(p, run, resolved, label)
     busy = {metric for run_name, metric in p.observed.measuring if run_name == run.name}
     p.wake_at(an.next_due(run, background=background, busy=busy, now=p.now))
@@ -513,6 +519,11 @@ def finish(p: Pass) -> Plan:
     fields every strategy reports, the conditions, when to look again and the actions
     (:func:`dedupe`)."""
     rollout = p.rollout
+    invalid = p.invalid if not p.aborted() else []
+    if invalid:
+        # Nothing to measure with: held where it is, as for a missing Service, until the
+        # template or the arguments are fixed (the templates are watched).
+        p.block("invalid analysis: " + "; ".join(invalid))
     if p.problem:
         p.phase, p.message, p.wait_reason = "Degraded", p.problem, "Blocked"
         if rollout.status.message != p.problem:
@@ -538,7 +549,7 @@ def finish(p: Pass) -> Plan:
         selector=rollout.spec.pod_selector.to_query(),
         wait_reason=p.wait_reason,
     )
-    conditions = conditions_for(p.status, rollout.status.conditions, p.now)
+    conditions = conditions_for(p.status, rollout.status.conditions, p.now, invalid)
     if blind or any(c.type == "AnalysisBlind" for c in conditions):
         reason = {"NoData": "NoData", "Error": "ProviderError"}[blind[0][0]] if blind else "Seeing"
         conditions = set_condition(

@@ -260,7 +260,9 @@ def test_an_unparsable_condition_is_an_invalid_template_never_a_measurement(
     running: Cluster,
 ) -> None:
     """A successCondition the runtime cannot parse (the server cannot tell) makes the run
-    Error naming the template and the field before anything is measured."""
+    Error naming the template and the field before anything is measured; the Rollout is
+    InvalidSpec (InvalidAnalysis) and Blocked with a Warning, its canary held at 20%; a
+    fixed template clears it and the analysis measures."""
     kube = running
     broken = {
         "name": "rate",
@@ -283,4 +285,18 @@ def test_an_unparsable_condition_is_an_invalid_template_never_a_measurement(
         "AnalysisTemplate broken: invalid: spec.metrics[0].successCondition" in (run()["message"])
     )
     assert not run().get("metrics"), run()
-    assert kube.status("app")["currentStepIndex"] == 1  # held at the analysis, not passed
+    status = kube.status("app")
+    assert status["currentStepIndex"] == 1  # held at the analysis, not passed
+    assert (status["phase"], status["waitReason"]) == ("Degraded", "Blocked")
+    assert status["canaryWeight"] > 0  # held where step 0 left it (replica ratio)
+    invalid = condition(kube, "app", "InvalidSpec")
+    assert (invalid["status"], invalid["reason"]) == ("True", "InvalidAnalysis")
+    assert "spec.metrics[0].successCondition" in invalid["message"]
+    wait_for("a Warning", lambda: bool(kube.event_messages("app", "Blocked")))
+    # The fix: a condition that parses (the templates are watched).
+    kube.custom.patch_namespaced_custom_object(
+        "stepwise.dev", "v1alpha1", kube.ns, "analysistemplates", "broken",
+        {"spec": {"metrics": [{**broken, "successCondition": "result >= 0.9"}]}},
+    )  # fmt: skip
+    wait_for("valid again", lambda: condition(kube, "app", "InvalidSpec")["status"] == "False")
+    wait_for("measuring", lambda: run().get("phase") == "Running" and bool(run().get("metrics")))

@@ -8,6 +8,7 @@ from controller.api import intents
 from controller.api.rollout import Rollout
 from controller.core.hashing import template_hash
 from controller.core.model import (
+    Event,
     PinService,
     RemoveHeaderRoute,
     ScaleReplicaSet,
@@ -596,3 +597,39 @@ def test_router_problem_at_a_pause_is_reported() -> None:
     assert "HTTPRoute app not found" in ro.status.message
     assert [e.reason for e in result.events] == ["Blocked"]
     assert result.requeue_after is not None
+
+
+def test_an_analysis_that_cannot_be_used_is_an_invalid_spec_that_holds_the_canary() -> None:
+    """A template the runtime cannot use (here: its condition does not parse) blocks the
+    Rollout with InvalidSpec (reason InvalidAnalysis) naming the template and field, and
+    a Warning; the canary keeps its 20% and nothing advances; a fixed template clears
+    it and the run starts."""
+    ro, world = analysis_rollout()
+    world.templates[TemplateKey("errors")] = (
+        "invalid: spec.metrics[0].successCondition: cannot parse 'result >== 0.9 )'"
+    )
+    events: list[Event] = []
+    for _ in range(6):  # the passes of settle, keeping every pass's events
+        ro, result = step(ro, world, at(0))
+        events += result.events
+        world.ready_all()
+        world.catch_up()
+    conditions = {c.type: c for c in ro.status.conditions}
+    assert (ro.status.phase, ro.status.wait_reason) == ("Degraded", "Blocked")
+    assert conditions["InvalidSpec"].status == "True"
+    assert conditions["InvalidSpec"].reason == "InvalidAnalysis"
+    assert "successCondition" in conditions["InvalidSpec"].message
+    assert ro.status.current_step_index == 1
+    assert world.weight == 20
+    [blocked] = [e for e in events if e.reason == "Blocked"]
+    assert blocked.type == "Warning"
+    assert "successCondition" in blocked.message
+    ro, again = step(ro, world, at(5))  # the same problem: no new event, no new write
+    assert not again.events
+    assert again.status == ro.status
+    world.templates[TemplateKey("errors")] = TEMPLATE
+    ro, _ = settle(ro, world, at(6))
+    conditions = {c.type: c for c in ro.status.conditions}
+    assert conditions["InvalidSpec"].status == "False"
+    assert ro.status.analysis_runs[0].phase == "Running"
+    assert ro.status.wait_reason == "AnalysisRunning"
