@@ -13,7 +13,8 @@ The order of one decision:
    strategy decides what to do about it, on a :class:`~controller.core.passes.Pass`
    that projects the world as this pass's actions will leave it: the canary
    (:mod:`controller.core.canary`: revision, abort, steps, promotion, and what
-   ``spec.paused`` holds) is the only strategy so far.
+   ``spec.paused`` holds) or blue-green (:mod:`controller.core.bluegreen`: preview,
+   analyses, the switch of the active Service, and the way back).
 2. **Scheduled scale-downs.** Revisions kept up for a delay after traffic left them
    (``scaleDownDelaySeconds``, ``abortScaleDownDelaySeconds``) go to zero once the delay
    has passed and the data plane has applied the last route change, even while

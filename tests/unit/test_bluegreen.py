@@ -142,9 +142,30 @@ def test_failed_pre_promotion_analysis_aborts_and_the_active_service_never_moves
     assert ro.status.phase == "Degraded"
     assert world.services[ACTIVE] == old
     assert world.services[PREVIEW] == new  # as Argo: the preview stays on the new one
+    ro, _ = settle(ro, world, at(6.5))  # abortScaleDownDelaySeconds (5 s) not over yet
+    assert world.replica_sets[new].replicas == 4
     ro, _ = settle(ro, world, at(8))
     assert world.replica_sets[new].replicas == 0
     assert all(not (isinstance(a, PinService) and a.service == ACTIVE) for a in verdict.actions)
+
+
+def test_a_preview_whose_pods_never_become_ready_is_aborted_at_the_progress_deadline() -> None:
+    """progressDeadlineSeconds applies to blue-green too: the preview's pods never Ready,
+    the revision is aborted (ProgressDeadlineExceeded), the active Service never moved."""
+    doc = bg_rollout().model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["progressDeadlineSeconds"] = 60
+    ro, world = stable(Rollout.model_validate(doc))
+    old = ro.status.stable_revision
+    ro = new_image(ro)
+    ro, _ = step(ro, world, at(1))  # the preview's pods are never made Ready
+    ro, _ = step(ro, world, at(30))
+    assert ro.status.abort is None
+    assert ro.status.wait_reason == "PodsNotReady"
+    ro, _ = step(ro, world, at(62))
+    assert ro.status.abort is not None
+    assert ro.status.abort.reason == "ProgressDeadlineExceeded"
+    assert ro.status.phase == "Degraded"
+    assert world.services[ACTIVE] == old
 
 
 def test_successful_pre_promotion_analysis_switches() -> None:
