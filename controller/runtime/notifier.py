@@ -87,8 +87,10 @@ class NotifierConfig:
     """Happenings older than this are never sent; a retrying sender gives up then."""
     period: float = 2.0
     """Seconds between scans when nothing wakes the scanner."""
-    config_refresh: float = 10.0
-    """Seconds the targets (and their Secrets) are kept before they are read again."""
+    config_refresh: float = 60.0
+    """Seconds the targets (and their Secrets) are kept before they are read again: one
+    read a minute (a 404 when none are configured), so an idle controller's requests stay
+    its watch renewals and this; a new leader reads them at once."""
     queue_size: int = 256
     """Notifications waiting per target; more wait in the record for a later scan."""
     retry_initial: float = 1.0
