@@ -360,9 +360,14 @@ def _why_unsafe(value: str, seg: Segment) -> str:
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
                    "w": 604800.0, "y": 31536000.0}  # fmt: skip
 _PROM_DURATION = r"(?:\d+(?:ms|s|m|h|d|w|y))+"
-_RANGE = re.compile(rf"\[\s*({_PROM_DURATION})\s*(?::\s*(?:{_PROM_DURATION})?\s*)?\]")
-_OFFSET = re.compile(rf"\boffset\s+-?\s*({_PROM_DURATION})", re.IGNORECASE)
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_LOOKBACK_TOKEN = re.compile(
+    rf"(?P<offset>\boffset\s+-?\s*(?P<by>{_PROM_DURATION}))"
+    rf"|(?P<subquery>\[\s*(?P<subrange>{_PROM_DURATION})\s*:\s*(?:{_PROM_DURATION})?\s*\])"
+    rf"|(?P<range>\[\s*(?P<plain>{_PROM_DURATION})\s*\])"
+    r"|(?P<open>\()|(?P<close>\))|(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)",
+    re.IGNORECASE,
+)
 
 
 def prom_seconds(duration: str) -> float:
@@ -371,10 +376,28 @@ def prom_seconds(duration: str) -> float:
 
 
 def lookback(query: str) -> float:
-    """How many seconds before its evaluation time a rendered query reads: its longest
-    range (``[5m]``, a subquery's ``[1h:1m]``) plus its longest ``offset``, outside string
-    literals and comments. 0 for an instant selector (the latest sample only)."""
+    """How many seconds before its evaluation time a rendered query reads, outside string
+    literals and comments: a range (``[5m]``) reads that far back, an ``offset`` moves
+    what it applies to further back, and a subquery (``[1h:1m]``) reads its range on top
+    of what its inner expression reads (``max_over_time(rate(x[1m])[10m:30s])`` reads
+    11 minutes back). The longest of the query's parts; 0 for an instant selector."""
     code = " ".join(s.text for s in segments(query) if s.kind == "code")
-    ranges = [prom_seconds(m) for m in _RANGE.findall(code)]
-    offsets = [prom_seconds(m) for m in _OFFSET.findall(code)]
-    return max(ranges, default=0.0) + max(offsets, default=0.0)
+    groups = [0.0]  # the longest lookback inside each open parenthesis
+    last = 0.0  # what the expression just read reaches back (a range or offset applies to it)
+    for token in _LOOKBACK_TOKEN.finditer(code):
+        kind = token.lastgroup
+        if kind == "open":
+            groups.append(0.0)
+            last = 0.0
+        elif kind == "close" and len(groups) > 1:
+            last = groups.pop()
+        elif kind == "subquery":
+            last += prom_seconds(token.group("subrange"))
+        elif kind == "range":
+            last = prom_seconds(token.group("plain"))
+        elif kind == "offset":
+            last += prom_seconds(token.group("by"))
+        elif kind == "name":
+            last = 0.0  # a new selector or function starts
+        groups[-1] = max(groups[-1], last)
+    return max(groups)

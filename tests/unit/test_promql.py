@@ -335,12 +335,21 @@ def test_no_value_changes_the_structure(context: str, value: str) -> None:
         pytest.param("sum(rate(x[5m]))", 300.0, id="range"),
         pytest.param("rate(a[30s]) / rate(b[1m30s])", 90.0, id="longest-range"),
         pytest.param("rate(x[1m] offset 1h)", 3660.0, id="offset-adds"),
-        pytest.param("max_over_time(rate(x[1m])[10m:30s])", 600.0, id="subquery"),
+        pytest.param("max_over_time(rate(x[1m])[10m:30s])", 660.0, id="subquery-adds-inner"),
+        pytest.param("max_over_time(x[10m:])", 600.0, id="subquery-default-step"),
+        pytest.param(
+            "max_over_time(rate(x[1m] offset 5m)[10m:30s] offset 1h)", 4560.0, id="nested-offsets"
+        ),
+        pytest.param("rate(a[5m]) + b offset 1m", 300.0, id="offset-of-another-selector"),
+        pytest.param(
+            "sum(rate(x[5m] offset 1m)) / sum(rate(y[10m]))", 600.0, id="longest-part-wins"
+        ),
         pytest.param('x{path="[5m]"} # [1h]', 0.0, id="not-in-literals-or-comments"),
         pytest.param("rate(x[500ms])", 0.5, id="milliseconds"),
         pytest.param("increase(x[1d])", 86400.0, id="days"),
     ],
 )
 def test_lookback(query: str, seconds: float) -> None:
-    """How far back a query reads: its longest range plus its longest offset."""
+    """How far back a query reads: each part's range, plus the offsets and subquery ranges
+    that apply to it; the longest part."""
     assert lookback(query) == seconds
