@@ -294,6 +294,8 @@ class Metrics:
         detect = self.release_time_to_detect_seconds.labels(**labels)
         restore = self.release_time_to_restore_seconds.labels(**labels)
         lead = self.release_lead_time_seconds.labels(**labels)
+        if before == after:  # most passes: nothing to match up
+            return
         for change in release_changes(before, after):
             if change.outcome is not None:
                 self.releases_total.labels(

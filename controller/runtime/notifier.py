@@ -539,7 +539,7 @@ class Notifier:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda outcome: outcome == "retry"),
-            stop=_Stop(give_up),
+            stop=give_up,
             wait=tenacity.wait_exponential(
                 multiplier=self.config.retry_initial, max=self.config.retry_max
             )
@@ -575,14 +575,6 @@ class Notifier:
             bound.warning("notification ledger not written; retrying", error=str(err))
 
 
-class _Stop(tenacity.stop.stop_base):
-    def __init__(self, flag: Callable[[tenacity.RetryCallState], bool]) -> None:
-        self._flag = flag
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self._flag(retry_state)
-
-
 def parse_config(data: dict[str, str], where: str) -> tuple[list[nt.Target], list[str]]:
     """The targets in a ConfigMap's ``data`` and the problems found, each naming
     ``where`` and the field (see :func:`controller.core.notifications.parse_targets`)."""
@@ -602,6 +594,7 @@ def _version_of(obj: client.V1ConfigMap) -> str | None:
 
 
 def _wait(stop: threading.Event, seconds: float) -> None:
+    """Tenacity's sleep: ends early when the term stops (the Event's bool is dropped)."""
     stop.wait(seconds)
 
 
