@@ -590,31 +590,31 @@ class AnalysisTemplateSpec(ApiModel):
     )
 
 
-class AnalysisTemplate(ApiModel):
+class _TemplateObject(ApiModel):
+    """What an AnalysisTemplate and a ClusterAnalysisTemplate hold; only ``kind`` tells
+    them apart."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["stepwise.dev/v1alpha1"] = API_VERSION
+    """The API version."""
+    kind: str
+    """The kind."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    spec: AnalysisTemplateSpec
+    """Arguments and metrics."""
+
+
+class AnalysisTemplate(_TemplateObject):
     """Namespaced metrics that Rollouts in its namespace reference by name."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["stepwise.dev/v1alpha1"] = API_VERSION
-    """The API version."""
     kind: Literal["AnalysisTemplate"] = "AnalysisTemplate"
     """The kind."""
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    """Standard object metadata."""
-    spec: AnalysisTemplateSpec
-    """Arguments and metrics."""
 
 
-class ClusterAnalysisTemplate(ApiModel):
+class ClusterAnalysisTemplate(_TemplateObject):
     """Cluster-wide metrics that any Rollout references with ``clusterScope: true``."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["stepwise.dev/v1alpha1"] = API_VERSION
-    """The API version."""
     kind: Literal["ClusterAnalysisTemplate"] = "ClusterAnalysisTemplate"
     """The kind."""
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    """Standard object metadata."""
-    spec: AnalysisTemplateSpec
-    """Arguments and metrics."""

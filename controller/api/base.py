@@ -47,8 +47,10 @@ class Rule:
         return entry
 
 
-def exactly_one(*wire_names: str, message: str) -> Rule:
-    """A rule that exactly one of these fields (by their wire names) is set."""
+def exactly_one(*wire_names: str, subject: str = "", message: str = "") -> Rule:
+    """A rule that exactly one of these fields (by their wire names) is set. Its message
+    is ``message``, or else "``subject`` takes exactly one of" the names."""
+    message = message or f"{subject} takes exactly one of {', '.join(wire_names)}"
     has = ", ".join(f"has(self.{name})" for name in wire_names)
 
     def check(model: Any) -> bool:

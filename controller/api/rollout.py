@@ -149,12 +149,7 @@ class ArgValueFrom(ApiModel):
     """A field of the Rollout (its labels, annotations, pod template or status)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        exactly_one(
-            "secretKeyRef",
-            "podTemplateHashValue",
-            "fieldRef",
-            message="valueFrom takes exactly one of secretKeyRef, podTemplateHashValue, fieldRef",
-        ),
+        exactly_one("secretKeyRef", "podTemplateHashValue", "fieldRef", subject="valueFrom"),
     )
 
 
@@ -264,12 +259,7 @@ class SetCanaryScale(ApiModel):
     """Go back to sizing the canary by its traffic weight."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        exactly_one(
-            "replicas",
-            "weight",
-            "matchTrafficWeight",
-            message="setCanaryScale takes exactly one of replicas, weight, matchTrafficWeight",
-        ),
+        exactly_one("replicas", "weight", "matchTrafficWeight", subject="setCanaryScale"),
     )
 
 
@@ -284,12 +274,7 @@ class StringMatch(ApiModel):
     """A regular expression (RE2 syntax)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        exactly_one(
-            "exact",
-            "prefix",
-            "regex",
-            message="a header value match takes exactly one of exact, prefix, regex",
-        ),
+        exactly_one("exact", "prefix", "regex", subject="a header value match"),
     )
 
 
@@ -491,8 +476,7 @@ class Step(ApiModel):
             "setHeaderRoute",
             "setMirrorRoute",
             "experiment",
-            message="a step takes exactly one of setWeight, pause, analysis, setCanaryScale, "
-            "setHeaderRoute, setMirrorRoute, experiment",
+            subject="a step",
         ),
     )
 

@@ -522,91 +522,94 @@ def _canary(rollout: dict[str, Any], verb: str) -> tuple[str, dict[str, Any]]:
     return canary, status
 
 
+class _Target:
+    """The Rollout a command writes to: read it, patch it and say what was done."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.api = Api(args.kubeconfig, args.context)
+        self.namespace = _namespace(args)
+        self.name: str = args.name
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def get(self) -> dict[str, Any]:
+        return self.api.get(self.namespace, self.name)
+
+    def patch(self, body: Any, done: str, *, json_patch: bool = False) -> int:
+        """Patch the Rollout, print ``rollout NAMESPACE/NAME: {done}``; exit code 0."""
+        self.api.patch(self.namespace, self.name, body, json_patch=json_patch)
+        print(f"rollout {self}: {done}")
+        return 0
+
+
+def _annotate(target: _Target, annotations: dict[str, str | None], done: str) -> int:
+    return target.patch({"metadata": {"annotations": annotations}}, done)
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     """Release the current pause (or, with --full, skip every remaining step)."""
-    api = Api(args.kubeconfig, args.context)
-    namespace = _namespace(args)
-    rollout = api.get(namespace, args.name)
-    canary, status = _canary(rollout, "promote")
+    target = _Target(args)
+    canary, status = _canary(target.get(), "promote")
     if args.full:
-        body = {"metadata": {"annotations": {intents.PROMOTE_FULL: canary}}}
-        api.patch(namespace, args.name, body)
-        print(
-            f"rollout {namespace}/{args.name}: promoting revision {canary} fully "
-            "(skipping steps and analysis)"
+        return _annotate(
+            target,
+            {intents.PROMOTE_FULL: canary},
+            f"promoting revision {canary} fully (skipping steps and analysis)",
         )
-        return 0
     step = status.get("currentStepIndex") or 0
-    body = {"metadata": {"annotations": {intents.PROMOTE: intents.promote_value(canary, step)}}}
-    api.patch(namespace, args.name, body)
-    print(f"rollout {namespace}/{args.name}: released step {step} of revision {canary}")
-    return 0
+    return _annotate(
+        target,
+        {intents.PROMOTE: intents.promote_value(canary, step)},
+        f"released step {step} of revision {canary}",
+    )
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
     """Abort the canary: stable back to full size, all traffic to stable."""
-    api = Api(args.kubeconfig, args.context)
-    namespace = _namespace(args)
-    canary, _ = _canary(api.get(namespace, args.name), "abort")
-    api.patch(namespace, args.name, {"metadata": {"annotations": {intents.ABORT: canary}}})
-    print(f"rollout {namespace}/{args.name}: aborting revision {canary}")
-    return 0
+    target = _Target(args)
+    canary, _ = _canary(target.get(), "abort")
+    return _annotate(target, {intents.ABORT: canary}, f"aborting revision {canary}")
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Restart an aborted canary from step 0."""
-    api = Api(args.kubeconfig, args.context)
-    namespace = _namespace(args)
-    rollout = api.get(namespace, args.name)
-    abort = (rollout.get("status") or {}).get("abort")
+    target = _Target(args)
+    abort = (target.get().get("status") or {}).get("abort")
     if not abort:
-        raise CliError(f"rollout {namespace}/{args.name} is not aborted; nothing to retry", 1)
-    body = {
-        "metadata": {
-            "annotations": {
-                intents.ABORT: None,
-                intents.RETRY: intents.retry_value(abort["revision"], abort.get("attempt", 1)),
-            }
-        }
-    }
-    api.patch(namespace, args.name, body)
-    print(f"rollout {namespace}/{args.name}: retrying revision {abort['revision']} from step 0")
-    return 0
+        raise CliError(f"rollout {target} is not aborted; nothing to retry", 1)
+    retry = intents.retry_value(abort["revision"], abort.get("attempt", 1))
+    return _annotate(
+        target,
+        {intents.ABORT: None, intents.RETRY: retry},
+        f"retrying revision {abort['revision']} from step 0",
+    )
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
     """Set spec.paused (or clear it, for resume)."""
-    api = Api(args.kubeconfig, args.context)
-    namespace = _namespace(args)
+    target = _Target(args)
     paused = args.command == "pause"
-    api.patch(namespace, args.name, {"spec": {"paused": paused}})
-    print(f"rollout {namespace}/{args.name}: {'paused' if paused else 'resumed'}")
-    return 0
+    return target.patch({"spec": {"paused": paused}}, "paused" if paused else "resumed")
 
 
 def cmd_set_image(args: argparse.Namespace) -> int:
     """Change one container's image (this starts a canary)."""
-    api = Api(args.kubeconfig, args.context)
-    namespace = _namespace(args)
+    target = _Target(args)
     container, sep, image = args.assignment.partition("=")
     if not sep or not container or not image:
         raise CliError("expected CONTAINER=IMAGE, for example app=registry.example.com/app:1.2", 2)
-    rollout = api.get(namespace, args.name)
-    containers = rollout["spec"]["template"]["spec"].get("containers") or []
+    containers = target.get()["spec"]["template"]["spec"].get("containers") or []
     names = [c.get("name") for c in containers]
     if container not in names:
-        raise CliError(
-            f"rollout {namespace}/{args.name} has no container {container!r} (it has {names})", 2
-        )
+        raise CliError(f"rollout {target} has no container {container!r} (it has {names})", 2)
     index = names.index(container)
     path = f"/spec/template/spec/containers/{index}"
     ops = [
         {"op": "test", "path": f"{path}/name", "value": container},
         {"op": "replace", "path": f"{path}/image", "value": image},
     ]
-    api.patch(namespace, args.name, ops, json_patch=True)
-    print(f"rollout {namespace}/{args.name}: container {container} set to {image}")
-    return 0
+    return target.patch(ops, f"container {container} set to {image}", json_patch=True)
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -52,9 +52,11 @@ from controller.core.passes import (
     abort,
     in_rollback_window,
     judge_run,
+    pause_over,
     role_metadata,
     scale,
     schedule_scale_down,
+    settle,
     start_revision,
 )
 
@@ -102,13 +104,7 @@ def _switch_active(p: Pass, revision: str, why: str) -> bool:
     active = _strategy(p).active_service
     if p.pins.get(active) == revision:
         return True
-    ready = p.ready(revision)
-    if ready < p.total:
-        p.wait(
-            "Progressing",
-            f"{why}: revision {revision} {ready} of {p.total} pods Ready",
-            "PodsNotReady",
-        )
+    if not p.has_ready(revision, f"{why}: revision {revision}"):
         return False
     before = p.pins.get(active)
     if not _pin(p, active, revision):
@@ -143,36 +139,17 @@ def _role_metadata(p: Pass) -> None:
 def _steady(p: Pass, stable: str) -> None:
     """Stable at full size behind both Services; every other revision goes."""
     bg = _strategy(p)
-    previous = p.status.canary_revision
-    if previous is not None and previous != stable:
-        p.event(
-            "RevisionAbandoned",
-            f"the template is back to stable revision {stable}; revision {previous} is "
-            "scaled down without promotion",
-        )
-    p.set(
-        canary_revision=stable,
-        current_step_index=None,
-        abort=None,
-        pause_start_time=None,
-        step_start_time=None,
-        analysis_runs=[r for r in p.status.analysis_runs if r.revision == stable],
-    )
+    settle(p, stable, step=None, reason="RevisionAbandoned", noun="revision")
     scale(p, stable, p.total)
     switched = _switch_active(p, stable, "waiting to point the active Service")
     _pin(p, bg.preview_service, stable)
     if not switched:
         return
     _retire_others(p, keep={stable}, delay=bg.scale_down_delay_seconds)
-    stable_ready = p.ready(stable)
+    if not p.has_ready(stable, f"stable revision {stable}:"):
+        return
     waiting = [s.at for s in p.status.scale_down if s.revision != stable]
-    if stable_ready < p.total:
-        p.wait(
-            "Progressing",
-            f"stable revision {stable}: {stable_ready} of {p.total} pods Ready",
-            "PodsNotReady",
-        )
-    elif waiting:
+    if waiting:
         p.wait(
             "Healthy",
             f"revision {stable} is active; old revisions scale down at "
@@ -180,7 +157,7 @@ def _steady(p: Pass, stable: str) -> None:
             None,
         )
     else:
-        p.wait("Healthy", f"revision {stable} is active with {stable_ready} Ready pods", None)
+        p.wait("Healthy", f"revision {stable} is active with {p.ready(stable)} Ready pods", None)
 
 
 def _retire_others(p: Pass, *, keep: set[str], delay: int) -> None:
@@ -266,11 +243,7 @@ def _before_switch(p: Pass, new: str, intents: intents_mod.Intents, *, full: boo
     bg = _strategy(p)
     size = p.total if full else min(bg.preview_replica_count or p.total, p.total)
     scale(p, new, max(size, p.sizes.get(new, 0)))
-    ready = p.ready(new)
-    if ready < size:
-        p.wait(
-            "Progressing", f"preview revision {new}: {ready} of {size} pods Ready", "PodsNotReady"
-        )
+    if not p.has_ready(new, f"preview revision {new}:", size):
         return False
     if not full and not _judged(p, an.PRE_PROMOTION, bg.pre_promotion_analysis, new, intents):
         return False
@@ -346,19 +319,9 @@ def _pause_done(p: Pass, new: str, intents: intents_mod.Intents) -> bool:
         return False
     if not bg.auto_promotion_seconds:
         return True
-    started = p.status.pause_start_time or p.now
-    if p.status.pause_start_time is None:
-        p.set(pause_start_time=started)
-    ends = started + dt.timedelta(seconds=bg.auto_promotion_seconds)
-    if p.now >= ends:
-        return True
-    p.wake_at(ends)
-    p.wait(
-        "Paused",
-        f"preview revision {new} is ready; switching at {ends.isoformat(timespec='seconds')}",
-        "PauseStep",
+    return pause_over(
+        p, bg.auto_promotion_seconds, f"preview revision {new} is ready; switching at"
     )
-    return False
 
 
 def _after_switch(

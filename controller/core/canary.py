@@ -50,7 +50,6 @@ A retry intent while paused clears the abort and waits at step 0.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from controller.api import intents as intents_mod
@@ -62,7 +61,14 @@ from controller.api.rollout import (
 )
 from controller.core import analysis as an
 from controller.core import experiment, passes
-from controller.core.model import RemoveHeaderRoute, SetHeaderRoute, SetMirrorRoute, SetWeight
+from controller.core.finalize import to_stable
+from controller.core.model import (
+    RemoveHeaderRoute,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    SetWeight,
+    TrafficState,
+)
 from controller.core.passes import Pass
 from controller.core.replicas import (
     SetSize,
@@ -111,21 +117,7 @@ def _initialize(p: Pass, desired: str) -> None:
 
 def _steady(p: Pass, stable: str) -> None:
     """No canary: stable at full size, all traffic to it, every other revision drained."""
-    previous = p.status.canary_revision
-    if previous is not None and previous != stable:
-        p.event(
-            "CanaryAbandoned",
-            f"the template is back to stable revision {stable}; canary {previous} is "
-            "scaled down without promotion",
-        )
-    p.set(
-        canary_revision=stable,
-        current_step_index=len(p.canary.steps),
-        abort=None,
-        pause_start_time=None,
-        step_start_time=None,
-        analysis_runs=[r for r in p.status.analysis_runs if r.revision == stable],
-    )
+    passes.settle(p, stable, step=len(p.canary.steps), reason="CanaryAbandoned", noun="canary")
     _pin_services(p, stable=stable, canary=stable)
     restored = _restore_traffic(p)
     if p.routed:
@@ -134,16 +126,12 @@ def _steady(p: Pass, stable: str) -> None:
             passes.drain_others(p, keep={stable})
     else:
         _rebalance(p, {stable: p.total}, grow_order=[stable])
-    stable_ready = p.ready(stable)
     if not restored:
         p.wait("Progressing", "moving traffic back to the stable revision", "TrafficShifting")
-    elif stable_ready < p.total:
-        p.wait(
-            "Progressing",
-            f"stable revision {stable}: {stable_ready} of {p.total} pods Ready",
-            "PodsNotReady",
-        )
-    elif passes.others_have_pods(p, {stable}):
+        return
+    if not p.has_ready(stable, f"stable revision {stable}:"):
+        return
+    if passes.others_have_pods(p, {stable}):
         later = [s.at for s in p.status.scale_down]
         p.wait(
             "Healthy" if later else "Progressing",
@@ -152,7 +140,7 @@ def _steady(p: Pass, stable: str) -> None:
             None,
         )
     else:
-        p.wait("Healthy", f"revision {stable} is stable with {stable_ready} Ready pods", None)
+        p.wait("Healthy", f"revision {stable} is stable with {p.ready(stable)} Ready pods", None)
 
 
 # -- the canary ------------------------------------------------------------------------
@@ -380,21 +368,8 @@ def _run_step(
                 "AwaitingPromotion",
             )
             return False
-        started = p.status.pause_start_time or p.now
-        if p.status.pause_start_time is None:
-            p.set(pause_start_time=started)
-        ends = started + dt.timedelta(seconds=parse_duration(step.pause.duration))
-        if p.now >= ends:
-            return True
-        p.wake_at(ends)
-        # The end time, not a countdown: a message that changes with ``now`` alone would
-        # make every pass write the status (and its Paused condition) again.
-        p.wait(
-            "Paused",
-            f"paused at step {index} until {ends.isoformat(timespec='seconds')}",
-            "PauseStep",
-        )
-        return False
+        seconds = parse_duration(step.pause.duration)
+        return passes.pause_over(p, seconds, f"paused at step {index} until")
     if step.analysis is not None:
         _apply_targets(p, canary, stable, index)
         return _analysis_step(p, index, step, canary, intents)
@@ -538,10 +513,9 @@ def _apply_targets(
         passes.scale(p, stable, _stable_size(p, min(p.weight, targets.weight)))
         passes.scale(p, canary, want)
         _header_routes(p, targets.header_routes, rewrite)
-        ready = p.ready(canary)
-        if ready < want:
-            p.wait("Progressing", f"canary {canary}: {ready} of {want} pods Ready", "PodsNotReady")
+        if not p.has_ready(canary, f"canary {canary}:", want):
             return False
+        ready = p.ready(canary)
         endpoints = p.observed.canary_endpoints
         if endpoints is not None and endpoints < want:
             # The data plane routes by the EndpointSlices, which follow pod readiness with
@@ -648,7 +622,9 @@ def _route(p: Pass, weight: int) -> bool:
 
 
 def _restore_traffic(p: Pass) -> bool:
-    """All traffic to the stable Service and no header routes; True when that holds.
+    """All traffic to the stable Service and no header routes, by the rule of
+    :func:`~controller.core.finalize.to_stable` applied to the traffic this pass projects;
+    True when that holds.
 
     With a router problem (a misconfigured route, a canary Service gone) the header
     routes are still removed and the weight still sent back to 0 when the route carries
@@ -659,12 +635,13 @@ def _restore_traffic(p: Pass) -> bool:
         p.set(canary_weight=0)
         return True
     why = f"despite: {traffic.problem}" if traffic.problem else "(all traffic to stable)"
-    for name in sorted(p.routes):
-        p.actions.append(RemoveHeaderRoute(name))
+    projected = TrafficState(
+        p.weight, frozenset(p.routes), extra_weights=tuple(sorted(p.extra.items()))
+    )
+    actions = to_stable(projected)
+    p.actions.extend(actions)
     p.routes.clear()
-    if p.weight != 0 or p.extra:
-        # Experiment Services leave the split too: everything goes to stable.
-        p.actions.append(SetWeight(0, tuple((name, 0) for name in sorted(p.extra))))
+    if any(isinstance(action, SetWeight) for action in actions):
         also = f", experiment Services {', '.join(sorted(p.extra))} -> 0" if p.extra else ""
         p.event("WeightSet", f"canary weight {p.weight} -> 0{also} {why}")
         p.weight = 0
@@ -700,13 +677,7 @@ def _promote(p: Pass, canary: str, stable: str) -> None:
     if p.routed:
         passes.scale(p, canary, p.total)
         passes.scale(p, stable, _stable_size(p, p.weight))
-        ready = p.ready(canary)
-        if ready < p.total:
-            p.wait(
-                "Progressing",
-                f"promoting: canary {canary} {ready} of {p.total} pods Ready",
-                "PodsNotReady",
-            )
+        if not p.has_ready(canary, f"promoting: canary {canary}"):
             return
         if p.observed.traffic is not None and p.observed.traffic.problem:
             p.block(f"traffic router: {p.observed.traffic.problem}; not promoting")

@@ -91,43 +91,23 @@ def conditions_for(
     ``invalid`` names the analyses whose templates or arguments cannot be used (then
     InvalidSpec is True with reason InvalidAnalysis)."""
     phase = status.phase
-    conds = list(previous)
-    rolling = phase in ("Progressing", "Paused")
-    conds = set_condition(
-        conds,
-        "Progressing",
-        "True" if rolling else "False",
-        {"Healthy": "RolloutCompleted", "Degraded": "RolloutDegraded"}.get(
-            phase or "", "RolloutProgressing"
-        ),
-        status.message,
-        now,
-    )
-    conds = set_condition(
-        conds,
-        "Healthy",
-        "True" if phase == "Healthy" else "False",
-        "AllReplicasReady" if phase == "Healthy" else "RolloutNotHealthy",
-        status.message if phase == "Healthy" else f"phase {phase}",
-        now,
-    )
-    conds = set_condition(
-        conds,
-        "Paused",
-        "True" if phase == "Paused" else "False",
-        "RolloutPaused" if phase == "Paused" else "RolloutNotPaused",
-        status.message if phase == "Paused" else "",
-        now,
-    )
     abort = status.abort
-    conds = set_condition(
-        conds,
-        "Aborted",
-        "True" if abort else "False",
-        abort.reason if abort else "NotAborted",
-        abort.message if abort else "",
-        now,
-    )
+    healthy, paused = phase == "Healthy", phase == "Paused"
+    progress = {"Healthy": "RolloutCompleted", "Degraded": "RolloutDegraded"}.get(phase or "")
+    # type, whether True, reason, message
+    derived: tuple[tuple[str, bool, str, str], ...] = (
+        ("Progressing", phase in ("Progressing", "Paused"), progress or "RolloutProgressing",
+         status.message),
+        ("Healthy", healthy, "AllReplicasReady" if healthy else "RolloutNotHealthy",
+         status.message if healthy else f"phase {phase}"),
+        ("Paused", paused, "RolloutPaused" if paused else "RolloutNotPaused",
+         status.message if paused else ""),
+        ("Aborted", abort is not None, abort.reason if abort else "NotAborted",
+         abort.message if abort else ""),
+    )  # fmt: skip
+    conds = list(previous)
+    for type_, true, reason, message in derived:
+        conds = set_condition(conds, type_, "True" if true else "False", reason, message, now)
     if invalid:
         message = "; ".join(invalid)
         conds = set_condition(conds, "InvalidSpec", "True", "InvalidAnalysis", message, now)

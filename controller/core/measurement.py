@@ -327,50 +327,70 @@ def _judge(metric: Metric, series: tuple[Series, ...]) -> Outcome:
         if metric.failure_condition is not None:
             hits = _where(expr.parse(metric.failure_condition).evaluate(values), series)
             if hits:
-                return Outcome(
-                    "Failed",
-                    None,
-                    f"{metric.name}: failureCondition {metric.failure_condition!r} holds "
-                    f"for {_which(hits, series)}",
-                )
-        if metric.threshold_range is not None:
-            low, high = metric.threshold_range.min, metric.threshold_range.max
-            for s in series:
-                if low is not None and not s.value >= low:
-                    return Outcome(
-                        "Failed",
-                        None,
-                        f"{metric.name}: {s.text}{_of(s, series)} is below "
-                        f"thresholdRange.min {fmt(low)}",
-                    )
-                if high is not None and not s.value <= high:
-                    return Outcome(
-                        "Failed",
-                        None,
-                        f"{metric.name}: {s.text}{_of(s, series)} is above "
-                        f"thresholdRange.max {fmt(high)}",
-                    )
+                return failure_held(metric, _which(hits, series))
+        for s in series:
+            outside = outside_range(metric, s.value, f"{s.text}{_of(s, series)}")
+            if outside is not None:
+                return outside
         if metric.success_condition is not None:
             held = expr.parse(metric.success_condition).evaluate(values)
             misses = _where(_negate(held), series)
-            if not misses:
-                return Outcome("Successful", None, "")
-            if metric.failure_condition is not None:
-                return Outcome(
-                    "Inconclusive",
-                    None,
-                    f"{metric.name}: neither successCondition {metric.success_condition!r} "
-                    f"nor failureCondition {metric.failure_condition!r} holds",
-                )
-            return Outcome(
-                "Failed",
-                None,
-                f"{metric.name}: successCondition {metric.success_condition!r} does not hold "
-                f"for {_which(misses, series)}",
-            )
+            if misses:
+                return success_missed(metric, _which(misses, series))
     except expr.ExpressionError as exc:
-        return Outcome("Error", None, f"{metric.name}: cannot evaluate the condition: {exc}")
+        return unevaluable(metric, exc)
     return Outcome("Successful", None, "")
+
+
+# -- the verdicts of a metric's conditions, shared with the web provider -----------------
+
+
+def failure_held(metric: Metric, what: str) -> Outcome:
+    """Failed: the failureCondition holds for ``what`` (the result, or the series)."""
+    return Outcome(
+        "Failed",
+        None,
+        f"{metric.name}: failureCondition {metric.failure_condition!r} holds for {what}",
+    )
+
+
+def outside_range(metric: Metric, value: float, shown: str) -> Outcome | None:
+    """Failed when ``value`` (written ``shown``) lies outside the metric's thresholdRange;
+    None when it lies within, or the metric has none."""
+    if metric.threshold_range is None:
+        return None
+    low, high = metric.threshold_range.min, metric.threshold_range.max
+    if low is not None and not value >= low:
+        return Outcome(
+            "Failed", None, f"{metric.name}: {shown} is below thresholdRange.min {fmt(low)}"
+        )
+    if high is not None and not value <= high:
+        return Outcome(
+            "Failed", None, f"{metric.name}: {shown} is above thresholdRange.max {fmt(high)}"
+        )
+    return None
+
+
+def success_missed(metric: Metric, what: str) -> Outcome:
+    """The successCondition does not hold for ``what``: Inconclusive when a failureCondition
+    is set (it did not hold either), Failed without one."""
+    if metric.failure_condition is not None:
+        return Outcome(
+            "Inconclusive",
+            None,
+            f"{metric.name}: neither successCondition {metric.success_condition!r} "
+            f"nor failureCondition {metric.failure_condition!r} holds",
+        )
+    return Outcome(
+        "Failed",
+        None,
+        f"{metric.name}: successCondition {metric.success_condition!r} does not hold for {what}",
+    )
+
+
+def unevaluable(metric: Metric, exc: expr.ExpressionError) -> Outcome:
+    """Error: a condition of the metric cannot be evaluated on the result."""
+    return Outcome("Error", None, f"{metric.name}: cannot evaluate the condition: {exc}")
 
 
 def _negate(held: bool | tuple[bool, ...]) -> bool | tuple[bool, ...]:

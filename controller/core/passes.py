@@ -167,6 +167,15 @@ class Pass:
         self.message = message
         self.wait_reason = reason
 
+    def has_ready(self, revision: str, what: str, want: int | None = None) -> bool:
+        """Whether ``revision`` has ``want`` Ready pods (default: :attr:`total`); if not,
+        wait for them, saying ``"{what} {ready} of {want} pods Ready"``."""
+        want = self.total if want is None else want
+        ready = self.ready(revision)
+        if ready < want:
+            self.wait("Progressing", f"{what} {ready} of {want} pods Ready", "PodsNotReady")
+        return ready >= want
+
 
 # -- replicas and Services -------------------------------------------------------------
 
@@ -371,6 +380,28 @@ def start_revision(p: Pass, revision: str) -> None:
     )
 
 
+def settle(p: Pass, stable: str, *, step: int | None, reason: str, noun: str) -> None:
+    """The status of a Rollout whose template is its stable revision: nothing in flight
+    (no abort, no pause, no progress clock), only the stable revision's analyses kept,
+    ``currentStepIndex`` at ``step``. A revision that was in flight is abandoned, and an
+    event ``reason`` says so, calling it ``noun`` ("canary")."""
+    previous = p.status.canary_revision
+    if previous is not None and previous != stable:
+        p.event(
+            reason,
+            f"the template is back to stable revision {stable}; {noun} {previous} is "
+            "scaled down without promotion",
+        )
+    p.set(
+        canary_revision=stable,
+        current_step_index=step,
+        abort=None,
+        pause_start_time=None,
+        step_start_time=None,
+        analysis_runs=[r for r in p.status.analysis_runs if r.revision == stable],
+    )
+
+
 def abort(p: Pass, reason: AbortReason, message: str) -> None:
     """Abort the canary revision: record why in the status, with the attempt it ends."""
     revision = p.status.canary_revision or ""
@@ -418,6 +449,22 @@ def check_deadline(p: Pass, stage: str) -> bool:
         abort(p, "ProgressDeadlineExceeded", f"{why}: {p.message}")
         return True
     p.wake_at(deadline)
+    return False
+
+
+def pause_over(p: Pass, seconds: float, until: str) -> bool:
+    """Whether a pause of ``seconds``, counted from ``pauseStartTime`` (which starts now
+    when unset), is over; if not, wake at its end and wait, saying ``"{until} {end}"``.
+    The end time, not a countdown: a message that changes with ``now`` alone would make
+    every pass write the status (and its Paused condition) again."""
+    started = p.status.pause_start_time or p.now
+    if p.status.pause_start_time is None:
+        p.set(pause_start_time=started)
+    ends = started + dt.timedelta(seconds=seconds)
+    if p.now >= ends:
+        return True
+    p.wake_at(ends)
+    p.wait("Paused", f"{until} {ends.isoformat(timespec='seconds')}", "PauseStep")
     return False
 
 

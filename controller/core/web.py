@@ -85,7 +85,15 @@ from typing import Any, Final, Literal
 
 from controller.api.analysis import Metric, WebProvider
 from controller.core import expr, promql
-from controller.core.measurement import ErrorKind, Outcome, QueryError, fmt
+from controller.core.measurement import (
+    ErrorKind,
+    Outcome,
+    QueryError,
+    failure_held,
+    outside_range,
+    success_missed,
+    unevaluable,
+)
 
 KNOWN_VARIABLES: Final = promql.KNOWN_VARIABLES | {"activeService", "previewService"}
 MAX_VALUE_CHARS: Final = 256
@@ -567,53 +575,26 @@ def evaluate(metric: Metric, request: WebRequest, answer: WebAnswer) -> Outcome:
 
 def judge(metric: Metric, result: Any) -> Outcome:
     """The verdict of the metric's conditions and thresholdRange on ``result``."""
-    name = metric.name
+    the_result = f"the result {value_text(result)}"
     try:
         if metric.failure_condition is not None and _holds(metric.failure_condition, result):
-            return Outcome(
-                "Failed",
-                None,
-                f"{name}: failureCondition {metric.failure_condition!r} holds for the result "
-                f"{value_text(result)}",
-            )
+            return failure_held(metric, the_result)
         if metric.threshold_range is not None:
             if isinstance(result, bool) or not isinstance(result, int | float):
                 return Outcome(
                     "Error",
                     None,
-                    f"{name}: thresholdRange needs a number; the result is "
+                    f"{metric.name}: thresholdRange needs a number; the result is "
                     f"{_kind_of(result)} {value_text(result)}",
                 )
-            low, high = metric.threshold_range.min, metric.threshold_range.max
-            if low is not None and not result >= low:
-                return Outcome(
-                    "Failed",
-                    None,
-                    f"{name}: {value_text(result)} is below thresholdRange.min {fmt(low)}",
-                )
-            if high is not None and not result <= high:
-                return Outcome(
-                    "Failed",
-                    None,
-                    f"{name}: {value_text(result)} is above thresholdRange.max {fmt(high)}",
-                )
+            outside = outside_range(metric, result, value_text(result))
+            if outside is not None:
+                return outside
         if metric.success_condition is None or _holds(metric.success_condition, result):
             return Outcome("Successful", None, "")
-        if metric.failure_condition is not None:
-            return Outcome(
-                "Inconclusive",
-                None,
-                f"{name}: neither successCondition {metric.success_condition!r} nor "
-                f"failureCondition {metric.failure_condition!r} holds",
-            )
-        return Outcome(
-            "Failed",
-            None,
-            f"{name}: successCondition {metric.success_condition!r} does not hold for the "
-            f"result {value_text(result)}",
-        )
+        return success_missed(metric, the_result)
     except expr.ExpressionError as exc:
-        return Outcome("Error", None, f"{name}: cannot evaluate the condition: {exc}")
+        return unevaluable(metric, exc)
 
 
 def _holds(condition: str, result: Any) -> bool:
