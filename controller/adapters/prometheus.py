@@ -43,12 +43,8 @@ connections, 0.2 s + 0.4 s of backoff), an unroutable one within the timeout.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import json
-import math
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -64,10 +60,13 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from controller.adapters.retry import retry_after_seconds
 from controller.api.analysis import PrometheusConnection
 from controller.api.base import parse_duration
 from controller.api.rollout import SecretKeyRef
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core.measurement import ErrorKind, QueryResponse, ResultType
+from controller.core.web import scrub
 
 log = structlog.get_logger("stepwise.prometheus")
 
@@ -83,7 +82,6 @@ _ERROR_TYPES: Final[dict[str, ErrorKind]] = {
 #: Prometheus error types that a retry cannot fix even on a 5xx status.
 _FINAL_ERROR_TYPES: Final = frozenset({"timeout", "canceled", "bad_data", "execution"})
 _MIN_ATTEMPT_SECONDS: Final = 0.05
-REDACTED: Final = "***"
 
 
 @dataclass(frozen=True)
@@ -243,7 +241,7 @@ class PrometheusClient:
         *,
         transport: requests.adapters.BaseAdapter | None = None,
         sleep: Callable[[float], None] = tenacity.nap.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self._sleep = sleep
@@ -339,7 +337,7 @@ class PrometheusClient:
         redact: Collection[str],
     ) -> QueryResponse:
         secrets = (*self._secrets, *(r for r in redact if r))
-        started = self._clock()
+        started = self._clock.monotonic()
         try:
             response, attempts = self._with_retries(
                 send, started + (timeout or self.settings.timeout), metric
@@ -349,7 +347,7 @@ class PrometheusClient:
                 QueryResponse.failed("client", f"unexpected {type(exc).__name__}: {exc}"),
                 1,
             )
-        elapsed = self._clock() - started
+        elapsed = self._clock.monotonic() - started
         if response.error is None:
             log.debug(
                 "prometheus query answered",
@@ -360,7 +358,7 @@ class PrometheusClient:
                 seconds=round(elapsed, 3),
             )
             return response
-        message = _scrub(response.error.message, secrets)
+        message = scrub(response.error.message, secrets)
         if attempts > 1:
             message += f" (after {attempts} attempts in {elapsed:.1f}s)"
         log.warning(
@@ -392,7 +390,7 @@ class PrometheusClient:
         def stop(state: tenacity.RetryCallState) -> bool:
             if state.attempt_number >= self.settings.max_attempts:
                 return True
-            left = deadline - self._clock() - planned_wait(state)
+            left = deadline - self._clock.monotonic() - planned_wait(state)
             return left < _MIN_ATTEMPT_SECONDS
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -425,7 +423,7 @@ class PrometheusClient:
         last: _Attempt = retrying(attempt)
         response = last.response
         if last.transient and last.retry_after is not None and response.error is not None:
-            left = max(0.0, deadline - self._clock())
+            left = max(0.0, deadline - self._clock.monotonic())
             if last.retry_after > left:
                 response = QueryResponse.failed(
                     response.error.kind,
@@ -443,7 +441,7 @@ class PrometheusClient:
     def _attempt(
         self, send: Callable[[dict[str, str], tuple[float, float]], None], deadline: float
     ) -> _Attempt:
-        left = deadline - self._clock()
+        left = deadline - self._clock.monotonic()
         if left < _MIN_ATTEMPT_SECONDS:
             return _Attempt(QueryResponse.failed("timeout", "no time left for the query"))
         self._local.response = None
@@ -531,14 +529,11 @@ class PrometheusClient:
         kind = _kind(status, error_type)
         transient = status == 429 or (status >= 500 and error_type not in _FINAL_ERROR_TYPES)
         retry_after = (
-            _retry_after(response.headers.get("Retry-After"), self._now())
+            retry_after_seconds(response.headers.get("Retry-After"), self._clock.now())
             if status in (429, 503)
             else None
         )
         return _Attempt(QueryResponse.failed(kind, message, status), transient, retry_after)
-
-    def _now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
 
 
 _EMPTY: Final = QueryResponse()
@@ -552,26 +547,6 @@ def _kind(status: int, error_type: str) -> ErrorKind:
     if status == 429:
         return "throttled"
     return "http"
-
-
-def _retry_after(header: str | None, now: dt.datetime) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (a number, or an HTTP date)."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - now).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 _ERRNO: Final = re.compile(r"\[Errno -?\d+\] [^'\")(]+|\[SSL: [A-Z_]+\][^'\")(]*")
@@ -591,18 +566,3 @@ def _reason(exc: BaseException) -> str:
 def _snippet(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
-def _forms(secret: str) -> set[str]:
-    """A secret as an error text may show it: as it is, trimmed, and escaped the way
-    Python's repr and Go's %q (JSON) print it (a quoted header shows ``tok\\n``, not the
-    newline). Short fragments are left alone so that scrubbing cannot eat ordinary text."""
-    variants = {secret.strip(), repr(secret)[1:-1], json.dumps(secret)[1:-1]}
-    return {secret} | {v for v in variants if len(v) >= 4}
-
-
-def _scrub(text: str, secrets: Collection[str]) -> str:
-    forms = {form for secret in secrets if secret for form in _forms(secret)}
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, REDACTED)
-    return text

@@ -32,6 +32,7 @@ import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.errors import (
     ApiError,
     ApiUnavailableError,
@@ -53,21 +54,22 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def translate(exc: BaseException, *, now: Callable[[], datetime] | None = None) -> ApiError:
+def translate(exc: BaseException, *, clock: Clock = SYSTEM_CLOCK) -> ApiError:
     """The :mod:`controller.errors` exception for a client-library error.
 
     ``ApiException`` maps through :func:`controller.errors.from_status` with the
     Kubernetes ``Status`` message and reason when the body has them, and ``Retry-After``
     (seconds or an HTTP date) for 429. Connection errors and timeouts become
     :class:`~controller.errors.ApiUnavailableError`. An ``ApiError`` is returned as is.
-    Raise the result ``from`` the original to keep the cause.
+    Raise the result ``from`` the original to keep the cause. ``clock`` reads an HTTP
+    date's distance.
     """
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         message, reason = _status_message(exc)
-        retry_after = _retry_after(exc.headers, now or (lambda: datetime.now(UTC)))
+        retry_after = retry_after_seconds(_retry_after_header(exc.headers), clock.now())
         return from_status(status, message, reason=reason, retry_after=retry_after)
     if isinstance(exc, _CONNECTION_ERRORS):
         return ApiUnavailableError(f"{type(exc).__name__}: {exc}")
@@ -94,18 +96,22 @@ def _status_message(exc: ApiException) -> tuple[str, str]:
     return message, reason
 
 
-def _retry_after(headers: Any, now: Callable[[], datetime]) -> float | None:
-    if not headers:
-        return None
-    value: Any = None
+def _retry_after_header(headers: Any) -> str | None:
+    """The ``Retry-After`` header of an ``ApiException``'s headers, whatever its case."""
     if isinstance(headers, Mapping):
-        for name, val in headers.items():
+        for name, value in headers.items():
             if str(name).lower() == "retry-after":
-                value = val
-                break
-    if value is None:
+                return str(value)
+    return None
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """The seconds a ``Retry-After`` header value asks for: a number of seconds, or an
+    HTTP date (from ``now``); None when there is none or it is not readable, 0 for a time
+    already past."""
+    if not value:
         return None
-    text = str(value).strip()
+    text = value.strip()
     try:
         seconds = float(text)
     except ValueError:
@@ -115,7 +121,7 @@ def _retry_after(headers: Any, now: Callable[[], datetime]) -> float | None:
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = (when - now()).total_seconds()
+        seconds = (when - now).total_seconds()
     if math.isnan(seconds) or math.isinf(seconds):
         return None
     return max(seconds, 0.0)

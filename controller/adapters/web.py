@@ -36,13 +36,13 @@ import base64
 import http.client
 import socket
 import ssl
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core.measurement import ErrorKind
 from controller.core.web import WebAnswer, WebRequest, safe_url
 
@@ -85,7 +85,7 @@ class WebClient:
         proxies: Mapping[str, str] | None = None,
         bypass: Callable[[str], bool] | None = None,
         ca_file: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
@@ -97,7 +97,7 @@ class WebClient:
     def send(self, request: WebRequest) -> WebAnswer:
         """Send ``request`` and return the answer, or the reason there is none. Never
         raises."""
-        deadline = self._clock() + request.timeout
+        deadline = self._clock.monotonic() + request.timeout
         try:
             return self._send(request, deadline)
         except _FailedError as failure:
@@ -270,7 +270,7 @@ class WebClient:
             chunks.append(chunk)
 
     def _left(self, deadline: float, where: str) -> float:
-        left = deadline - self._clock()
+        left = deadline - self._clock.monotonic()
         if left <= 0:
             raise _FailedError("timeout", f"no answer from {where} in the time given")
         return left

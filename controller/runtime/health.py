@@ -29,7 +29,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
+from controller.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 

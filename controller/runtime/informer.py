@@ -82,8 +82,8 @@ from kubernetes.informer import (
 )
 
 from controller.adapters.retry import RetryPolicy
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.errors import ApiError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.metrics import dedicated
 
 T = TypeVar("T")
@@ -337,15 +337,7 @@ class Informer(Generic[T]):
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1ReplicaSet]:
         """ReplicaSets (``apps/v1``)."""
-        own = dedicated(api_client)
-        apps = client.AppsV1Api(own)
-        return Informer[client.V1ReplicaSet](
-            scoped(apps.list_namespaced_replica_set, apps.list_replica_set_for_all_namespaces),
-            name="replicasets",
-            namespace=namespace,
-            owned_client=own,
-            **options,
-        )
+        return _built_in(api_client, client.AppsV1Api, "replica_set", namespace, options)
 
     @classmethod
     def deployments(
@@ -353,30 +345,14 @@ class Informer(Generic[T]):
     ) -> Informer[client.V1Deployment]:
         """Deployments (``apps/v1``), for Rollouts that take their pod template from one
         (``spec.workloadRef``)."""
-        own = dedicated(api_client)
-        apps = client.AppsV1Api(own)
-        return Informer[client.V1Deployment](
-            scoped(apps.list_namespaced_deployment, apps.list_deployment_for_all_namespaces),
-            name="deployments",
-            namespace=namespace,
-            owned_client=own,
-            **options,
-        )
+        return _built_in(api_client, client.AppsV1Api, "deployment", namespace, options)
 
     @classmethod
     def services(
         cls, api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
     ) -> Informer[client.V1Service]:
         """Services."""
-        own = dedicated(api_client)
-        core = client.CoreV1Api(own)
-        return Informer[client.V1Service](
-            scoped(core.list_namespaced_service, core.list_service_for_all_namespaces),
-            name="services",
-            namespace=namespace,
-            owned_client=own,
-            **options,
-        )
+        return _built_in(api_client, client.CoreV1Api, "service", namespace, options)
 
     @classmethod
     def lease(
@@ -623,6 +599,30 @@ def scoped(namespaced: ListFunc, all_namespaces: ListFunc) -> ListFunc:
 
     functools.update_wrapper(list_either, namespaced)
     return list_either
+
+
+def _built_in(
+    api_client: client.ApiClient,
+    api: Callable[[client.ApiClient], Any],
+    kind: str,
+    namespace: str | None,
+    options: dict[str, Any],
+) -> Informer[Any]:
+    """An informer of a built-in ``kind`` (``replica_set``: ReplicaSets, named
+    ``replicasets``), through the ``list_namespaced_<kind>`` and
+    ``list_<kind>_for_all_namespaces`` methods of ``api`` on a dedicated client."""
+    own = dedicated(api_client)
+    calls = api(own)
+    return Informer(
+        scoped(
+            getattr(calls, f"list_namespaced_{kind}"),
+            getattr(calls, f"list_{kind}_for_all_namespaces"),
+        ),
+        name=f"{kind.replace('_', '')}s",
+        namespace=namespace,
+        owned_client=own,
+        **options,
+    )
 
 
 def _resource_version_of(obj: Any) -> str | None:

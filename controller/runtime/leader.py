@@ -59,8 +59,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.retry import is_translatable, translate
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.errors import ApiError, ConfigError, ConflictError, LeadershipLostError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
 from controller.runtime.metrics import dedicated
 

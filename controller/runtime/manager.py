@@ -26,7 +26,6 @@ import builtins
 import datetime as dt
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -37,6 +36,7 @@ from kubernetes import client
 from controller.adapters.kube import ROLLOUT_LABEL, KubeAdapter
 from controller.adapters.traffic import registry as traffic_registry
 from controller.api.rollout import GROUP, VERSION, Rollout, RolloutStatus
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.errors import ConfigError, ConflictError, LeadershipLostError
 from controller.runtime.health import HealthServer
 from controller.runtime.informer import READ_GRACE, Informer, KeyHandler
@@ -110,9 +110,11 @@ class MultiInformer(Generic[T]):
         return all(i.has_synced() for i in self.informers)
 
     def wait_for_sync(self, timeout: float) -> bool:
-        """Wait until every informer has listed."""
-        deadline = time.monotonic() + timeout
-        return all(i.wait_for_sync(max(0.0, deadline - time.monotonic())) for i in self.informers)
+        """Wait until every informer has listed (``timeout``: seconds of real time)."""
+        deadline = SYSTEM_CLOCK.monotonic() + timeout
+        return all(
+            i.wait_for_sync(max(0.0, deadline - SYSTEM_CLOCK.monotonic())) for i in self.informers
+        )
 
     @property
     def last_heartbeat(self) -> float | None:
@@ -159,8 +161,10 @@ class Manager:
         *,
         measurer: Taker | None = None,
         routers: RouterFactory | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """Raises :class:`ConfigError` for settings that cannot work together."""
+        """Raises :class:`ConfigError` for settings that cannot work together. ``clock``
+        is the one every part built here reads."""
         if settings.watch_timeout < 1:
             raise ConfigError(f"watch timeout must be at least 1s; got {settings.watch_timeout:g}s")
         if settings.heartbeat_timeout <= settings.watch_timeout + READ_GRACE:
@@ -172,9 +176,10 @@ class Manager:
             )
         self.settings = settings
         self.api_client = api_client
+        self.clock = clock
         self.metrics = Metrics()
         count_requests(api_client, self.metrics.count_api_request)
-        self.queue = WorkQueue()
+        self.queue = WorkQueue(clock=clock)
         self.metrics.track_queue_depth(lambda: len(self.queue))
         identity = settings.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.elector: LeaderElector | None = None
@@ -189,6 +194,7 @@ class Manager:
                 retry_period=settings.retry_period,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
+                clock=clock,
             )
         self.kube = KubeAdapter(api_client, fence=self._fence)
         self.informers = self._build_informers()
@@ -199,12 +205,16 @@ class Manager:
             tuple(settings.namespaces),
             informer_options={"watch_timeout": int(settings.watch_timeout)},
             stale_after=settings.heartbeat_timeout,
+            clock=clock,
         )
         # Providers are called on the pool's threads, never on a reconcile worker.
-        self.pool = MeasuringPool(measurer, self.queue.add) if measurer is not None else None
+        self.pool = (
+            MeasuringPool(measurer, self.queue.add, clock=clock) if measurer is not None else None
+        )
         self.reconciler = Reconciler(
             self.informers,
             self.kube,
+            clock=clock,
             measurer=self.pool,
             routers=routers or traffic_registry.factory(api_client, self._fence, self.objects),
             observer=_MetricsObserver(self.metrics, self.pool),
@@ -220,6 +230,7 @@ class Manager:
             self.informers.rollouts,
             self.kube,
             fence=self._fence,
+            clock=clock,
             registry=self.metrics.registry,
         )
         self.health = HealthServer(
@@ -227,6 +238,7 @@ class Manager:
             port=settings.health_port,
             registry=self.metrics.registry,
             heartbeat_timeout=settings.heartbeat_timeout,
+            clock=clock,
         )
         self.workers = [Worker(self, i) for i in range(settings.workers)]
         self._leading = threading.Event()
@@ -241,7 +253,7 @@ class Manager:
     def _build_informers(self) -> Informers:
         s = self.settings
         scopes: list[str | None] = list(s.namespaces) or [None]
-        opts: dict[str, Any] = {"watch_timeout": int(s.watch_timeout)}
+        opts: dict[str, Any] = {"watch_timeout": int(s.watch_timeout), "clock": self.clock}
 
         def each(make: Callable[[str | None], Informer[T]], name: str) -> MultiInformer[T]:
             return MultiInformer([make(ns) for ns in scopes], name)
@@ -371,7 +383,7 @@ class Manager:
         """Reconcile one key and schedule what comes next."""
         if not self._leading.is_set():
             return  # re-queued for everyone when leadership starts
-        started = time.monotonic()
+        started = self.clock.monotonic()
         result = "success"
         try:
             requeue = self.reconciler.reconcile(key)
@@ -392,7 +404,7 @@ class Manager:
                 "reconcile failed", key=key, error=str(err), retry_in=round(delay, 3), exc_info=True
             )
         finally:
-            self.metrics.observe_reconcile(result, time.monotonic() - started)
+            self.metrics.observe_reconcile(result, self.clock.monotonic() - started)
             self.notifier.wake()  # an Event.set: the notifier scans on its own thread
 
     def start(self, stop: threading.Event | None = None) -> bool:
@@ -402,10 +414,10 @@ class Manager:
             informer.start()
             self.health.add_informer(informer)
         self.health.start()
-        deadline = time.monotonic() + 60
+        deadline = SYSTEM_CLOCK.monotonic() + 60  # blocking waits: real time
         for informer in self._all:
             # Short waits, so a SIGTERM during a slow first list is honoured at once.
-            while not informer.wait_for_sync(timeout=0.5) and time.monotonic() < deadline:
+            while not informer.wait_for_sync(timeout=0.5) and SYSTEM_CLOCK.monotonic() < deadline:
                 if stop is not None and stop.is_set():
                     return False
         if self.elector is not None:

@@ -33,10 +33,10 @@ from controller.adapters.prometheus import PrometheusClient, PrometheusSettings
 from controller.adapters.retry import call_api
 from controller.api.analysis import Metric, PrometheusConnection, TemplateArg
 from controller.api.rollout import AnalysisArg, Measurement, Rollout, SecretKeyRef
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import analysis as an
 from controller.core import judge, measurement, promql
 from controller.errors import ApiError, NotFoundError, StepwiseError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -41,11 +42,11 @@ from pydantic import ValidationError
 
 from controller.adapters.jobs import JobsAdapter
 from controller.api.rollout import Rollout, RolloutStatus
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import analysis as an
 from controller.core import jobs
 from controller.core.measurement import Outcome
 from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.measure import Variables
 from controller.runtime.measuring import current_stop
 
@@ -94,25 +95,19 @@ def _created(job: Mapping[str, Any]) -> dt.datetime | None:
         return None
 
 
+@dataclass(eq=False)
 class JobTaker:
     """The ``job`` provider (a :class:`controller.runtime.measure.ProviderTaker`)."""
 
-    def __init__(
-        self,
-        api: JobsApi,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        poll: float = 1.0,
-        max_poll: float = 5.0,
-        recheck: float = 5.0,
-        sweep_delays: tuple[float, ...] = SWEEP_DELAYS,
-    ) -> None:
-        self.api = api
-        self.clock = clock
-        self.poll = poll
-        self.max_poll = max_poll
-        self.recheck = recheck
-        self.sweep_delays = sweep_delays
+    api: JobsApi
+    _: KW_ONLY
+    clock: Clock = SYSTEM_CLOCK
+    poll: float = 1.0
+    max_poll: float = 5.0
+    recheck: float = 5.0
+    sweep_delays: tuple[float, ...] = SWEEP_DELAYS
+
+    def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._sweeps: dict[tuple[str, str], tuple[float, int]] = {}
         """(namespace, rollout) -> (when, attempt) of its next clean-up."""

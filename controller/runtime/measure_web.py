@@ -17,14 +17,13 @@ the forms a URL or a JSON text would show them too.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Protocol
 
 import structlog
 
 from controller.adapters.web import WebClient
 from controller.api.rollout import Rollout
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import analysis as an
 from controller.core import promql, web
 from controller.core.measurement import Outcome
@@ -48,9 +47,7 @@ class WebMeasurer:
     same ``send``); ``clock`` times the exchange for the log.
     """
 
-    def __init__(
-        self, client: Sender | None = None, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, client: Sender | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.client: Sender = client if client is not None else WebClient()
         self._clock = clock
 
@@ -72,7 +69,7 @@ class WebMeasurer:
             request = web.render_request(spec, variables.values)
         except (promql.TemplateError, ValueError) as exc:
             return Outcome("Error", None, f"{metric.name}: {exc}")
-        started = self._clock()
+        started = self._clock.monotonic()
         answer = self.client.send(request)
         outcome = web.evaluate(metric, request, answer)
         log.info(
@@ -82,7 +79,7 @@ class WebMeasurer:
             url=web.scrub(request.safe_url, variables.redact),
             status=answer.status,
             kind=answer.error.kind if answer.error is not None else None,
-            seconds=round(self._clock() - started, 3),
+            seconds=round(self._clock.monotonic() - started, 3),
             phase=outcome.phase,
         )
         return outcome

@@ -48,17 +48,17 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 import structlog
 
 from controller.api.analysis import Metric
 from controller.api.rollout import Measurement, Rollout
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import analysis as an
 from controller.core import jobs
 from controller.core.measurement import Outcome
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = structlog.get_logger()
 
@@ -152,32 +152,24 @@ def provider_of(metric: Metric) -> str:
     return address or DEFAULT_PROVIDER
 
 
+@dataclass(eq=False)
 class MeasuringPool:
     """A non-blocking :class:`~controller.runtime.reconciler.Measurer` in front of a
     blocking :class:`Taker` (see the module docstring). A measurement counts as a timeout
     for the breaker when its outcome's ``error_kind`` is ``timeout`` (the query's own
     timeout) or when the pool's deadline gives it up (never for Jobs)."""
 
-    def __init__(
-        self,
-        measurer: Taker,
-        wake: Callable[[str], None],
-        *,
-        per_provider: int = 4,
-        deadline: float = 30.0,
-        breaker_after: int = 3,
-        cooldown: float = 30.0,
-        job_workers: int = 32,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self.measurer = measurer
-        self.wake = wake
-        self.per_provider = per_provider
-        self.job_workers = job_workers
-        self.deadline = deadline
-        self.breaker_after = breaker_after
-        self.cooldown = cooldown
-        self.clock = clock
+    measurer: Taker
+    wake: Callable[[str], None]
+    _: KW_ONLY
+    per_provider: int = 4
+    deadline: float = 30.0
+    breaker_after: int = 3
+    cooldown: float = 30.0
+    job_workers: int = 32
+    clock: Clock = SYSTEM_CLOCK
+
+    def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._providers: dict[str, _Provider] = {}
         self._jobs: dict[JobKey, _Job] = {}

@@ -62,7 +62,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 import structlog
 from kubernetes import client
@@ -73,6 +73,8 @@ from controller.adapters.retry import dedicated_client
 from controller.api.rollout import AbortReason, Phase, Release, ReleaseOutcome
 
 log = structlog.get_logger()
+
+S = TypeVar("S", Counter, Gauge, Histogram)
 
 #: Every phase a Rollout can report; each gets a series so alerts can match on 0 or 1.
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -167,6 +169,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._per_rollout: list[Counter | Gauge | Histogram] = []
+        """The series labelled by Rollout, which :meth:`forget_rollout` removes."""
+
+        def per_rollout(kind: type[S], name: str, doc: str, *labels: str, **options: Any) -> S:
+            series = kind(name, doc, ["namespace", "rollout", *labels], registry=r, **options)
+            self._per_rollout.append(series)
+            return series
+
         self.reconcile_total = Counter(
             "stepwise_reconcile_total",
             "Reconcile passes, by result (success, requeue, error, invalid, ...).",
@@ -188,24 +198,6 @@ class Metrics:
             ["verb", "code"],
             registry=r,
         )
-        self.rollout_phase = Gauge(
-            "stepwise_rollout_phase",
-            "1 for the Rollout's current phase, 0 for the others.",
-            ["namespace", "rollout", "phase"],
-            registry=r,
-        )
-        self.rollout_canary_weight = Gauge(
-            "stepwise_rollout_canary_weight",
-            "Percent of traffic the canary receives.",
-            ["namespace", "rollout"],
-            registry=r,
-        )
-        self.analysis_measurements_total = Counter(
-            "stepwise_analysis_measurements_total",
-            "Analysis measurements taken, by metric and measurement phase.",
-            ["namespace", "rollout", "metric", "phase"],
-            registry=r,
-        )
         self.rollback_seconds = Histogram(
             "stepwise_rollback_seconds",
             "Seconds from the first failed measurement to traffic restored to stable.",
@@ -215,32 +207,48 @@ class Metrics:
         self.leader = Gauge(
             "stepwise_leader", "1 while this replica holds the leader lease.", registry=r
         )
-        self.releases_total = Counter(
+        self.rollout_phase = per_rollout(
+            Gauge,
+            "stepwise_rollout_phase",
+            "1 for the Rollout's current phase, 0 for the others.",
+            "phase",
+        )
+        self.rollout_canary_weight = per_rollout(
+            Gauge, "stepwise_rollout_canary_weight", "Percent of traffic the canary receives."
+        )
+        self.analysis_measurements_total = per_rollout(
+            Counter,
+            "stepwise_analysis_measurements_total",
+            "Analysis measurements taken, by metric and measurement phase.",
+            "metric",
+            "phase",
+        )
+        self.releases_total = per_rollout(
+            Counter,
             "stepwise_releases_total",
             "Releases that reached an outcome (Promoted, Aborted, Superseded); reason: the "
             "abort reason, empty unless Aborted.",
-            ["namespace", "rollout", "outcome", "reason"],
-            registry=r,
+            "outcome",
+            "reason",
         )
-
-        def per_rollout(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, ["namespace", "rollout"], buckets=buckets, registry=r)
-
         self.release_time_to_detect_seconds = per_rollout(
+            Histogram,
             "stepwise_release_time_to_detect_seconds",
             "Aborted releases: seconds from the template change to the start of the first "
             "failing measurement's window (or to a manual abort).",
-            DETECT_BUCKETS,
+            buckets=DETECT_BUCKETS,
         )
         self.release_time_to_restore_seconds = per_rollout(
+            Histogram,
             "stepwise_release_time_to_restore_seconds",
             "Aborted releases: seconds from the abort until all traffic was on stable.",
-            DETECT_BUCKETS,
+            buckets=DETECT_BUCKETS,
         )
         self.release_lead_time_seconds = per_rollout(
+            Histogram,
             "stepwise_release_lead_time_seconds",
             "Promoted releases: seconds from the template change to the promotion.",
-            LEAD_TIME_BUCKETS,
+            buckets=LEAD_TIME_BUCKETS,
         )
 
     # -- reporting ------------------------------------------------------------------
@@ -314,14 +322,8 @@ class Metrics:
 
     def forget_rollout(self, namespace: str, rollout: str) -> None:
         """Drop every series of a deleted Rollout."""
-        labels = {"namespace": namespace, "rollout": rollout}
-        self.rollout_phase.remove_by_labels(labels)
-        self.rollout_canary_weight.remove_by_labels(labels)
-        self.analysis_measurements_total.remove_by_labels(labels)
-        self.releases_total.remove_by_labels(labels)
-        self.release_time_to_detect_seconds.remove_by_labels(labels)
-        self.release_time_to_restore_seconds.remove_by_labels(labels)
-        self.release_lead_time_seconds.remove_by_labels(labels)
+        for series in self._per_rollout:
+            series.remove_by_labels({"namespace": namespace, "rollout": rollout})
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -61,10 +61,10 @@ from controller.adapters.kube import KubeAdapter
 from controller.adapters.retry import call_api
 from controller.adapters.webhook import WebhookSender
 from controller.api.rollout import Release, SecretKeyRef
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import notifications as nt
 from controller.core.model import Event
 from controller.errors import ApiError, ConflictError, LeadershipLostError, NotFoundError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Cache
 from controller.runtime.measure import SecretReader, secret_reader
 
@@ -115,22 +115,17 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(eq=False)
 class Ledger:
     """The ids delivered (or given up), kept in a ConfigMap (see the module docstring)."""
 
-    def __init__(
-        self,
-        core: client.CoreV1Api,
-        namespace: str,
-        name: str,
-        max_age: dt.timedelta,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self.core = core
-        self.namespace = namespace
-        self.name = name
-        self.max_age = max_age
-        self.clock = clock
+    core: client.CoreV1Api
+    namespace: str
+    name: str
+    max_age: dt.timedelta
+    clock: Clock = SYSTEM_CLOCK
+
+    def __post_init__(self) -> None:
         self._entries: dict[str, dt.datetime] = {}
         self._version: str | None = None
         self._exists = False
@@ -321,14 +316,7 @@ class Notifier:
                     continue  # still due next scan
                 run.pending.add(n.id)
             queued += 1
-            log.debug(
-                "notification queued",
-                target=n.target,
-                kind=n.kind,
-                namespace=n.namespace,
-                rollout=n.rollout,
-                id=n.id,
-            )
+            _logger(n).debug("notification queued")
         return queued
 
     def _records(self, targets: list[nt.Target]) -> list[nt.RolloutRecord]:
@@ -501,7 +489,7 @@ class Notifier:
                     run.pending.discard(n.id)
 
     def _deliver(self, run: _Run, n: nt.Notification) -> None:
-        bound = log.bind(target=n.target, namespace=n.namespace, rollout=n.rollout)
+        bound = _logger(n)
         body_cache: dict[str, bytes] = {}
 
         last: dict[str, int | None] = {}
@@ -513,7 +501,7 @@ class Notifier:
                 return "expired"
             resolved = self._targets.get(n.target)
             if resolved is None:
-                bound.info("notification target removed; not sent", kind=n.kind, id=n.id)
+                bound.info("notification target removed; not sent")
                 return None
             self.fence()
             fmt = resolved.target.format
@@ -527,8 +515,6 @@ class Notifier:
                 self._sent.labels(n.target, "retried").inc()
                 bound.warning(
                     "notification not delivered; retrying",
-                    kind=n.kind,
-                    id=n.id,
                     status=got.status,
                     error=got.error or None,
                 )
@@ -556,19 +542,16 @@ class Notifier:
         if outcome == "expired":
             if not run.stop.is_set():
                 self._sent.labels(n.target, "expired").inc()
-                bound.error("notification given up: still failing at its maximum age", id=n.id)
+                bound.error("notification given up: still failing at its maximum age")
             return
         if outcome == "drop":
             self._sent.labels(n.target, "dropped").inc()
             bound.error(
-                "notification refused by its receiver; not retried",
-                kind=n.kind,
-                id=n.id,
-                status=last.get("status"),
+                "notification refused by its receiver; not retried", status=last.get("status")
             )
         else:
             self._sent.labels(n.target, "delivered").inc()
-            bound.info("notification delivered", kind=n.kind, id=n.id, status=last.get("status"))
+            bound.info("notification delivered", status=last.get("status"))
         try:
             self.ledger.record(n.id)
         except ApiError as err:
@@ -587,6 +570,14 @@ def parse_config(data: dict[str, str], where: str) -> tuple[list[nt.Target], lis
         at = f" at line {mark.line + 1}" if mark is not None else ""
         return [], [f"{where}: data.{nt.CONFIG_KEY}: not valid YAML{at}"]
     return nt.parse_targets(doc, where)
+
+
+def _logger(n: nt.Notification) -> structlog.typing.FilteringBoundLogger:
+    """A logger that names the notification in every line (never its URL or token)."""
+    bound: structlog.typing.FilteringBoundLogger = log.bind(
+        target=n.target, kind=n.kind, namespace=n.namespace, rollout=n.rollout, id=n.id
+    )
+    return bound
 
 
 def _version_of(obj: client.V1ConfigMap) -> str | None:

@@ -35,8 +35,8 @@ from kubernetes import client
 
 from controller.adapters.retry import call_api
 from controller.adapters.traffic.reads import DirectReads, Kind, Obj, absent
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.errors import ApiError, NotFoundError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Informer
 
 log = structlog.get_logger()

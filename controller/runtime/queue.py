@@ -15,7 +15,7 @@ rate-limited workqueue (``k8s.io/client-go/util/workqueue``):
   ... capped at 10 s); ``forget`` resets the count once a reconcile succeeds.
 
 The clock that decides when delayed keys are due is injected
-(:class:`~controller.runtime.clock.Clock`), so unit tests drive it with a fake.
+(:class:`~controller.clock.Clock`), so unit tests drive it with a fake.
 ``get(timeout)`` blocks the calling thread on a condition variable; its timeout is real
 time, because that is what a blocked thread experiences. With a fake clock, advance the
 clock and call ``get(timeout=0)``.
@@ -26,10 +26,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-import time
 from collections import deque
 
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
+from controller.clock import SYSTEM_CLOCK, Clock
 
 #: Exponent beyond which every backoff equals the cap (avoids float overflow).
 _MAX_EXPONENT = 64
@@ -127,7 +126,8 @@ class WorkQueue:
         Blocks up to ``timeout`` seconds of real time (forever if ``None``). The caller
         must call :meth:`done` with the key when it has finished with it.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # A blocked thread waits in real time, whatever the injected clock says.
+        deadline = None if timeout is None else SYSTEM_CLOCK.monotonic() + timeout
         with self._cond:
             while True:
                 if self._shutting_down:
@@ -140,7 +140,7 @@ class WorkQueue:
                     return key
                 wait: float | None = None
                 if deadline is not None:
-                    wait = deadline - time.monotonic()
+                    wait = deadline - SYSTEM_CLOCK.monotonic()
                     if wait <= 0:
                         return None
                 next_due = self._next_due_in_locked()

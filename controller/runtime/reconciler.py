@@ -27,7 +27,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -60,6 +60,7 @@ from controller.api.rollout import (
 )
 from controller.api.types import LabelSelector
 from controller.api.validation import problems_of
+from controller.clock import SYSTEM_CLOCK, Clock
 from controller.core import analysis as an
 from controller.core import experiment
 from controller.core import workload as wl
@@ -90,7 +91,6 @@ from controller.core.overlap import Selecting, older_overlap, overlap_problem
 from controller.core.plan import plan
 from controller.core.record import failure_window_start
 from controller.errors import ApiError, ForbiddenError, InvalidError, NotFoundError
-from controller.runtime.clock import SYSTEM_CLOCK, Clock
 from controller.runtime.informer import Cache, version_of
 
 log = structlog.get_logger()
@@ -167,26 +167,20 @@ CACHE_BEHIND_LIMIT = 5.0
 whatever the cache has (a watch that stalls must not stall the Rollout)."""
 
 
+@dataclass(eq=False)
 class Reconciler:
     """Reconciles Rollouts; safe to call from several worker threads (one key at a time)."""
 
-    def __init__(
-        self,
-        informers: Informers,
-        kube: KubeAdapter,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        measurer: Measurer | None = None,
-        routers: RouterFactory = no_router,
-        observer: Observer | None = None,
-    ) -> None:
-        self.informers = informers
-        self.kube = kube
-        self.clock = clock
-        self.measurer = measurer
-        self.routers = routers
-        self.observer = observer
-        self.experiments = ExperimentSets(kube)
+    informers: Informers
+    kube: KubeAdapter
+    _: KW_ONLY
+    clock: Clock = SYSTEM_CLOCK
+    measurer: Measurer | None = None
+    routers: RouterFactory = no_router
+    observer: Observer | None = None
+
+    def __post_init__(self) -> None:
+        self.experiments = ExperimentSets(self.kube)
         self._unwritten: dict[str, Unwritten] = {}
         self._unwritten_lock = threading.Lock()
         self._behind: dict[str, tuple[str, float]] = {}
@@ -335,9 +329,7 @@ class Reconciler:
         if when is not None:
             # A failed write raises before the unwritten status is dropped: kept for the retry.
             before = raw["metadata"]["resourceVersion"]
-            written = self.kube.patch_status(
-                raw["metadata"]["namespace"], raw["metadata"]["name"], before, wanted
-            )
+            written = self._write_status(raw, wanted)
             if (written.get("metadata") or {}).get("resourceVersion") != before:
                 with self._unwritten_lock:
                     self._behind[key] = (before, self.clock.monotonic() + CACHE_BEHIND_LIMIT)
@@ -350,6 +342,14 @@ class Reconciler:
             )
         self._keep_unwritten(key, None)
         return requeue
+
+    def _write_status(self, raw: dict[str, Any], status: RolloutStatus) -> dict[str, Any]:
+        """Write ``status`` on the Rollout as read (``raw``), guarded by the resourceVersion
+        it was read at; the Rollout as written."""
+        meta = raw["metadata"]
+        return self.kube.patch_status(
+            meta["namespace"], meta["name"], meta["resourceVersion"], status
+        )
 
     # -- observation ------------------------------------------------------------------
 
@@ -523,12 +523,7 @@ class Reconciler:
         status, changed = refused(rollout.status, what, exc.status, exc.reason, str(exc), now)
         log.warning("action refused", status=exc.status, error=str(exc))
         if status != persisted:
-            self.kube.patch_status(
-                raw["metadata"]["namespace"],
-                raw["metadata"]["name"],
-                raw["metadata"]["resourceVersion"],
-                status,
-            )
+            self._write_status(raw, status)
         if changed:
             self.kube.emit_event(raw, Event("ActionRefused", status.message, "Warning"), now)
         return refused_retry(status, now)
@@ -673,12 +668,7 @@ class Reconciler:
         status = invalid_spec(current, problems, now)
         log.warning("invalid spec", problems=problems)
         if status != current:
-            self.kube.patch_status(
-                raw["metadata"]["namespace"],
-                raw["metadata"]["name"],
-                raw["metadata"]["resourceVersion"],
-                status,
-            )
+            self._write_status(raw, status)
             self.kube.emit_event(raw, Event("InvalidSpec", status.message, "Warning"), now)
 
     def _finalize(self, raw: dict[str, Any], rollout: Rollout, router: Router | None) -> None:

@@ -1,4 +1,4 @@
-"""A clock for unit tests (:class:`controller.runtime.clock.Clock`)."""
+"""A clock for unit tests (:class:`controller.clock.Clock`)."""
 
 from __future__ import annotations
 

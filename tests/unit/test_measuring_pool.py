@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from controller.api.analysis import Metric
-from controller.api.rollout import AnalysisRunStatus, Rollout
+from controller.api.rollout import AnalysisRunStatus, Measurement, Rollout
 from controller.core import analysis as an
 from controller.core.measurement import ErrorKind, Outcome
 from controller.runtime.measuring import MeasuringPool
@@ -75,6 +75,18 @@ def due(*metrics: Metric, run: str = "background") -> list[an.Due]:
     return [an.Due(run, m, (), ()) for m in metrics]
 
 
+def measure_m(pool: MeasuringPool) -> dict[tuple[str, str], Measurement]:
+    """One pass that finds metric ``m`` due: the measurements the pool hands over."""
+    return pool.measure(rollout(), due(metric("m")), T0)
+
+
+def answer_m(pool: MeasuringPool) -> dict[tuple[str, str], Measurement]:
+    """A pass that starts ``m``, the wait for its answer, and the pass that collects it."""
+    measure_m(pool)
+    wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
+    return measure_m(pool)
+
+
 @pytest.fixture
 def world() -> Iterator[tuple[MeasuringPool, Provider, FakeClock, list[str]]]:
     """A pool over a gated provider, a fake clock, and the keys it woke."""
@@ -126,16 +138,16 @@ def test_the_deadline_turns_a_hung_measurement_into_an_error(world: Any) -> None
     """Past the deadline the measurement is an Error naming the provider, the Rollout is
     woken, and the late answer is dropped."""
     pool, provider, clock, woken = world
-    pool.measure(rollout(), due(metric("m")), T0)
+    measure_m(pool)
     wait_for("the provider called", lambda: provider.calls == ["m"], 5)
     clock.advance(31)
     wait_for("the wake", lambda: woken == ["default/app"], 5)
-    got = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+    got = measure_m(pool)[("background", "m")]
     assert got.phase == "Error"
     assert "provider http://prom-a:9090 gave no answer within 30s" in got.message
     assert "(timeout)" in got.message
     provider.gate("m").set()
-    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # a new one, not the late one
+    assert measure_m(pool) == {}  # a new one, not the late one
 
 
 def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> None:
@@ -146,27 +158,23 @@ def test_the_breaker_opens_after_timeouts_and_a_trial_closes_it(world: Any) -> N
     provider.errors["m"] = ("m: query failed (timeout): read timed out", "timeout")
     provider.gate("m").set()
     for _ in range(2):
-        pool.measure(rollout(), due(metric("m")), T0)
-        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
-        assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == "Error"
+        assert answer_m(pool)[("background", "m")].phase == "Error"
     calls = len(provider.calls)
-    refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+    refused = measure_m(pool)[("background", "m")]
     assert "breaker open" in refused.message
     assert len(provider.calls) == calls
     clock.advance(61)
     provider.errors.pop("m")
-    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # the trial
+    assert measure_m(pool) == {}  # the trial
     wait_for("trial answered", lambda: pool.in_flight("default/app") == 0, 5)
-    assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == (
-        "Successful"
-    )
-    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # asked again: closed
+    assert measure_m(pool)[("background", "m")].phase == "Successful"
+    assert measure_m(pool) == {}  # asked again: closed
 
 
 def test_a_result_never_reaches_a_newer_run(world: Any) -> None:
     """An answer for a run that restarted (new start time) is dropped, not recorded."""
     pool, provider, _, woken = world
-    pool.measure(rollout(), due(metric("m")), T0)
+    measure_m(pool)
     provider.gate("m").set()
     wait_for("the wake", lambda: woken, 5)
     newer = rollout(started=T0 + dt.timedelta(minutes=1))
@@ -181,18 +189,14 @@ def test_only_a_timeout_kind_counts_for_the_breaker(world: Any) -> None:
     provider.errors["m"] = ("m: query failed (execution): step (timeout) too small", "execution")
     provider.gate("m").set()
     for _ in range(3):
-        pool.measure(rollout(), due(metric("m")), T0)
-        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
-        assert pool.measure(rollout(), due(metric("m")), T0)[("background", "m")].phase == "Error"
-    assert pool.measure(rollout(), due(metric("m")), T0) == {}  # asked again: not open
+        assert answer_m(pool)[("background", "m")].phase == "Error"
+    assert measure_m(pool) == {}  # asked again: not open
     wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
-    pool.measure(rollout(), due(metric("m")), T0)
+    measure_m(pool)
     provider.errors["m"] = ("m: no answer", "timeout")
     for _ in range(2):
-        pool.measure(rollout(), due(metric("m")), T0)
-        wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
-        pool.measure(rollout(), due(metric("m")), T0)
-    refused = pool.measure(rollout(), due(metric("m")), T0)[("background", "m")]
+        answer_m(pool)
+    refused = measure_m(pool)[("background", "m")]
     assert "breaker open" in refused.message
 
 
@@ -201,6 +205,6 @@ def test_a_measurement_logs_with_its_rollout_and_namespace(world: Any) -> None:
     do (the measurement runs outside the reconcile's logging context)."""
     pool, provider, _, _ = world
     provider.gate("m").set()
-    pool.measure(rollout(), due(metric("m")), T0)
+    measure_m(pool)
     wait_for("answered", lambda: pool.in_flight("default/app") == 0, 5)
     assert provider.contexts == [{"rollout": "app", "namespace": "default"}]

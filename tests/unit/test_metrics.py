@@ -43,6 +43,17 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
     return m.registry.get_sample_value(name, labels)
 
 
+def counts(m: Metrics, counter: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """Every series of a counter (``<counter>_total``), keyed by the values of ``labels``."""
+    return {
+        tuple(s.labels[label] for label in labels): s.value
+        for family in m.registry.collect()
+        if family.name == counter
+        for s in family.samples
+        if s.name == f"{counter}_total"
+    }
+
+
 def test_metrics_live_in_their_own_registry() -> None:
     """Two Metrics objects do not share series, and the global registry is untouched."""
     a, b = Metrics(), Metrics()
@@ -277,13 +288,7 @@ def test_release_series_exist_at_zero_from_the_first_pass() -> None:
     so increase() sees its first release; no other outcome or reason ever appears."""
     m = Metrics()
     m.observe_releases("shop", "web", [], [])
-    counted = {
-        (s.labels["outcome"], s.labels["reason"]): s.value
-        for family in m.registry.collect()
-        if family.name == "stepwise_releases"
-        for s in family.samples
-        if s.name == "stepwise_releases_total"
-    }
+    counted = counts(m, "stepwise_releases", "outcome", "reason")
     assert counted == {
         ("Promoted", ""): 0,
         ("Superseded", ""): 0,
@@ -556,13 +561,7 @@ def test_a_kube_adapter_write_is_counted_once_with_the_servers_code() -> None:
     api = fake_client((404, GONE), (201, build_replica_set(rollout, "x", 3)))
     count_requests(api, m.count_api_request)
     KubeAdapter(api).scale_replica_set(rollout, "x", 3)
-    samples = {
-        (s.labels["verb"], s.labels["code"]): s.value
-        for family in m.registry.collect()
-        if family.name == "stepwise_api_requests"
-        for s in family.samples
-        if s.name == "stepwise_api_requests_total"
-    }
+    samples = counts(m, "stepwise_api_requests", "verb", "code")
     assert samples == {("patch", "404"): 1.0, ("create", "201"): 1.0}
 
 

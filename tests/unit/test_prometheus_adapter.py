@@ -28,6 +28,7 @@ from controller.adapters.prometheus import (
 from controller.api.analysis import PrometheusProvider
 from controller.api.rollout import SecretKeyRef
 from controller.core.measurement import QueryResponse
+from tests.support.clock import FakeClock
 
 URL = "http://prometheus.test:9090"
 T = 1_795_000_000.0
@@ -46,25 +47,24 @@ def error(status: int, error_type: str, text: str, **headers: str) -> Reply:
     return (status, {"status": "error", "errorType": error_type, "error": text}, headers)
 
 
-class FakeClock:
-    """Monotonic time that only moves when the client sleeps (or a test says so)."""
+class SleepingClock(FakeClock):
+    """The fake clock, which also moves when the client sleeps (each sleep recorded)."""
 
     def __init__(self) -> None:
-        self.now = 100.0
+        super().__init__(start=100.0)
         self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += seconds
+        self.advance(seconds)
 
 
 class FakeTransport(requests.adapters.BaseAdapter):
     """Answers requests from a script (the last entry repeats) and records them."""
 
-    def __init__(self, *script: Reply, clock: FakeClock | None = None, cost: float = 0.0) -> None:
+    def __init__(
+        self, *script: Reply, clock: SleepingClock | None = None, cost: float = 0.0
+    ) -> None:
         super().__init__()
         self.script = list(script)
         self.sent: list[requests.PreparedRequest] = []
@@ -78,7 +78,7 @@ class FakeTransport(requests.adapters.BaseAdapter):
         self.sent.append(request)
         self.options.append(kwargs)
         if self._clock is not None:  # a slow failure takes at most the connect timeout
-            self._clock.now += min(self._cost, kwargs["timeout"][0])
+            self._clock.advance(min(self._cost, kwargs["timeout"][0]))
         reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(reply, BaseException):
             raise reply
@@ -102,10 +102,10 @@ class FakeTransport(requests.adapters.BaseAdapter):
 
 
 def client(
-    *script: Reply, clock: FakeClock | None = None, cost: float = 0.0, **settings: Any
-) -> tuple[PrometheusClient, FakeTransport, FakeClock]:
+    *script: Reply, clock: SleepingClock | None = None, cost: float = 0.0, **settings: Any
+) -> tuple[PrometheusClient, FakeTransport, SleepingClock]:
     """A client whose transport follows ``script``."""
-    clock = clock or FakeClock()
+    clock = clock or SleepingClock()
     transport = FakeTransport(*script, clock=clock, cost=cost)
     prom = PrometheusClient(
         PrometheusSettings(url=URL, **settings),
@@ -254,8 +254,9 @@ def test_transient_failures_are_retried(replies: list[Reply], sleeps: list[float
 
 def test_retry_after_as_an_http_date() -> None:
     """Retry-After may be an HTTP date."""
-    when = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3), True)
-    prom, _, clock = client(error(429, "", "slow", **{"Retry-After": when}), ok())
+    clock = SleepingClock()
+    when = email.utils.format_datetime(clock.now() + dt.timedelta(seconds=3), True)
+    prom, _, _ = client(error(429, "", "slow", **{"Retry-After": when}), ok(), clock=clock)
     assert prom.query("up").error is None
     assert clock.sleeps[0] == pytest.approx(3.0, abs=1.1)
 
@@ -289,11 +290,11 @@ def test_the_timeout_bounds_retries() -> None:
     prom, transport, clock = client(
         requests.exceptions.ConnectTimeout("timed out"), cost=3.0, max_attempts=10, timeout=7.0
     )
-    started = clock.now
+    started = clock.monotonic()
     response = prom.query("up")
     assert response.error is not None
     assert response.error.kind == "unreachable"
-    assert clock.now - started == pytest.approx(7.0)
+    assert clock.monotonic() - started == pytest.approx(7.0)
     assert len(transport.sent) == 3
     # each attempt gets what is left: 7 s, then 7 - 3 - 0.2, then 7 - 6.2 - 0.4
     assert [o["timeout"][1] for o in transport.options] == pytest.approx([7.0, 3.8, 0.4])

@@ -25,6 +25,15 @@ def drain(q: WorkQueue) -> list[str]:
     return out
 
 
+def delayed(*keys: tuple[str, float]) -> tuple[WorkQueue, FakeClock]:
+    """A queue on a fake clock, each ``(key, seconds)`` added after its delay in turn."""
+    clock = FakeClock()
+    q = WorkQueue(clock=clock)
+    for key, seconds in keys:
+        q.add_after(key, seconds)
+    return q, clock
+
+
 def test_add_dedupes_a_key_that_is_already_queued() -> None:
     """Adding a queued key again does not queue it twice."""
     q = WorkQueue()
@@ -82,11 +91,7 @@ def test_get_blocks_until_a_key_is_added_from_another_thread() -> None:
 
 def test_add_after_releases_keys_in_ready_time_order_on_the_clock() -> None:
     """Delayed keys are held until the clock reaches them, then come out earliest first."""
-    clock = FakeClock()
-    q = WorkQueue(clock=clock)
-    q.add_after("ns/late", 3.0)
-    q.add_after("ns/early", 1.0)
-    q.add_after("ns/mid", 2.0)
+    q, clock = delayed(("ns/late", 3.0), ("ns/early", 1.0), ("ns/mid", 2.0))
     assert q.get(timeout=0) is None
     assert q.waiting() == 3
     clock.advance(1.0)
@@ -98,11 +103,7 @@ def test_add_after_releases_keys_in_ready_time_order_on_the_clock() -> None:
 
 def test_add_after_keeps_the_earlier_time_for_the_same_key() -> None:
     """Scheduling a waiting key again keeps the earlier time and yields the key once."""
-    clock = FakeClock()
-    q = WorkQueue(clock=clock)
-    q.add_after("ns/a", 10.0)
-    q.add_after("ns/a", 2.0)
-    q.add_after("ns/a", 5.0)
+    q, clock = delayed(("ns/a", 10.0), ("ns/a", 2.0), ("ns/a", 5.0))
     clock.advance(2.0)
     assert drain(q) == ["ns/a"]
     clock.advance(10.0)
@@ -111,9 +112,7 @@ def test_add_after_keeps_the_earlier_time_for_the_same_key() -> None:
 
 def test_add_after_with_no_delay_queues_at_once() -> None:
     """A zero or negative delay is a plain add."""
-    q = WorkQueue(clock=FakeClock())
-    q.add_after("ns/a", 0)
-    q.add_after("ns/b", -1)
+    q, _ = delayed(("ns/a", 0), ("ns/b", -1))
     assert drain(q) == ["ns/a", "ns/b"]
 
 

@@ -21,6 +21,7 @@ from controller.errors import (
     ServerError,
     TooManyRequestsError,
 )
+from tests.support.clock import FakeClock
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -122,7 +123,7 @@ def test_translate_survives_a_non_json_body() -> None:
 )
 def test_translate_reads_retry_after_for_429(header: str, expected: float | None) -> None:
     """Retry-After in seconds or as an HTTP date becomes retry_after; garbage is ignored."""
-    err = translate(api_exception(429, headers={"Retry-After": header}), now=lambda: NOW)
+    err = translate(api_exception(429, headers={"Retry-After": header}), clock=FakeClock(wall=NOW))
     assert isinstance(err, TooManyRequestsError)
     assert err.retry_after == expected
 
