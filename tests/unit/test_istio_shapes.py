@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller.adapters.kube import REVISION_LABEL
 from controller.adapters.traffic import istio
 from controller.adapters.traffic.istio import Subsets, Target, TlsSelector, World
 from controller.api import intents
@@ -20,20 +19,13 @@ from controller.core.model import RemoveHeaderRoute, SetMirrorRoute
 from tests.support.manifests import rollout as rollout_doc
 from tests.support.patching import apply_patch
 from tests.support.plan import annotate, make, new_image, stable_world
+from tests.support.router_unit import dest, routed_rollout, subset
 from tests.support.world import T0, settle
 
 NS = "shop"
 PORT = {"number": 8080}
 BY_SUBSET = Target(NS, "checkout", None, None, subsets=Subsets("checkout", "stable", "canary"))
 BY_HOST = Target(NS, "checkout", "checkout-stable", "checkout-canary")
-
-
-def dest(host: str, weight: int | None = None, **extra: Any) -> dict[str, Any]:
-    """A route destination."""
-    out: dict[str, Any] = {"destination": {"host": host, **extra}}
-    if weight is not None:
-        out["weight"] = weight
-    return out
 
 
 def vs(**spec: Any) -> dict[str, Any]:
@@ -43,12 +35,6 @@ def vs(**spec: Any) -> dict[str, Any]:
 
 def subset_rule(stable: str | None = "r1", canary: str | None = "r1") -> dict[str, Any]:
     """Argo's example DestinationRule: host ``checkout``, subsets canary and stable."""
-
-    def subset(name: str, revision: str | None) -> dict[str, Any]:
-        labels = {"app": "checkout"}
-        if revision is not None:
-            labels[REVISION_LABEL] = revision
-        return {"name": name, "labels": labels}
 
     return {
         "metadata": {"name": "checkout", "resourceVersion": "2"},
@@ -270,21 +256,12 @@ def test_header_routes_need_a_managed_http_route() -> None:
 
 def test_target_of_tls_and_tcp_routes() -> None:
     """The Rollout's tlsRoutes and tcpRoutes become selectors."""
-    doc = rollout_doc(
-        "checkout",
-        stableService="checkout-stable",
-        canaryService="checkout-canary",
-        trafficRouting={
-            "istio": {
-                "virtualService": {
-                    "name": "checkout",
-                    "tlsRoutes": [{"port": 3000, "sniHosts": ["a", "b"]}],
-                    "tcpRoutes": [{"port": 3001}],
-                }
-            }
-        },
-    )
-    target = Target.of(Rollout.model_validate(doc))
+    service = {
+        "name": "checkout",
+        "tlsRoutes": [{"port": 3000, "sniHosts": ["a", "b"]}],
+        "tcpRoutes": [{"port": 3001}],
+    }
+    target = Target.of(routed_rollout({"istio": {"virtualService": service}}, "checkout"))
     assert target.routes is None
     assert target.tls == (TlsSelector(3000, frozenset({"a", "b"})),)
     assert target.tcp == (3001,)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from controller.adapters.kube import REVISION_LABEL
 from controller.adapters.traffic import istio
 from controller.adapters.traffic.istio import Subsets, Target, World
-from controller.api.rollout import HeaderMatch, Rollout
-from tests.support.manifests import rollout as rollout_doc
+from controller.api.rollout import HeaderMatch
 from tests.support.patching import apply_patch
+from tests.support.router_unit import dest, routed_rollout, subset
 
 NS = "shop"
 HOST = Target(NS, "checkout", "checkout-stable", "checkout-canary")
@@ -27,14 +27,6 @@ SUBSET = Target(
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def dest(host: str, weight: int | None = None, **extra: Any) -> dict[str, Any]:
-    """A route destination."""
-    out: dict[str, Any] = {"destination": {"host": host, **extra}}
-    if weight is not None:
-        out["weight"] = weight
-    return out
 
 
 def vs(*routes: dict[str, Any]) -> dict[str, Any]:
@@ -66,12 +58,6 @@ def dr(
     stable: str | None = "r1", canary: str | None = "r1", host: str = "checkout"
 ) -> dict[str, Any]:
     """A DestinationRule with subsets s and c pinned to these revisions."""
-
-    def subset(name: str, revision: str | None) -> dict[str, Any]:
-        labels = {"app": "checkout"}
-        if revision is not None:
-            labels[REVISION_LABEL] = revision
-        return {"name": name, "labels": labels}
 
     return {
         "metadata": {"name": "checkout", "resourceVersion": "3"},
@@ -453,19 +439,10 @@ def test_subset_ops_wait_for_known_revisions() -> None:
 
 def test_target_of_a_rollout() -> None:
     """The target follows the Rollout's istio routing."""
-    doc = rollout_doc(
-        "checkout",
-        stableService="checkout-stable",
-        canaryService="checkout-canary",
-        trafficRouting={
-            "istio": {
-                "virtualService": {"name": "vs", "routes": ["primary"]},
-                "destinationRule": {"name": "dr", "stableSubsetName": "s", "canarySubsetName": "c"},
-            }
-        },
-    )
-    doc["metadata"]["namespace"] = NS
-    target = Target.of(Rollout.model_validate(doc))
+    rule = {"name": "dr", "stableSubsetName": "s", "canarySubsetName": "c"}
+    service = {"name": "vs", "routes": ["primary"]}
+    routing = {"istio": {"virtualService": service, "destinationRule": rule}}
+    target = Target.of(routed_rollout(routing, "checkout"))
     assert target == Target(
         NS, "vs", "checkout-stable", "checkout-canary", ("primary",), Subsets("dr", "s", "c")
     )

@@ -4,6 +4,7 @@ stable and canary Ingresses read into a TrafficState."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ from tests.support.manifests import rollout as rollout_doc
 
 NS = "shop"
 UID = "0b5c1d6e-0000-4000-8000-000000000001"
-T = Target(NS, "checkout", UID, "web", "checkout-stable", "checkout-canary")
+T = Target(
+    NS,
+    "checkout-stable",
+    "checkout-canary",
+    rollout="checkout",
+    rollout_uid=UID,
+    stable_ingress="web",
+)
 P = "nginx.ingress.kubernetes.io"
 
 
@@ -139,7 +147,7 @@ def test_default_backend_to_the_stable_service_is_cloned() -> None:
 
 def test_custom_annotation_prefix() -> None:
     """The canary annotations use the configured prefix, and only its canary keys drop."""
-    target = Target(NS, "checkout", UID, "web", "checkout-stable", "checkout-canary", "ing.example")
+    target = dataclasses.replace(T, prefix="ing.example")
     stable = copy.deepcopy(STABLE)
     stable["metadata"]["annotations"]["ing.example/canary-weight"] = "90"
     annotations = nginx.canary_ingress(stable, target, 5)["metadata"]["annotations"]

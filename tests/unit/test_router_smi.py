@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.adapters.kube import owner_reference
 from controller.adapters.traffic.smi import (
     Target,
     build_split,
@@ -21,31 +20,9 @@ from controller.adapters.traffic.smi import (
     spec_ops,
 )
 from tests.support.patching import apply_patch
+from tests.support.router_unit import OWNER, TRAFFIC_SPLIT, UID, assert_reads, split
 
-UID = "0b7d-uid"
-TARGET = Target("shop", "app", "app-stable", "app-stable", "app-canary", UID)
-OWNER = owner_reference({"metadata": {"name": "app", "uid": UID}})
-
-
-def split(
-    *backends: tuple[str, int],
-    service: str = "app-stable",
-    owner: dict[str, Any] | None = OWNER,
-    version: str = "5",
-) -> dict[str, Any]:
-    """A stored TrafficSplit named app."""
-    meta: dict[str, Any] = {"name": "app", "namespace": "shop", "resourceVersion": version}
-    if owner is not None:
-        meta["ownerReferences"] = [owner]
-    return {
-        "apiVersion": "split.smi-spec.io/v1alpha2",
-        "kind": "TrafficSplit",
-        "metadata": meta,
-        "spec": {
-            "service": service,
-            "backends": [{"service": s, "weight": w} for s, w in backends],
-        },
-    }
+TARGET = TRAFFIC_SPLIT
 
 
 def test_desired_spec_splits_the_root_service_between_stable_and_canary() -> None:
@@ -68,18 +45,12 @@ def test_build_split_is_controlled_by_the_rollout() -> None:
     assert doc["spec"] == desired_spec(TARGET, 0)
 
 
-ROOT = Target("shop", "app-split", "app", "app-stable", "app-canary", UID)
+ROOT = dataclasses.replace(TARGET, name="app-split", root="app")
 
 
 @pytest.mark.parametrize(
     ("doc", "target", "weight", "problem"),
     [
-        pytest.param(split(("app-stable", 80), ("app-canary", 20)), TARGET, 20, None, id="80-20"),
-        pytest.param(split(("app-stable", 100)), TARGET, 0, None, id="no-canary-backend"),
-        pytest.param(
-            split(("app-stable", 1), ("app-canary", 3), ("x", 5)), TARGET, 75, None,
-            id="relative-to-stable-and-canary",
-        ),
         pytest.param(
             split(("app-stable", 50), ("app-canary", 50), service="app"), ROOT, 50, None,
             id="separate-root",
@@ -104,14 +75,9 @@ ROOT = Target("shop", "app-split", "app", "app-stable", "app-canary", UID)
     ],
 )  # fmt: skip
 def test_read_weight(doc: dict[str, Any], target: Target, weight: int, problem: str | None) -> None:
-    """The canary percentage is read from the backends, or the misfit is named."""
-    got, got_problem = read_weight(doc, target)
-    assert got == weight
-    if problem is None:
-        assert got_problem is None
-    else:
-        assert got_problem is not None
-        assert problem in got_problem
+    """The canary percentage is read from the backends, or the misfit is named (the
+    cases every weighted router shares: ``test_router_template``)."""
+    assert_reads(read_weight(doc, target), weight, problem)
 
 
 def test_spec_ops_write_nothing_when_the_weight_holds() -> None:

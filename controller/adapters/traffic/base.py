@@ -27,12 +27,17 @@ which operations to send. Everything below is the same for every router:
   before the watch delivers it; the router then checks its weight or header route.
 - **Services.** :meth:`RouterBase._services_problem` names the first Service of a role
   that does not exist (the canary Service, a separate root Service).
+- **Targets.** Each router's frozen ``Target`` (what it reads of the Rollout, built by
+  ``Target.of``) is a :class:`RouterTarget`, or a :class:`ServicesTarget` when both
+  Services are required; :func:`routing_of` and :func:`services_of` read the Rollout's
+  routing block and Services the same way for every router.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 from kubernetes import client
@@ -40,7 +45,13 @@ from kubernetes import client
 from controller.adapters.kube import FIELD_MANAGER
 from controller.adapters.retry import call_api
 from controller.adapters.traffic.reads import DirectReads, Kind, Obj, Reads
-from controller.api.rollout import Rollout, RolloutStatus, RouteMatch
+from controller.api.rollout import (
+    CanaryStrategy,
+    Rollout,
+    RolloutStatus,
+    RouteMatch,
+    TrafficRouting,
+)
 from controller.core.model import TrafficState, Weights
 from controller.errors import ApiError, ConflictError, InvalidError, NotFoundError
 
@@ -55,6 +66,7 @@ APPLY_PATCH: Final = "application/apply-patch+yaml"
 
 Op = dict[str, Any]
 Fence = Callable[[], None]
+R = TypeVar("R")
 
 
 class MovedError(ConflictError):
@@ -85,18 +97,87 @@ def experiment_port(ports: tuple[int, ...], stable_port: Any) -> Any:
     return ports[0]
 
 
+def stable_share(weight: int, extra: Weights) -> int:
+    """The stable's percent when the canary gets ``weight`` and each experiment Service
+    of ``extra`` its percent (below 0 when they add up to more than 100)."""
+    return 100 - weight - sum(w for _, w in extra)
+
+
 def guarded(version: str, ops: list[Op]) -> list[Op]:
     """``ops`` after a test of the resourceVersion they were computed from."""
     return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
 
 
-class RouterBase:
+# -- what a router reads of its Rollout ---------------------------------------------------
+
+
+def routing_of(
+    rollout: Rollout, pick: Callable[[TrafficRouting], R | None], router: str
+) -> tuple[CanaryStrategy, R]:
+    """The canary strategy and its ``trafficRouting`` block that ``pick`` selects;
+    ValueError when the Rollout does not route with ``router``."""
+    canary = rollout.spec.strategy.require_canary()
+    routing = pick(canary.traffic_routing) if canary.traffic_routing else None
+    if routing is None:
+        raise ValueError(f"the Rollout does not route with {router}")
+    return canary, routing
+
+
+def services_of(canary: CanaryStrategy, router: str) -> tuple[str, str]:
+    """The stable and canary Services; ValueError when the Rollout lacks either."""
+    if not canary.stable_service or not canary.canary_service:
+        raise ValueError(f"routing with {router} needs stableService and canaryService")
+    return canary.stable_service, canary.canary_service
+
+
+@dataclass(frozen=True)
+class RouterTarget:
+    """What every router's ``Target`` holds: the Rollout's namespace and the Services
+    of its weighted experiment templates."""
+
+    namespace: str
+    experiments: frozenset[str] = field(default=frozenset(), kw_only=True)
+    """Services of weighted experiment templates: the router object's destinations to
+    them are Stepwise's (:func:`controller.core.experiment.routed_services`)."""
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> Self:
+        """The target of a Rollout that routes with this router; ValueError when it does
+        not (each router's ``Target`` implements it)."""
+        raise NotImplementedError
+
+    @property
+    def objects(self) -> str:
+        """What the router reads, as a problem names it when it cannot."""
+        raise NotImplementedError
+
+    def with_experiments(self, extra: Weights) -> Self:
+        """This target, owning the destinations to the Services of ``extra`` too (a
+        weight write that adds or removes them)."""
+        return replace(self, experiments=self.experiments | {name for name, _ in extra})
+
+
+@dataclass(frozen=True)
+class ServicesTarget(RouterTarget):
+    """The target of a router that needs both the stable and the canary Service."""
+
+    stable_service: str
+    canary_service: str
+
+
+TargetT = TypeVar("TargetT", bound=RouterTarget)
+
+
+class RouterBase(Generic[TargetT]):
     """The I/O every router does the same way, for one Rollout (see the module
     docstring). Subclasses implement the
     :class:`~controller.adapters.traffic.Router` protocol with it."""
 
     name: str = "router"
     """The router's name in logs (``istio``, ``gatewayAPI`` ...)."""
+    target_type: type[TargetT]
+    """The router's ``Target``: what it reads of the Rollout (``Target.of`` raises
+    ValueError when the Rollout does not route with this router)."""
 
     def __init__(
         self,
@@ -114,11 +195,20 @@ class RouterBase:
         self._fence = fence
         self.decided: RolloutStatus | None = None
         """The status this pass decided (:meth:`planned`), None until it is told."""
-        self.setup(rollout)
+        self.target: TargetT = self.target_type.of(rollout)
 
-    def setup(self, rollout: Rollout) -> None:
-        """What the router reads of the Rollout (its routing fields); raises ValueError
-        when the Rollout does not route with this router."""
+    def observe(self) -> TrafficState:
+        """What the router object does now (:meth:`_observe`); when it cannot be read,
+        the weight the Rollout last recorded and the problem, never an exception."""
+        try:
+            return self._observe()
+        except ApiError as err:
+            return self._unreadable(err)
+
+    def _observe(self) -> TrafficState:
+        """What the router object does now, from the cached reads; raises
+        :class:`~controller.errors.ApiError` when it cannot be read."""
+        raise NotImplementedError
 
     def planned(self, status: RolloutStatus) -> None:
         """Remember the status this pass decided (the revisions a write routes to)."""
@@ -154,14 +244,14 @@ class RouterBase:
         assert isinstance(found, dict)
         return found
 
-    def _unreadable(self, what: str, err: ApiError) -> TrafficState:
+    def _unreadable(self, err: ApiError) -> TrafficState:
         """What ``observe`` reports when it cannot read: the weight the Rollout last
         recorded, and the problem (the plan holds traffic where it is)."""
         if isinstance(err, NotServedError):
             return TrafficState(canary_weight=self.rollout.status.canary_weight, problem=str(err))
         return TrafficState(
             canary_weight=self.rollout.status.canary_weight,
-            problem=f"cannot read {what}: {err}",
+            problem=f"cannot read {self.target.objects}: {err}",
         )
 
     def _service_exists(self, name: str) -> bool:
@@ -202,6 +292,15 @@ class RouterBase:
             except ApiError as err:
                 return f"cannot read {role} Service {service}: {err}"
         return None
+
+    def _with_services(
+        self, state: TrafficState, services: Mapping[str, str], consequence: str
+    ) -> TrafficState:
+        """``state``, with the first of ``services`` that does not exist as its problem
+        (:meth:`_services_problem`) when it has none of its own."""
+        if state.problem:
+            return state
+        return replace(state, problem=self._services_problem(services, consequence))
 
     # -- writing ----------------------------------------------------------------------
 
@@ -284,3 +383,19 @@ class RouterBase:
         if found is not None:
             self._reads.wrote(kind, found)
         return found
+
+    @staticmethod
+    def _check_weight(
+        what: str, weight: int, extra: Weights, read: tuple[int, str | None], held: Weights
+    ) -> None:
+        """Raise :class:`~controller.errors.ConflictError` unless the fresh read after a
+        weight write (``read``: the canary weight and any problem, ``held``: the
+        experiment Services' weights) shows ``weight`` and ``extra``."""
+        got, problem = read
+        found = dict(held)
+        if problem or got != weight or any(found.get(n, 0) != w for n, w in extra):
+            also = f" (experiment weights {found} for {dict(extra)})" if extra else ""
+            raise ConflictError(
+                f"{what} holds canary weight {got}% after {weight}% was written{also}"
+                f"{f' ({problem})' if problem else ''}"
+            )

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from controller.adapters.kube import FIELD_MANAGER
@@ -64,19 +64,20 @@ from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
     Op,
     RouterBase,
+    ServicesTarget,
     experiment_port,
     header_route_name,
+    routing_of,
+    services_of,
+    stable_share,
 )
 from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core import experiment
 from controller.core.model import TrafficState, Weights
-from controller.errors import ApiError, ConflictError
+from controller.errors import ConflictError
 
-GROUP: Final = "gateway.networking.k8s.io"
-VERSION: Final = "v1"
-PLURAL: Final = "httproutes"
-KIND: Final = Kind(GROUP, VERSION, PLURAL)
+KIND: Final = Kind("gateway.networking.k8s.io", "v1", "httproutes")
 
 #: What an HTTPRouteMatch is when the rule has none (upstream's default).
 DEFAULT_MATCH: Final[dict[str, Any]] = {"path": {"type": "PathPrefix", "value": "/"}}
@@ -90,17 +91,30 @@ Route = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Target:
-    """Which Services and rules of a route are Stepwise's, for one Rollout."""
+class Target(ServicesTarget):
+    """The HTTPRoute of one Rollout, and which of its rules are Stepwise's."""
 
-    namespace: str
-    stable: str
-    canary: str
+    route: str
+    """The HTTPRoute's name."""
     rule_names: tuple[str, ...] = ()
     """Empty: every rule that references the stable Service."""
-    experiments: frozenset[str] = frozenset()
-    """Services of weighted experiment templates: their backendRefs in the managed rules
-    are Stepwise's (:func:`controller.core.experiment.routed_services`)."""
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> Target:
+        """The target of a Rollout with ``trafficRouting.gatewayAPI``."""
+        canary, routing = routing_of(rollout, lambda t: t.gateway_api, "gatewayAPI")
+        return cls(
+            rollout.metadata.namespace or "default",
+            *services_of(canary, "gatewayAPI"),
+            route=routing.http_route,
+            rule_names=tuple(routing.rule_names or ()),
+            experiments=experiment.routed_services(rollout),
+        )
+
+    @property
+    def objects(self) -> str:
+        """What the router reads, as a problem names it when it cannot."""
+        return f"HTTPRoute {self.route}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +172,7 @@ def is_header_rule(rule: dict[str, Any], target: Target) -> bool:
     return (
         str(rule.get("name", "")).startswith(HEADER_ROUTE_PREFIX)
         and len(refs) == 1
-        and is_service_ref(refs[0], target.canary, target.namespace)
+        and is_service_ref(refs[0], target.canary_service, target.namespace)
     )
 
 
@@ -190,22 +204,22 @@ def managed_rules(route: Route, target: Target) -> tuple[list[Managed], str | No
             i
             for i, rule in enumerate(rules)
             if not is_header_rule(rule, target)
-            and _index_of(_refs(rule), target.stable, target.namespace) is not None
+            and _index_of(_refs(rule), target.stable_service, target.namespace) is not None
         ]
         if not candidates:
             return [], (
                 f"HTTPRoute {name} has no rule with a backendRef to the stable Service "
-                f"{target.stable}"
+                f"{target.stable_service}"
             )
     for i in candidates:
         refs = _refs(rules[i])
-        stable = _index_of(refs, target.stable, target.namespace)
+        stable = _index_of(refs, target.stable_service, target.namespace)
         if stable is None:
             return [], (
                 f"{_label(rules[i], i)} of HTTPRoute {name} has no backendRef to the stable "
-                f"Service {target.stable}"
+                f"Service {target.stable_service}"
             )
-        found.append(Managed(i, stable, _index_of(refs, target.canary, target.namespace)))
+        found.append(Managed(i, stable, _index_of(refs, target.canary_service, target.namespace)))
     return found, None
 
 
@@ -262,6 +276,24 @@ def read_weight(route: Route, target: Target) -> tuple[int, str | None]:
             f"({detail})"
         )
     return next(iter(weights.values())), None
+
+
+def read_state(route: Route | None, target: Target, *, now: dt.datetime) -> TrafficState:
+    """What the HTTPRoute does now (``now``: to judge whether its data plane has applied
+    it, :func:`applied`)."""
+    if route is None:
+        return TrafficState(
+            canary_weight=0,
+            problem=f"HTTPRoute {target.route} not found in namespace {target.namespace}",
+        )
+    weight, problem = read_weight(route, target)
+    return TrafficState(
+        canary_weight=weight,
+        header_routes=header_routes(route, target),
+        settled=applied(route, now),
+        extra_weights=read_extra(route, target),
+        problem=problem,
+    )
 
 
 APPLY_SECONDS: Final = 3.0
@@ -335,7 +367,7 @@ def weight_ops(
     managed, problem = managed_rules(route, target)
     if problem:
         return [], problem
-    stable_weight = 100 - weight - sum(w for _, w in extra)
+    stable_weight = stable_share(weight, extra)
     if stable_weight < 0:
         return [], (
             f"canary weight {weight}% and experiment weights "
@@ -351,7 +383,7 @@ def weight_ops(
         if refs[m.stable].get("weight") != stable_weight:
             ops.append({"op": "add", "path": f"{base}/{m.stable}/weight", "value": stable_weight})
         if m.canary is None:
-            value = canary_ref(refs[m.stable], target.canary, weight)
+            value = canary_ref(refs[m.stable], target.canary_service, weight)
             appends.append({"op": "add", "path": f"{base}/-", "value": value})
         elif refs[m.canary].get("weight") != weight:
             ops.append({"op": "add", "path": f"{base}/{m.canary}/weight", "value": weight})
@@ -434,7 +466,7 @@ def header_rule(
         "name": header_route_name(name),
         "matches": matches,
         **settings[0],
-        "backendRefs": [canary_ref(stable_ref, target.canary, 1)],
+        "backendRefs": [canary_ref(stable_ref, target.canary_service, 1)],
     }, None
 
 
@@ -451,7 +483,7 @@ def header_route_ops(
     if any(not is_header_rule(rules[i], target) for i in same):
         return [], (
             f"HTTPRoute {_name(route)} has a rule named {rule['name']} that does not route "
-            f"only to the canary Service {target.canary}; rename it (the prefix "
+            f"only to the canary Service {target.canary_service}; rename it (the prefix "
             f"{HEADER_ROUTE_PREFIX} is reserved for Stepwise's header routes)"
         )
     if not same:
@@ -477,91 +509,61 @@ def remove_header_ops(route: Route, target: Target, name: str) -> list[Op]:
 # -- the router ------------------------------------------------------------------------
 
 
-class GatewayApiRouter(RouterBase):
+class GatewayApiRouter(RouterBase[Target]):
     """Reads and writes the Stepwise-owned parts of one HTTPRoute for one Rollout."""
 
     name = "gatewayAPI"
+    target_type = Target
 
-    def setup(self, rollout: Rollout) -> None:
-        """The routing fields of the Rollout."""
-        canary = rollout.spec.strategy.require_canary()
-        routing = canary.traffic_routing.gateway_api if canary.traffic_routing else None
-        if routing is None or not canary.stable_service or not canary.canary_service:
-            raise ValueError("GatewayApiRouter needs gatewayAPI routing and both Services")
-        self._route = routing.http_route
-        self._target = Target(
-            self.namespace,
-            canary.stable_service,
-            canary.canary_service,
-            tuple(routing.rule_names or ()),
-            experiment.routed_services(rollout),
-        )
-
-    def observe(self) -> TrafficState:
+    def _observe(self) -> TrafficState:
         """The canary weight and header routes the HTTPRoute holds, or the problem."""
-        try:
-            route = self._read(KIND, self._route, cached=True)
-        except ApiError as err:
-            return self._unreadable(f"HTTPRoute {self._route}", err)
-        if route is None:
-            return TrafficState(
-                canary_weight=0,
-                problem=f"HTTPRoute {self._route} not found in namespace {self.namespace}",
-            )
-        weight, problem = read_weight(route, self._target)
-        return TrafficState(
-            canary_weight=weight,
-            header_routes=header_routes(route, self._target),
-            settled=applied(route, dt.datetime.now(dt.UTC)),
-            extra_weights=read_extra(route, self._target),
-            problem=problem
-            or self._services_problem(
-                {"canary": self._target.canary}, "the HTTPRoute cannot route to it"
-            ),
+        t = self.target
+        route = self._read(KIND, t.route, cached=True)
+        state = read_state(route, t, now=dt.datetime.now(dt.UTC))
+        return self._with_services(
+            state, {"canary": t.canary_service}, "the HTTPRoute cannot route to it"
         )
 
     def set_weight(self, weight: int, extra: Weights = ()) -> None:
         """Give the canary ``weight`` percent and each experiment Service of ``extra`` its
         percent in every managed rule, then verify it."""
-        target = replace(self._target, experiments=self._target.experiments | {n for n, _ in extra})
+        target = self.target.with_experiments(extra)
         ports = self._experiment_ports(extra)
         self._write(
             f"canary weight {weight}",
             lambda route: weight_ops(route, target, weight, extra, ports),
         )
-        route = self._verified(KIND, self._route) or {}
-        got, problem = read_weight(route, target)
-        held = dict(read_extra(route, target))
-        if problem or got != weight or any(held.get(n, 0) != w for n, w in extra):
-            also = f" (experiment weights {held} for {dict(extra)})" if extra else ""
-            raise ConflictError(
-                f"HTTPRoute {self._route} holds canary weight {got}% after {weight}% was "
-                f"written{also}{f' ({problem})' if problem else ''}"
-            )
+        route = self._verified(KIND, target.route) or {}
+        read = read_weight(route, target)
+        self._check_weight(
+            f"HTTPRoute {target.route}", weight, extra, read, read_extra(route, target)
+        )
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
         """Add or replace the header rule ``stepwise-<name>``, then verify it is there."""
+        t = self.target
         self._write(
             f"header route {name}",
-            lambda route: header_route_ops(route, self._target, name, match),
+            lambda route: header_route_ops(route, t, name, match),
         )
-        if name not in header_routes(self._verified(KIND, self._route) or {}, self._target):
+        if name not in header_routes(self._verified(KIND, t.route) or {}, t):
             raise ConflictError(
-                f"HTTPRoute {self._route} lacks header rule {header_route_name(name)} after "
+                f"HTTPRoute {t.route} lacks header rule {header_route_name(name)} after "
                 "it was written"
             )
 
     def remove_header_route(self, name: str) -> None:
         """Remove the header rule ``stepwise-<name>`` (nothing if it or the route is gone)."""
+        t = self.target
         self._write(
             f"removal of header route {name}",
-            lambda route: (remove_header_ops(route, self._target, name), None),
+            lambda route: (remove_header_ops(route, t, name), None),
             absent_ok=True,
         )
-        route = self._verified(KIND, self._route)
-        if route is not None and name in header_routes(route, self._target):
+        route = self._verified(KIND, t.route)
+        if route is not None and name in header_routes(route, t):
             raise ConflictError(
-                f"HTTPRoute {self._route} still has header rule {header_route_name(name)} "
+                f"HTTPRoute {t.route} still has header rule {header_route_name(name)} "
                 "after it was removed"
             )
 
@@ -575,17 +577,18 @@ class GatewayApiRouter(RouterBase):
         """Read, compute, patch guarded by the resourceVersion read; again on a
         concurrent write. A missing route is nothing to do with ``absent_ok`` (a
         removal), else a conflict (the pass saw it; the next one decides again)."""
+        name = self.target.route
 
         def attempt() -> None:
-            route = self._read(KIND, self._route)
+            route = self._read(KIND, name)
             if route is None:
                 if absent_ok:
                     return
-                raise ConflictError(f"HTTPRoute {self._route} not found; {what} not written")
+                raise ConflictError(f"HTTPRoute {name} not found; {what} not written")
             ops, problem = compute(route)
             if problem:
-                raise ConflictError(f"HTTPRoute {self._route} cannot be written: {problem}")
+                raise ConflictError(f"HTTPRoute {name} cannot be written: {problem}")
             if ops:
-                self._patch(KIND, self._route, route, ops)
+                self._patch(KIND, name, route, ops)
 
         self._retrying(what, attempt)

@@ -74,7 +74,7 @@ and says why), and a Warning event is recorded on the Rollout once per distinct 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -84,21 +84,23 @@ from controller.adapters.traffic.base import (
     HEADER_ROUTE_PREFIX,
     Op,
     RouterBase,
+    RouterTarget,
     experiment_port,
     header_route_name,
+    routing_of,
+    services_of,
+    stable_share,
 )
 from controller.adapters.traffic.reads import Kind, Obj
 from controller.api.rollout import HeaderMatch, Rollout, RouteMatch, StringMatch
 from controller.core import experiment
 from controller.core.model import TrafficState, Weights
-from controller.errors import ApiError, ConflictError, NotFoundError
+from controller.errors import ConflictError, NotFoundError
 
 log = structlog.get_logger()
 
-GROUP: Final = "networking.istio.io"
-VERSION: Final = "v1"
-VIRTUAL_SERVICES: Final = "virtualservices"
-DESTINATION_RULES: Final = "destinationrules"
+VS_KIND: Final = Kind("networking.istio.io", "v1", "virtualservices")
+DR_KIND: Final = Kind("networking.istio.io", "v1", "destinationrules")
 CLUSTER_DOMAIN: Final = "cluster.local"
 
 
@@ -124,10 +126,9 @@ class TlsSelector:
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(RouterTarget):
     """The Istio objects and names one Rollout routes with."""
 
-    namespace: str
     virtual_service: str
     stable_service: str | None
     """The stable Service; None only in subset mode."""
@@ -142,21 +143,15 @@ class Target:
     """Ports of the managed TCP routes (0: routes whose matches name no port)."""
     route_order: tuple[str, ...] | None = None
     """``managedRoutes``: header and mirror route names, highest precedence first."""
-    experiments: frozenset[str] = frozenset()
-    """Services of weighted experiment templates: their destinations in the managed
-    routes are Stepwise's (:func:`controller.core.experiment.routed_services`)."""
 
     @classmethod
     def of(cls, rollout: Rollout) -> Target:
         """The target of a Rollout with ``trafficRouting.istio``."""
-        canary = rollout.spec.strategy.require_canary()
-        traffic = canary.traffic_routing
-        routing = traffic.istio if traffic else None
-        if routing is None or traffic is None:
-            raise ValueError("the Rollout does not route with Istio")
+        canary, routing = routing_of(rollout, lambda t: t.istio, "Istio")
         rule = routing.destination_rule
-        if rule is None and (canary.stable_service is None or canary.canary_service is None):
-            raise ValueError("routing by Service needs stableService and canaryService")
+        if rule is None:  # the Services are optional only in subset mode
+            services_of(canary, "Istio by Service")
+        order = canary.traffic_routing.managed_routes if canary.traffic_routing else None
         service = routing.virtual_service
         return cls(
             namespace=rollout.metadata.namespace or "default",
@@ -172,11 +167,14 @@ class Target:
                 for r in service.tls_routes or ()
             ),
             tcp=tuple(r.port or 0 for r in service.tcp_routes or ()),
-            route_order=tuple(r.name for r in traffic.managed_routes)
-            if traffic.managed_routes is not None
-            else None,
+            route_order=tuple(r.name for r in order) if order is not None else None,
             experiments=experiment.routed_services(rollout),
         )
+
+    @property
+    def objects(self) -> str:
+        """What the router reads, as a problem names it when it cannot."""
+        return "the Istio routing objects"
 
 
 @dataclass(frozen=True)
@@ -641,7 +639,7 @@ def weight_ops(
     mirror routes, and each experiment Service of ``extra`` its percent (a destination
     by host, added when missing, removed at 0), the stable the rest; [] when that already
     holds. Raises :class:`MisfitError` when the VirtualService does not fit."""
-    rest = 100 - weight - sum(w for _, w in extra)
+    rest = stable_share(weight, extra)
     if not 0 <= weight <= 100 or rest < 0:
         raise ValueError(f"weight {weight} and experiment weights {extra} do not fit in 100")
     found = fit(world, target)
@@ -854,33 +852,24 @@ def subset_label_ops(world: World, target: Target, roles: Sequence[str] = ROLES)
 
 # -- the router ------------------------------------------------------------------------
 
-VS_KIND: Final = Kind(GROUP, VERSION, VIRTUAL_SERVICES)
-DR_KIND: Final = Kind(GROUP, VERSION, DESTINATION_RULES)
 
-
-class IstioRouter(RouterBase):
+class IstioRouter(RouterBase[Target]):
     """Routes one Rollout's traffic with an Istio VirtualService (and DestinationRule)."""
 
     name = "istio"
-
-    def setup(self, rollout: Rollout) -> None:
-        """The routing fields of the Rollout."""
-        self.target = Target.of(rollout)
+    target_type = Target
 
     # -- the protocol -----------------------------------------------------------------
 
-    def observe(self) -> TrafficState:
-        """The canary weight and header routes the VirtualService holds now (a problem,
-        never an exception, when it cannot be read or does not fit)."""
-        try:
-            world = self._world(cached=True)
-        except ApiError as err:
-            return self._unreadable("the Istio routing objects", err)
+    def _observe(self) -> TrafficState:
+        """The canary weight and header routes the VirtualService holds now (a problem
+        when it does not fit)."""
+        world = self._world(cached=True)
         return read_state(world, self.target, fallback_weight=self.rollout.status.canary_weight)
 
     def set_weight(self, weight: int, extra: Weights = ()) -> None:
         """Send ``weight`` percent of every managed route to the canary, then verify."""
-        target = replace(self.target, experiments=self.target.experiments | {n for n, _ in extra})
+        target = self.target.with_experiments(extra)
         ports = self._experiment_ports(extra)
         self._write(
             lambda world: weight_ops(world, target, weight, extra, ports),

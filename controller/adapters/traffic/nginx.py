@@ -60,51 +60,46 @@ from typing import Any, Final
 import structlog
 
 from controller.adapters.kube import ROLLOUT_LABEL, owner_reference
-from controller.adapters.traffic.base import RouterBase
+from controller.adapters.traffic.base import RouterBase, ServicesTarget, routing_of, services_of
 from controller.adapters.traffic.reads import Kind, Obj
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core.model import TrafficState, Weights
-from controller.errors import ApiError, ConflictError, InvalidSpecError
+from controller.errors import ConflictError, InvalidSpecError
 
 log = structlog.get_logger()
 
 LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 WEIGHT_TOTAL: Final = 100
-INGRESS_GROUP: Final = "networking.k8s.io"
-INGRESS_VERSION: Final = "v1"
-INGRESSES: Final = "ingresses"
-INGRESS_KIND: Final = Kind(INGRESS_GROUP, INGRESS_VERSION, INGRESSES)
+KIND: Final = Kind("networking.k8s.io", "v1", "ingresses")
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(ServicesTarget):
     """The Ingresses and names one Rollout routes with."""
 
-    namespace: str
     rollout: str
     rollout_uid: str
     stable_ingress: str
-    stable_service: str
-    canary_service: str
     prefix: str = "nginx.ingress.kubernetes.io"
     """The ingress controller's annotation prefix."""
 
     @classmethod
     def of(cls, rollout: Rollout) -> Target:
         """The target of a Rollout with ``trafficRouting.nginx``."""
-        canary = rollout.spec.strategy.require_canary()
-        routing = canary.traffic_routing.nginx if canary.traffic_routing else None
-        if routing is None or canary.stable_service is None or canary.canary_service is None:
-            raise ValueError("the Rollout does not route with NGINX")
+        canary, routing = routing_of(rollout, lambda t: t.nginx, "NGINX")
         return cls(
-            namespace=rollout.metadata.namespace or "default",
+            rollout.metadata.namespace or "default",
+            *services_of(canary, "NGINX"),
             rollout=rollout.metadata.name,
             rollout_uid=rollout.metadata.uid or "",
             stable_ingress=routing.stable_ingress,
-            stable_service=canary.stable_service,
-            canary_service=canary.canary_service,
             prefix=routing.annotation_prefix,
         )
+
+    @property
+    def objects(self) -> str:
+        """What the router reads, as a problem names it when it cannot."""
+        return "the Ingresses"
 
     @property
     def canary_ingress(self) -> str:
@@ -271,7 +266,7 @@ def canary_ingress(stable: Obj, target: Target, weight: int) -> Obj:
         new_spec["tls"] = copy.deepcopy(spec["tls"])
     owner = {"metadata": {"name": target.rollout, "uid": target.rollout_uid}}
     return {
-        "apiVersion": "networking.k8s.io/v1",
+        "apiVersion": KIND.api_version,
         "kind": "Ingress",
         "metadata": {
             "name": target.canary_ingress,
@@ -287,24 +282,18 @@ def canary_ingress(stable: Obj, target: Target, weight: int) -> Obj:
 # -- the router ------------------------------------------------------------------------
 
 
-class NginxRouter(RouterBase):
+class NginxRouter(RouterBase[Target]):
     """Routes one Rollout's traffic with an ingress-nginx canary Ingress."""
 
     name = "nginx"
-
-    def setup(self, rollout: Rollout) -> None:
-        """The routing fields of the Rollout."""
-        self.target = Target.of(rollout)
+    target_type = Target
 
     # -- the protocol -----------------------------------------------------------------
 
-    def observe(self) -> TrafficState:
-        """The canary weight the canary Ingress holds now (a problem, never an exception,
-        when the Ingresses cannot be read or do not fit)."""
-        try:
-            world = self._world(cached=True)
-        except ApiError as err:
-            return self._unreadable("the Ingresses", err)
+    def _observe(self) -> TrafficState:
+        """The canary weight the canary Ingress holds now (a problem when the Ingresses
+        do not fit)."""
+        world = self._world(cached=True)
         return read_state(world, self.target, fallback_weight=self.rollout.status.canary_weight)
 
     def set_weight(self, weight: int, extra: Weights = ()) -> None:
@@ -327,8 +316,8 @@ class NginxRouter(RouterBase):
         if world.canary_ingress is None and weight == 0:
             return
         assert world.stable_ingress is not None
-        self._apply(INGRESS_KIND, t.canary_ingress, canary_ingress(world.stable_ingress, t, weight))
-        verified = self._verified(INGRESS_KIND, t.canary_ingress)
+        self._apply(KIND, t.canary_ingress, canary_ingress(world.stable_ingress, t, weight))
+        verified = self._verified(KIND, t.canary_ingress)
         try:
             written = canary_weight(verified, t)
         except ValueError as err:
@@ -360,7 +349,7 @@ class NginxRouter(RouterBase):
         apply body has."""
         t = self.target
         return World(
-            stable_ingress=self._read(INGRESS_KIND, t.stable_ingress, cached=cached),
-            canary_ingress=self._read(INGRESS_KIND, t.canary_ingress, cached=cached),
+            stable_ingress=self._read(KIND, t.stable_ingress, cached=cached),
+            canary_ingress=self._read(KIND, t.canary_ingress, cached=cached),
             canary_service_found=self._service_exists(t.canary_service),
         )

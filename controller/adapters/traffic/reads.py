@@ -40,6 +40,11 @@ class Kind(NamedTuple):
     version: str
     plural: str
 
+    @property
+    def api_version(self) -> str:
+        """The ``apiVersion`` of its objects (``group/version``)."""
+        return f"{self.group}/{self.version}"
+
 
 def absent(kind: Kind, namespace: str, name: str) -> NotFoundError:
     """The error a GET of a missing object raises."""

@@ -37,24 +37,28 @@ rejects ``setHeaderRoute`` with SMI; this is the last line).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 
 from controller.adapters.kube import owner_reference
-from controller.adapters.traffic.base import MovedError, Op, RouterBase
+from controller.adapters.traffic.base import (
+    MovedError,
+    Op,
+    RouterBase,
+    ServicesTarget,
+    routing_of,
+    services_of,
+    stable_share,
+)
 from controller.adapters.traffic.reads import Kind
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.core import experiment
 from controller.core.model import TrafficState, Weights
-from controller.errors import ApiError, ConflictError, InvalidSpecError
+from controller.errors import ConflictError, InvalidSpecError
 
-GROUP: Final = "split.smi-spec.io"
-VERSION: Final = "v1alpha2"
-PLURAL: Final = "trafficsplits"
-RESOURCE: Final = Kind(GROUP, VERSION, PLURAL)
-KIND: Final = "TrafficSplit"
+KIND: Final = Kind("split.smi-spec.io", "v1alpha2", "trafficsplits")
 
 log = structlog.get_logger()
 
@@ -62,31 +66,50 @@ Split = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(ServicesTarget):
     """The TrafficSplit of one Rollout and the Services it splits."""
 
-    namespace: str
     name: str
+    """The TrafficSplit's name."""
     root: str
-    stable: str
-    canary: str
+    """The Service the split splits."""
     owner_uid: str
     """The Rollout's UID: the split must be controlled by it."""
-    experiments: frozenset[str] = frozenset()
-    """Services of weighted experiment templates: their backends are Stepwise's
-    (:func:`controller.core.experiment.routed_services`)."""
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> Target:
+        """The target of a Rollout with ``trafficRouting.smi``."""
+        canary, routing = routing_of(rollout, lambda t: t.smi, "smi")
+        stable, canary_service = services_of(canary, "smi")
+        meta = rollout.metadata
+        if not meta.uid:
+            raise ValueError("routing with smi needs the Rollout's UID")
+        return cls(
+            meta.namespace or "default",
+            stable,
+            canary_service,
+            name=routing.traffic_split_name or meta.name,
+            root=routing.root_service or stable,
+            owner_uid=meta.uid,
+            experiments=experiment.routed_services(rollout),
+        )
+
+    @property
+    def objects(self) -> str:
+        """What the router reads, as a problem names it when it cannot."""
+        return f"TrafficSplit {self.name}"
 
 
 def desired_spec(target: Target, weight: int, extra: Weights = ()) -> dict[str, Any]:
     """The spec that sends ``weight`` percent of the root Service's traffic to the canary
     and each experiment Service of ``extra`` its percent (none at 0: a Service about to
     be deleted is never a backend), the rest to the stable Service."""
-    rest = 100 - weight - sum(w for _, w in extra)
+    rest = stable_share(weight, extra)
     return {
         "service": target.root,
         "backends": [
-            {"service": target.stable, "weight": rest},
-            {"service": target.canary, "weight": weight},
+            {"service": target.stable_service, "weight": rest},
+            {"service": target.canary_service, "weight": weight},
             *({"service": name, "weight": w} for name, w in extra if w > 0),
         ],
     }
@@ -113,7 +136,7 @@ def read_weight(split: Split, target: Target) -> tuple[int, str | None]:
             f"Service {target.root}; delete it and Stepwise creates it again"
         )
     weights = {b.get("service"): int(b.get("weight", 0)) for b in spec.get("backends") or []}
-    stable, canary = weights.get(target.stable, 0), weights.get(target.canary, 0)
+    stable, canary = weights.get(target.stable_service, 0), weights.get(target.canary_service, 0)
     if stable + canary == 0:
         return 0, (
             f"TrafficSplit {target.name} gives weight 0 to both the stable and the canary "
@@ -135,11 +158,23 @@ def read_extra(split: Split, target: Target) -> Weights:
     )
 
 
+def read_state(split: Split | None, target: Target) -> TrafficState:
+    """What the TrafficSplit does now (0% canary before it exists)."""
+    if split is None:
+        return TrafficState(canary_weight=0)
+    weight, problem = read_weight(split, target)
+    return TrafficState(
+        canary_weight=weight,
+        problem=problem,
+        extra_weights=read_extra(split, target) if not problem else (),
+    )
+
+
 def build_split(target: Target, owner: dict[str, Any], weight: int, extra: Weights = ()) -> Split:
     """A new TrafficSplit controlled by ``owner`` (the Rollout's ownerReference)."""
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
+        "apiVersion": KIND.api_version,
+        "kind": "TrafficSplit",
         "metadata": {
             "name": target.name,
             "namespace": target.namespace,
@@ -160,80 +195,53 @@ def spec_ops(split: Split, target: Target, weight: int, extra: Weights = ()) -> 
     ]
 
 
-class SmiRouter(RouterBase):
+class SmiRouter(RouterBase[Target]):
     """Reads and writes the TrafficSplit of one Rollout."""
 
     name = "smi"
+    target_type = Target
 
-    def setup(self, rollout: Rollout) -> None:
-        """The routing fields of the Rollout."""
-        canary = rollout.spec.strategy.require_canary()
-        routing = canary.traffic_routing.smi if canary.traffic_routing else None
-        meta = rollout.metadata
-        if routing is None or not canary.stable_service or not canary.canary_service:
-            raise ValueError("SmiRouter needs smi routing and both Services")
-        if not meta.uid:
-            raise ValueError("SmiRouter needs the Rollout's UID")
-        self._owner = owner_reference({"metadata": {"name": meta.name, "uid": meta.uid}})
-        self._target = Target(
-            namespace=self.namespace,
-            name=routing.traffic_split_name or meta.name,
-            root=routing.root_service or canary.stable_service,
-            stable=canary.stable_service,
-            canary=canary.canary_service,
-            owner_uid=meta.uid,
-            experiments=experiment.routed_services(rollout),
-        )
-
-    def observe(self) -> TrafficState:
+    def _observe(self) -> TrafficState:
         """The canary weight the TrafficSplit gives (0 before it exists), or the problem."""
-        try:
-            split = self._read(RESOURCE, self._target.name, cached=True)
-        except ApiError as err:
-            return self._unreadable(f"TrafficSplit {self._target.name}", err)
-        weight, problem = read_weight(split, self._target) if split else (0, None)
-        wanted = {"canary": self._target.canary}
-        if self._target.root != self._target.stable:
-            wanted["root"] = self._target.root
-        return TrafficState(
-            canary_weight=weight,
-            problem=problem or self._services_problem(wanted, "the TrafficSplit cannot use it"),
-            extra_weights=read_extra(split, self._target) if split and not problem else (),
-        )
+        t = self.target
+        state = read_state(self._read(KIND, t.name, cached=True), t)
+        wanted = {"canary": t.canary_service}
+        if t.root != t.stable_service:
+            wanted["root"] = t.root
+        return self._with_services(state, wanted, "the TrafficSplit cannot use it")
 
     def set_weight(self, weight: int, extra: Weights = ()) -> None:
         """Create or patch the TrafficSplit for ``weight`` percent to the canary and
         ``extra`` to experiment Services, then verify it."""
-        name = self._target.name
-        target = replace(self._target, experiments=self._target.experiments | {n for n, _ in extra})
+        name = self.target.name
+        target = self.target.with_experiments(extra)
         self._experiment_ports(extra)  # no backend is ever written for a missing Service
 
         def attempt() -> None:
-            split = self._read(RESOURCE, name)
+            split = self._read(KIND, name)
             if split is None:
                 try:
-                    self._create(RESOURCE, build_split(target, self._owner, weight, extra))
+                    self._create(KIND, build_split(target, self._owner(), weight, extra))
                 except ConflictError as err:  # created meanwhile: read it and patch
                     raise MovedError(f"TrafficSplit {name} was created meanwhile") from err
                 log.info("trafficsplit created", trafficsplit=name, weight=weight)
                 return
-            if not controlled_by(split, self._target.owner_uid):
-                _, problem = read_weight(split, self._target)
+            if not controlled_by(split, target.owner_uid):
+                _, problem = read_weight(split, target)
                 raise ConflictError(f"TrafficSplit {name} cannot be written: {problem}")
             ops = spec_ops(split, target, weight, extra)
             if ops:
-                self._patch(RESOURCE, name, split, ops)
+                self._patch(KIND, name, split, ops)
 
         self._retrying(f"canary weight {weight}", attempt)
-        split = self._verified(RESOURCE, name) or {}
-        got, problem = read_weight(split, target)
-        held = dict(read_extra(split, target))
-        if problem or got != weight or any(held.get(n, 0) != w for n, w in extra):
-            also = f" (experiment weights {held} for {dict(extra)})" if extra else ""
-            raise ConflictError(
-                f"TrafficSplit {name} holds canary weight {got}% after {weight}% "
-                f"was written{also}{f' ({problem})' if problem else ''}"
-            )
+        split = self._verified(KIND, name) or {}
+        read = read_weight(split, target)
+        self._check_weight(f"TrafficSplit {name}", weight, extra, read, read_extra(split, target))
+
+    def _owner(self) -> dict[str, Any]:
+        """The ownerReference that makes the Rollout the split's controller."""
+        meta = self.rollout.metadata
+        return owner_reference({"metadata": {"name": meta.name, "uid": self.target.owner_uid}})
 
     def set_header_route(self, name: str, match: tuple[HeaderMatch, ...]) -> None:
         """Refuse: an SMI TrafficSplit cannot route by header."""
