@@ -18,6 +18,8 @@ from kubernetes import client, config
 
 from localcluster import LocalCluster, LocalPrometheus, ensure_binaries
 from localcluster.controller import ControllerProcess
+from localcluster.dataplane import DataPlane
+from tests.support.analysis import measuring_controller
 from tests.support.cluster import Cluster
 from tests.support.demo import Demo, demo_environment
 from tests.support.kube import CRD_DIR, install_crds
@@ -123,14 +125,40 @@ def demo(demo_session: Demo) -> Demo:
     return demo_session
 
 
-@pytest.fixture
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
-) -> Iterator[ControllerProcess]:
-    """The controller as a process, watching this test's namespace (no leader election)."""
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
+def running(proc: ControllerProcess) -> Iterator[ControllerProcess]:
+    """``proc`` started, for as long as the fixture that yields from this lasts."""
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def dataplane(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, stepwise_crds: None
+) -> Iterator[DataPlane]:
+    """A data plane (Traefik, a Prometheus, pods that serve) for this test's namespace."""
+    with DataPlane(local_cluster.endpoints, [namespace], workdir=tmp_path / "dp") as plane:
+        yield plane
+
+
+@pytest.fixture
+def controller(
+    kubeconfig: Path, tmp_path: Path, namespace: str, stepwise_crds: None
+) -> Iterator[ControllerProcess]:
+    """The controller as a process, watching this test's namespace (no leader election)."""
+    yield from running(ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace]))
+
+
+@pytest.fixture
+def measuring(
+    kubeconfig: Path,
+    tmp_path: Path,
+    namespace: str,
+    stepwise_crds: None,
+    prometheus: LocalPrometheus,
+) -> Iterator[ControllerProcess]:
+    """The controller process for this test's namespace, measuring analyses with the
+    session's Prometheus as its default provider."""
+    yield from running(measuring_controller(kubeconfig, tmp_path, namespace, prometheus))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,14 @@ import pytest
 from kubernetes import client
 
 from demodriver.client import GatewayLoad
-from localcluster import LocalCluster
 from localcluster.controller import ControllerProcess
 from localcluster.dataplane import DataPlane, served_pod_template
 from tests.support.kube import wait_for
+from tests.support.manifests import rollout as rollout_manifest
+from tests.support.served import GROUP, VERSION, ServedWeb
 
 pytestmark = pytest.mark.e2e
 
-GROUP, VERSION = "stepwise.dev", "v1alpha1"
 EXPERIMENT_LABEL = "stepwise.dev/experiment"
 
 
@@ -90,81 +89,26 @@ def rollout() -> dict[str, Any]:
         ],
         "analyses": [analysis],
     }
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Rollout",
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": template("v1"),
-            "strategy": {
-                "canary": {
-                    "steps": [{"experiment": experiment}, {"setWeight": 50}],
-                    "scaleDownDelaySeconds": 2,
-                    "abortScaleDownDelaySeconds": 2,
-                }
-            },
-        },
-    }
+    return rollout_manifest(
+        "web",
+        replicas=2,
+        template=template("v1"),
+        steps=[{"experiment": experiment}, {"setWeight": 50}],
+        scaleDownDelaySeconds=2,
+        abortScaleDownDelaySeconds=2,
+    )
 
 
-@pytest.fixture
-def plane(
-    local_cluster: LocalCluster, namespace: str, tmp_path: Path, stepwise_crds: None
-) -> Iterator[DataPlane]:
-    with DataPlane(local_cluster.endpoints, [namespace], workdir=tmp_path / "dp") as found:
-        yield found
-
-
-class Web:
+class Web(ServedWeb):
     """The ``web`` Rollout, its Service and route, in one namespace."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, plane: DataPlane) -> None:
-        self.ns, self.plane = namespace, plane
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-
     def setup(self) -> None:
-        service = {
-            "metadata": {"name": "web"},
-            "spec": {
-                "selector": {"app": "web"},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            },
-        }
-        self.core.create_namespaced_service(self.ns, service)
-        route = {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": "web"},
-            "spec": {
-                "parentRefs": [self.plane.parent_ref()],
-                "rules": [{"backendRefs": [{"name": "web", "port": 80}]}],
-            },
-        }
-        self.custom.create_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", self.ns, "httproutes", route
-        )
-        for plural, body in (
-            ("analysistemplates", judge_template(self.ns)),
-            ("rollouts", rollout()),
-        ):
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
-
-    def status(self) -> dict[str, Any]:
-        found = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "rollouts", "web")
-        assert isinstance(found, dict)
-        return found.get("status") or {}
+        self.serve(("web",), "web")
+        self.create("analysistemplates", judge_template(self.ns))
+        self.create("rollouts", rollout())
 
     def release(self, version: str, error_rate: float = 0.0) -> None:
-        container = template(version, error_rate)["spec"]["containers"][0]
-        ops = [{"op": "replace", "path": "/spec/template/spec/containers/0", "value": container}]
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "rollouts", "web", ops,
-            _content_type="application/json-patch+json",
-        )  # fmt: skip
+        self.replace_container(template(version, error_rate)["spec"]["containers"][0])
 
     def experiment_sets(self) -> int:
         found = self.apps.list_namespaced_replica_set(self.ns, label_selector=EXPERIMENT_LABEL)
@@ -180,8 +124,9 @@ class Web:
 
 
 def test_a_fresh_baseline_passes_a_healthy_canary_and_fails_a_bad_one(
-    api_client: client.ApiClient, namespace: str, plane: DataPlane, tmp_path: Path
+    api_client: client.ApiClient, namespace: str, dataplane: DataPlane, tmp_path: Path
 ) -> None:
+    plane = dataplane
     web = Web(api_client, namespace, plane)
     controller = ControllerProcess(
         plane.traefik.kubeconfig,

@@ -18,11 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
-from controller.cli import main
 from tests.integration.test_argo_bluegreen_examples import ARGO_COMMIT, convert, documents
-from tests.integration.test_lint_server_agreement import server_accepts
+from tests.support.linting import Linter, Server
 
 pytestmark = pytest.mark.integration
 
@@ -75,41 +73,25 @@ def test_every_fixture_names_its_source_and_holds_a_job_or_web_template() -> Non
 
 @pytest.mark.parametrize("fixture", COVERED)
 def test_stepwise_lint_and_the_api_server_accept_every_template(
-    fixture: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    api_client: client.ApiClient,
-    stepwise_crds: None,
-    namespace: str,
+    fixture: str, linter: Linter, server: Server
 ) -> None:
     found = templates(fixture)
     assert found
-    path = tmp_path / "templates.yaml"
-    path.write_text(yaml.safe_dump_all(found, sort_keys=False))
-    code = main(["lint", str(path)])
-    out, err = capsys.readouterr()
+    code, out, err = linter("templates.yaml", yaml.safe_dump_all(found, sort_keys=False))
     assert (code, out) == (0, ""), out
     assert f"{len(found)} Stepwise object(s) checked: valid" in err
     for doc in found:
-        assert server_accepts(api_client, namespace, doc), doc["metadata"]["name"]
+        assert server.accepts(doc), doc["metadata"]["name"]
 
 
 @pytest.mark.parametrize("fixture", sorted(EXCLUDED))
 def test_an_excluded_file_is_refused_by_lint_and_the_server(
-    fixture: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    api_client: client.ApiClient,
-    stepwise_crds: None,
-    namespace: str,
+    fixture: str, linter: Linter, server: Server
 ) -> None:
-    path = tmp_path / fixture
-    path.write_text(convert((FIXTURES / fixture).read_text()))
-    assert main(["lint", str(path)]) == 1
-    capsys.readouterr()
+    assert linter(fixture, convert((FIXTURES / fixture).read_text()))[0] == 1
     try:
         found = templates(fixture)
     except yaml.YAMLError:
         return  # not YAML: nothing to send
     assert found
-    assert not all(server_accepts(api_client, namespace, d) for d in found)
+    assert not all(server.accepts(d) for d in found)

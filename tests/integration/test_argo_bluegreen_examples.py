@@ -28,13 +28,12 @@ from kubernetes.client.exceptions import ApiException
 from controller.adapters.kube import REVISION_LABEL
 from controller.api import intents
 from controller.api.validation import validate_document
-from controller.cli import main
 from localcluster import KWOK_NODE_LABEL, KWOK_TAINT
 from localcluster.controller import ControllerProcess
 from tests.integration.test_crd_validation import create, named_fields
-from tests.integration.test_lint_server_agreement import server_accepts
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
+from tests.support.linting import Linter, Server
 
 pytestmark = pytest.mark.integration
 
@@ -194,27 +193,20 @@ def test_every_fixture_is_covered_or_excluded_with_a_reason() -> None:
 
 @pytest.mark.parametrize("fixture", sorted(EXCLUDED))
 def test_an_excluded_manifest_is_refused_as_it_stands(
-    fixture: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    api_client: client.ApiClient,
-    stepwise_crds: None,
-    namespace: str,
+    fixture: str, linter: Linter, server: Server
 ) -> None:
     """An exclusion hides nothing Stepwise would take: lint refuses the file, and so does
     the API server (each Rollout document it can parse)."""
-    path = tmp_path / fixture
-    path.write_text(convert((FIXTURES / fixture).read_text()))
-    assert main(["lint", str(path)]) == 1
-    capsys.readouterr()
+    text = convert((FIXTURES / fixture).read_text())
+    assert linter(fixture, text)[0] == 1
     try:
-        docs = documents(path.read_text())
+        docs = documents(text)
     except yaml.YAMLError:
         return  # a template, YAML only once rendered: nothing to send
     rollouts = [d for d in docs if d.get("kind") == "Rollout"]
     assert rollouts
     for doc in rollouts:
-        assert not server_accepts(api_client, namespace, doc), doc["metadata"]["name"]
+        assert not server.accepts(doc), doc["metadata"]["name"]
 
 
 def parseable(fixture: str) -> bool:
@@ -278,13 +270,8 @@ def test_the_conversion_changes_only_the_api_version(fixture: str) -> None:
 
 
 @pytest.mark.parametrize("fixture", cases(COVERED))
-def test_stepwise_lint_accepts_it(
-    fixture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / fixture
-    path.write_text(convert((FIXTURES / fixture).read_text()))
-    code = main(["lint", str(path)])
-    out, err = capsys.readouterr()
+def test_stepwise_lint_accepts_it(fixture: str, linter: Linter) -> None:
+    code, out, err = linter(fixture, convert((FIXTURES / fixture).read_text()))
     assert (code, out) == (0, ""), out
     ours = [d for d in converted(fixture) if d["kind"] in CONVERTED_KINDS]
     assert f"{len(ours)} Stepwise object(s) checked: valid" in err

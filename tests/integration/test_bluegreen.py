@@ -9,19 +9,16 @@ verdict is known in advance; what is under test is what the controller does with
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from controller.api import intents
-from localcluster import LocalPrometheus
 from localcluster.controller import ControllerProcess
 from tests.integration.test_cli import Cli
-from tests.support.analysis import measuring_controller, template_doc
+from tests.support.analysis import template_doc
+from tests.support.background import Background
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -35,28 +32,17 @@ REPLICAS = 3
 
 @pytest.fixture
 def env(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    kubeconfig: Path,
-    tmp_path: Path,
-    prometheus: LocalPrometheus,
-) -> Iterator[tuple[Cluster, Cli, ControllerProcess]]:
-    kube = Cluster(api_client, namespace)
+    kube: Cluster, kubeconfig: Path, measuring: ControllerProcess
+) -> tuple[Cluster, Cli, ControllerProcess]:
     for name in (ACTIVE, PREVIEW):
         kube.core.create_namespaced_service(
-            namespace,
+            kube.ns,
             {
                 "metadata": {"name": name},
                 "spec": {"selector": {"app": "app"}, "ports": [{"port": 80}]},
             },
         )
-    proc = measuring_controller(kubeconfig, tmp_path, namespace, prometheus)
-    proc.start()
-    try:
-        yield kube, Cli(kubeconfig, namespace), proc
-    finally:
-        proc.stop()
+    return kube, Cli(kubeconfig, kube.ns), measuring
 
 
 def selector(kube: Cluster, service: str) -> str | None:
@@ -93,28 +79,19 @@ def release(kube: Cluster, **blue_green: Any) -> tuple[str, str]:
     return old, new
 
 
-class SelectorLog:
+class SelectorLog(Background):
     """Every revision the active Service selected, polled every 50 ms in a thread."""
 
     def __init__(self, kube: Cluster) -> None:
+        super().__init__()
         self.kube = kube
         self.seen: list[str | None] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             current = selector(self.kube, ACTIVE)
             if not self.seen or self.seen[-1] != current:
                 self.seen.append(current)
-
-    def __enter__(self) -> SelectorLog:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def test_auto_promotion(env: tuple[Cluster, Cli, ControllerProcess]) -> None:

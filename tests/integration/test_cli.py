@@ -10,7 +10,6 @@ import re
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,19 +54,8 @@ class Cli:
 
 
 @pytest.fixture
-def env(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    kubeconfig: Path,
-    tmp_path: Path,
-) -> Iterator[tuple[Cluster, Cli]]:
-    proc = ControllerProcess(kubeconfig, tmp_path, namespaces=[namespace])
-    proc.start()
-    try:
-        yield Cluster(api_client, namespace), Cli(kubeconfig, namespace)
-    finally:
-        proc.stop()
+def env(kube: Cluster, kubeconfig: Path, controller: ControllerProcess) -> tuple[Cluster, Cli]:
+    return kube, Cli(kubeconfig, kube.ns)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

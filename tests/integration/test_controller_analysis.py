@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from localcluster import LocalPrometheus
-from tests.support.analysis import create_template, measuring_controller, template_doc
+from localcluster.controller import ControllerProcess
+from tests.support.analysis import create_template, template_doc
 from tests.support.cluster import Cluster
 from tests.support.demo import Demo
 from tests.support.kube import wait_for
@@ -48,22 +48,12 @@ def template(name: str, query: str, **metric: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def setup(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    kubeconfig: Path,
-    tmp_path: Path,
-    prometheus: LocalPrometheus,
-    demo: Demo,
+    kube: Cluster, measuring: ControllerProcess, prometheus: LocalPrometheus, demo: Demo
 ) -> Iterator[tuple[Cluster, Demo]]:
-    kube = Cluster(api_client, namespace)
-    proc = measuring_controller(kubeconfig, tmp_path, namespace, prometheus)
-    proc.start()
     demo.canary.configure(errorRate=0.0)
     try:
         yield kube, demo
     finally:
-        proc.stop()
         demo.canary.configure(errorRate=0.0)
         if prometheus.component is not None and not prometheus.component.alive():
             prometheus.resume()
@@ -118,12 +108,7 @@ def test_erroring_canary_is_aborted(setup: tuple[Cluster, Demo]) -> None:
     kube, demo = setup
     demo.canary.configure(errorRate=0.3)
     canary = analysed_rollout(kube, demo, "success-rate")
-    wait_for(
-        "aborted",
-        lambda: (kube.status("app").get("abort") or {}).get("reason") == "AnalysisFailed",
-        60,
-    )
-    status = kube.status("app")
+    status = kube.aborted_by_analysis("app", 60)
     assert status["stableRevision"] != canary
     assert "success-rate" in status["abort"]["message"]
     assert run_of(kube)["metrics"][0]["phase"] == "Failed"
@@ -173,11 +158,7 @@ def test_prometheus_down_with_on_provider_error_fail_aborts(
     )
     prometheus.pause()
     try:
-        wait_for(
-            "aborted",
-            lambda: (kube.status("app").get("abort") or {}).get("reason") == "AnalysisFailed",
-            30,
-        )
+        kube.aborted_by_analysis("app", 30)
     finally:
         prometheus.resume()
     status = kube.status("app")

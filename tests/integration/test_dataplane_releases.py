@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -27,18 +26,10 @@ from localcluster import LocalCluster
 from localcluster.controller import ControllerProcess
 from localcluster.dataplane import DataPlane, served_pod_template
 from tests.support.kube import wait_for
+from tests.support.manifests import rollout as rollout_manifest
+from tests.support.served import GROUP, VERSION, ServedWeb
 
 pytestmark = pytest.mark.integration
-
-GROUP, VERSION = "stepwise.dev", "v1alpha1"
-
-
-@pytest.fixture
-def dataplane(
-    local_cluster: LocalCluster, namespace: str, tmp_path: Path, stepwise_crds: None
-) -> Iterator[DataPlane]:
-    with DataPlane(local_cluster.endpoints, [namespace], workdir=tmp_path / "dp") as plane:
-        yield plane
 
 
 @pytest.fixture
@@ -55,82 +46,27 @@ def lagging_dataplane(
 LAG = 4.0
 
 
-class Release:
+class Release(ServedWeb):
     """The ``web`` Rollout of one namespace and its objects."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, plane: DataPlane) -> None:
-        self.ns = namespace
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.plane = plane
-
     def setup(self) -> None:
-        for name in ("web-stable", "web-canary"):
-            self.core.create_namespaced_service(
-                self.ns,
-                {
-                    "metadata": {"name": name},
-                    "spec": {
-                        "selector": {"app": "web"},
-                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-                    },
-                },
-            )
-        self.custom.create_namespaced_custom_object(
-            "gateway.networking.k8s.io",
-            "v1",
-            self.ns,
-            "httproutes",
-            {
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": {"name": "web"},
-                "spec": {
-                    "parentRefs": [self.plane.parent_ref()],
-                    "rules": [{"backendRefs": [{"name": "web-stable", "port": 80}]}],
-                },
-            },
+        self.serve(("web-stable", "web-canary"), "web-stable")
+        doc = rollout_manifest(
+            "web",
+            replicas=4,
+            template=served_pod_template({"app": "web"}, {"VERSION": "v1"}, "web"),
+            stableService="web-stable",
+            canaryService="web-canary",
+            trafficRouting={"gatewayAPI": {"httpRoute": "web"}},
+            steps=[{"setWeight": 50}, {"pause": {}}],
+            scaleDownDelaySeconds=2,
+            abortScaleDownDelaySeconds=2,
         )
-        self.custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.ns,
-            "rollouts",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Rollout",
-                "metadata": {"name": "web"},
-                "spec": {
-                    "replicas": 4,
-                    "selector": {"matchLabels": {"app": "web"}},
-                    "template": served_pod_template({"app": "web"}, {"VERSION": "v1"}, "web"),
-                    "strategy": {
-                        "canary": {
-                            "stableService": "web-stable",
-                            "canaryService": "web-canary",
-                            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
-                            "steps": [{"setWeight": 50}, {"pause": {}}],
-                            "scaleDownDelaySeconds": 2,
-                            "abortScaleDownDelaySeconds": 2,
-                        }
-                    },
-                },
-            },
-        )
-
-    def status(self) -> dict[str, Any]:
-        found = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "rollouts", "web")
-        assert isinstance(found, dict)
-        return found.get("status") or {}
+        self.create("rollouts", doc)
 
     def release(self, version: str) -> None:
         container = served_pod_template({"app": "web"}, {"VERSION": version}, "web")
-        path = "/spec/template/spec/containers/0"
-        ops = [{"op": "replace", "path": path, "value": container["spec"]["containers"][0]}]
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "rollouts", "web", ops,
-            _content_type="application/json-patch+json",
-        )  # fmt: skip
+        self.replace_container(container["spec"]["containers"][0])
 
     def annotate(self, key: str, value: str) -> None:
         self.custom.patch_namespaced_custom_object(

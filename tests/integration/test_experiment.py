@@ -48,9 +48,10 @@ from tests.integration.test_job_provider import job_metric
 from tests.integration.test_lint_server_agreement import server_accepts
 from tests.support.analysis import create_template, template_doc
 from tests.support.cluster import Cluster
-from tests.support.demo import App, start_app
+from tests.support.demo import App, judge_counts, start_app
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.world import step
 from tests.unit import test_experiment as unit
 
 pytestmark = pytest.mark.integration
@@ -265,12 +266,7 @@ def test_a_failed_experiment_analysis_aborts_and_removes_the_experiment(
     }
     stable, canary = start(kube, [baseline_vs_canary(duration="1h", analyses=[analysis])])
     wait_for("both experiment ReplicaSets Ready", lambda: all_ready(kube, 2), 45)
-    wait_for(
-        "aborted",
-        lambda: (kube.status("web").get("abort") or {}).get("reason") == "AnalysisFailed",
-        60,
-    )
-    status = kube.status("web")
+    status = kube.aborted_by_analysis("web", 60)
     assert "analysis smoke of the experiment of step 0" in status["abort"]["message"]
     assert status["experiment"]["phase"] == "Failed"
     hashes = {t["name"]: t["podTemplateHash"] for t in status["experiment"]["templates"]}
@@ -391,14 +387,6 @@ def test_a_template_service_selects_its_pods_and_deleting_the_rollout_removes_al
 def judge_template(service: str, address: str) -> AnalysisTemplateSpec:
     """A judge whose queries select the experiment's pods by the hashes given as args
     (the demo app labels its counters with its ``version``)."""
-
-    def counts(arg: str) -> dict[str, str]:
-        sel = f'service="{service}",version="{{{{args.{arg}}}}}"'
-        return {
-            "requests": f"sum by (instance) (http_requests_total{{{sel}}})",
-            "errors": f'sum by (instance) (http_requests_total{{{sel},code=~"5.."}})',
-        }
-
     return AnalysisTemplateSpec.model_validate(
         {
             "args": [{"name": "baseline-hash"}, {"name": "canary-hash"}],
@@ -410,8 +398,8 @@ def judge_template(service: str, address: str) -> AnalysisTemplateSpec:
                         "judge": {
                             "address": address,
                             "minRequests": 50,
-                            "canary": counts("canary-hash"),
-                            "stable": counts("baseline-hash"),
+                            "canary": judge_counts(service, "{{args.canary-hash}}"),
+                            "stable": judge_counts(service, "{{args.baseline-hash}}"),
                         }
                     },
                 }
@@ -459,7 +447,7 @@ def test_a_judge_in_an_experiment_fails_a_canary_worse_than_its_baseline(
             prometheus.add_target(f"{service}-{name}", f"127.0.0.1:{app.port}")
         measurer = PrometheusMeasurer(lambda ns, ref: "", default_address=prometheus.url)
         templates: dict[TemplateKey, AnalysisTemplateSpec | str] = dict(world.templates)
-        ro, _ = unit.step(ro, world, dt.datetime.now(dt.UTC))  # restart the run on its template
+        ro, _ = step(ro, world, dt.datetime.now(dt.UTC))  # restart the run on its template
         deadline = time.monotonic() + 90
         while ro.status.abort is None and time.monotonic() < deadline:
             send(apps["baseline"], 100)
@@ -467,7 +455,7 @@ def test_a_judge_in_an_experiment_fails_a_canary_worse_than_its_baseline(
             time.sleep(1.5)  # a scrape every second
             now = dt.datetime.now(dt.UTC)
             due = ex.due_in(ro, templates, now)
-            ro, _ = unit.step(ro, world, now, measurer.measure(ro, due, now))
+            ro, _ = step(ro, world, now, measurer.measure(ro, due, now))
         assert ro.status.abort is not None, ro.status.message
         assert ro.status.abort.reason == "AnalysisFailed"
         assert "analysis judge of the experiment of step 0" in ro.status.abort.message

@@ -23,7 +23,7 @@ from controller.core import analysis as an
 from controller.core.judge import JudgeState
 from controller.runtime.measure import PrometheusMeasurer
 from localcluster import LocalPrometheus
-from tests.support.demo import App, start_app, wait_for
+from tests.support.demo import App, judge_counts, start_app, wait_for
 from tests.support.manifests import rollout as rollout_doc
 
 pytestmark = pytest.mark.integration
@@ -70,14 +70,6 @@ def scraped(prom: LocalPrometheus, service: str, app: App) -> bool:
 
 def judge_metric(service: str, address: str) -> Metric:
     """The judge as the README's example writes it: cumulative counters by instance."""
-
-    def counts(revision: str) -> dict[str, str]:
-        sel = f'service="{service}",version="{{{{{revision}}}}}"'
-        return {
-            "requests": f"sum by (instance) (http_requests_total{{{sel}}})",
-            "errors": f'sum by (instance) (http_requests_total{{{sel},code=~"5.."}})',
-        }
-
     return Metric.model_validate(
         {
             "name": "errors-vs-stable",
@@ -85,8 +77,8 @@ def judge_metric(service: str, address: str) -> Metric:
             "provider": {
                 "judge": {
                     "address": address,
-                    "canary": counts("canaryRevision"),
-                    "stable": counts("stableRevision"),
+                    "canary": judge_counts(service, "{{canaryRevision}}"),
+                    "stable": judge_counts(service, "{{stableRevision}}"),
                 }
             },
         }

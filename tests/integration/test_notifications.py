@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,53 +42,80 @@ from tests.support.runtime import log_lines, metric
 pytestmark = pytest.mark.integration
 
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {}}]
+HALF = [{"setWeight": 50}, {"pause": {}}]
 LEDGER = "stepwise-notifications-ledger"
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """A test's namespace (the controller's notifications namespace too), a local webhook
+    receiver recording every POST, and where controller processes keep their files."""
+
+    kube: Cluster
+    rx: Receiver
+    api_client: client.ApiClient
+    kubeconfig: Path
+    tmp_path: Path
+
+    def configure(self, targets: list[dict[str, Any]]) -> None:
+        """The targets ConfigMap and a Secret holding each target's URL (``path`` becomes
+        the receiver's URL for it)."""
+        core = client.CoreV1Api(self.api_client)
+        secret: dict[str, str] = {}
+        docs = []
+        for given in targets:
+            t = dict(given)
+            key = f"{t['name']}-url"
+            secret[key] = base64.b64encode(self.rx.url(t.pop("path")).encode()).decode()
+            docs.append({**t, "url": {"secretKeyRef": {"name": "hooks", "key": key}}})
+        core.create_namespaced_secret(
+            self.kube.ns,
+            client.V1Secret(metadata=client.V1ObjectMeta(name="hooks"), data=secret),
+        )
+        core.create_namespaced_config_map(
+            self.kube.ns,
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name="stepwise-notifications"),
+                data={"targets": yaml.safe_dump(docs)},
+            ),
+        )
+
+    def controller(self, name: str = "controller", **kw: Any) -> ControllerProcess:
+        """A controller process whose notifications namespace is the test's (not started)."""
+        return ControllerProcess(
+            self.kubeconfig,
+            self.tmp_path,
+            name=name,
+            namespaces=[self.kube.ns],
+            extra=[f"--notifications-namespace={self.kube.ns}"],
+            **kw,
+        )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ControllerProcess]:
+        """One controller process, started, and stopped on leaving."""
+        proc = self.controller()
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    def create_app(self, replicas: int, steps: list[dict[str, Any]], notify: str = "") -> None:
+        """The Rollout ``app`` (subscribed to the ``notify`` targets), once Healthy."""
+        doc = rollout_doc("app", replicas=replicas, steps=steps)
+        if notify:
+            doc["metadata"]["annotations"] = {nt.NOTIFY_ANNOTATION: notify}
+        self.kube.create(doc)
+        wait_for("app healthy", lambda: self.kube.healthy("app"))
+
+
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A local webhook receiver recording every POST."""
+def hooks(
+    kube: Cluster, api_client: client.ApiClient, kubeconfig: Path, tmp_path: Path
+) -> Iterator[Hooks]:
     with Receiver() as rx:
-        yield rx
-
-
-def configure(
-    api_client: client.ApiClient, namespace: str, rx: Receiver, targets: list[dict[str, Any]]
-) -> None:
-    """The targets ConfigMap and a Secret holding each target's URL (``path`` becomes the
-    receiver's URL for it) in ``namespace``, the controller's namespace in these tests."""
-    core = client.CoreV1Api(api_client)
-    secret: dict[str, str] = {}
-    docs = []
-    for given in targets:
-        t = dict(given)
-        key = f"{t['name']}-url"
-        secret[key] = base64.b64encode(rx.url(t.pop("path")).encode()).decode()
-        docs.append({**t, "url": {"secretKeyRef": {"name": "hooks", "key": key}}})
-    core.create_namespaced_secret(
-        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="hooks"), data=secret)
-    )
-    core.create_namespaced_config_map(
-        namespace,
-        client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="stepwise-notifications"),
-            data={"targets": yaml.safe_dump(docs)},
-        ),
-    )
-
-
-def controller(
-    kubeconfig: Path, tmp_path: Path, namespace: str, name: str = "controller", **kw: Any
-) -> ControllerProcess:
-    """A controller process whose notifications namespace is the test's."""
-    return ControllerProcess(
-        kubeconfig,
-        tmp_path,
-        name=name,
-        namespaces=[namespace],
-        extra=[f"--notifications-namespace={namespace}"],
-        **kw,
-    )
+        yield Hooks(kube, rx, api_client, kubeconfig, tmp_path)
 
 
 def ledger_ids(api_client: client.ApiClient, namespace: str) -> set[str]:
@@ -138,12 +167,7 @@ def target(name: str, events: Iterable[nt.EventKind] = nt.DEFAULT_EVENTS) -> nt.
 
 
 def test_each_notification_arrives_exactly_once_through_a_sigkill_and_leader_changes(
-    kube: Cluster,
-    kubeconfig: Path,
-    tmp_path: Path,
-    namespace: str,
-    api_client: client.ApiClient,
-    receiver: Receiver,
+    hooks: Hooks,
 ) -> None:
     """Two controllers with leader election. The leader is SIGKILLed while the canary
     waits for approval and one receiver (``late``) is failing; the other process takes
@@ -151,26 +175,22 @@ def test_each_notification_arrives_exactly_once_through_a_sigkill_and_leader_cha
     and the first leads again, through a promotion and an abort. Every notification the
     final record holds reached each receiver with exactly one 2xx, including those that
     the killed leader could not deliver."""
-    rx = receiver
+    kube, rx, api_client, namespace = hooks.kube, hooks.rx, hooks.api_client, hooks.kube.ns
     rx.script("/late", 503)
-    configure(
-        api_client,
-        namespace,
-        rx,
+    hooks.configure(
         [
             {"name": "all", "path": "/all", "default": True, "events": list(nt.KINDS)},
             {"name": "late", "path": "/late", "default": True},
         ],
     )
     lease = {"leader_election": True, "lease_name": "notify", "lease_namespace": namespace}
-    a = controller(kubeconfig, tmp_path, namespace, "a", **lease)
-    b = controller(kubeconfig, tmp_path, namespace, "b", **lease)
+    a = hooks.controller("a", **lease)
+    b = hooks.controller("b", **lease)
     a.start()
     wait_for("a leads", lambda: leads(a))
     b.start()
     try:
-        kube.create(rollout_doc("app", replicas=4, steps=STEPS))
-        wait_for("app healthy", lambda: kube.healthy("app"))
+        hooks.create_app(4, STEPS)
         canary = kube.set_image("app", "registry.local/app:v2")
         wait_for("paused sent", lambda: got(rx, "/all", "paused", canary), 60)
         paused = next(
@@ -241,41 +261,26 @@ def test_each_notification_arrives_exactly_once_through_a_sigkill_and_leader_cha
         assert port not in proc.log_path.read_text(), f"{proc.name} logged a webhook URL"
 
 
-def test_a_receiver_that_fails_gets_the_notification_once_it_recovers(
-    kube: Cluster,
-    kubeconfig: Path,
-    tmp_path: Path,
-    namespace: str,
-    api_client: client.ApiClient,
-    receiver: Receiver,
-) -> None:
+def test_a_receiver_that_fails_gets_the_notification_once_it_recovers(hooks: Hooks) -> None:
     """500, 500, then 200: retried with backoff until the 200, then never sent again; a
     receiver answering 404 is tried once per notification and given up on."""
-    rx = receiver
+    kube, rx = hooks.kube, hooks.rx
     rx.script("/flaky", 500, 500, 200)
     rx.script("/gone", 404)
-    configure(
-        api_client,
-        namespace,
-        rx,
+    hooks.configure(
         [
             {"name": "flaky", "path": "/flaky", "default": True},
             {"name": "gone", "path": "/gone", "default": True},
         ],
     )
-    proc = controller(kubeconfig, tmp_path, namespace)
-    proc.start()
-    try:
-        kube.create(rollout_doc("app", replicas=2, steps=[{"setWeight": 50}, {"pause": {}}]))
-        wait_for("app healthy", lambda: kube.healthy("app"))
+    with hooks.running() as proc:
+        hooks.create_app(2, HALF)
         want = {n.id for n in expected(kube, "app", target("flaky"))}
         gone = {n.id for n in expected(kube, "app", target("gone"))}
         assert want, "the first revision's release is announced"
         wait_for("flaky delivered", lambda: set(delivered(rx, "/flaky")) == want, 60)
         wait_for("gone tried", lambda: len(rx.received("/gone")) == len(gone), 30)
         time.sleep(3)
-    finally:
-        proc.stop()
     first = rx.received("/flaky")[0].body["id"]
     assert [p.status for p in rx.received("/flaky") if p.body["id"] == first] == [500, 500, 200]
     assert set(delivered(rx, "/flaky").values()) == {1}
@@ -285,36 +290,21 @@ def test_a_receiver_that_fails_gets_the_notification_once_it_recovers(
     assert [e["status"] for e in retried] == [500, 500]
 
 
-def test_a_hanging_receiver_slows_no_reconcile_and_no_other_target(
-    kube: Cluster,
-    kubeconfig: Path,
-    tmp_path: Path,
-    namespace: str,
-    api_client: client.ApiClient,
-    receiver: Receiver,
-) -> None:
+def test_a_hanging_receiver_slows_no_reconcile_and_no_other_target(hooks: Hooks) -> None:
     """A default target that never answers (10 s timeout per attempt) beside one the
     Rollout subscribes to by annotation: the rollout is promoted and the next one
     aborted as usual, the other target hears all of it, and no reconcile took even half
     the hang's timeout."""
-    rx = receiver
+    kube, rx = hooks.kube, hooks.rx
     rx.hang("/hang")
-    configure(
-        api_client,
-        namespace,
-        rx,
+    hooks.configure(
         [
             {"name": "hang", "path": "/hang", "default": True, "timeoutSeconds": 10},
             {"name": "ok", "path": "/ok"},
         ],
     )
-    proc = controller(kubeconfig, tmp_path, namespace)
-    proc.start()
-    try:
-        doc = rollout_doc("app", replicas=4, steps=[{"setWeight": 50}, {"pause": {}}])
-        doc["metadata"]["annotations"] = {nt.NOTIFY_ANNOTATION: "ok"}
-        kube.create(doc)
-        wait_for("app healthy", lambda: kube.healthy("app"))
+    with hooks.running() as proc:
+        hooks.create_app(4, HALF, notify="ok")
         wait_for("hang tried", lambda: rx.received("/hang"))
         canary = kube.set_image("app", "registry.local/app:v2")
         wait_for("paused", lambda: kube.status("app").get("currentStepIndex") == 1, 30)
@@ -332,8 +322,6 @@ def test_a_hanging_receiver_slows_no_reconcile_and_no_other_target(
             30,
         )
         page = proc.metrics()
-    finally:
-        proc.stop()
     assert set(delivered(rx, "/ok").values()) == {1}
     kinds = {(p.body["kind"], p.body["revision"]) for p in rx.received("/ok")}
     assert {("paused", canary), ("promoted", canary), ("aborted", third)} <= kinds
@@ -353,23 +341,13 @@ def test_a_hanging_receiver_slows_no_reconcile_and_no_other_target(
     assert all(e["status"] is None for e in timeouts)
 
 
-def test_a_wrong_configuration_is_reported_and_stops_nothing(
-    kube: Cluster,
-    kubeconfig: Path,
-    tmp_path: Path,
-    namespace: str,
-    api_client: client.ApiClient,
-    receiver: Receiver,
-) -> None:
+def test_a_wrong_configuration_is_reported_and_stops_nothing(hooks: Hooks) -> None:
     """An unknown format, a Secret key that does not exist, and a Rollout naming a target
     that does not exist: each is logged naming the ConfigMap and field (or the Secret and
     key) and shown as a Warning event, while the Rollout rolls out and the one good target
     is notified."""
-    rx = receiver
-    configure(
-        api_client,
-        namespace,
-        rx,
+    kube, rx, api_client, namespace = hooks.kube, hooks.rx, hooks.api_client, hooks.kube.ns
+    hooks.configure(
         [
             {"name": "good", "path": "/good", "default": True},
             {"name": "teams", "path": "/teams", "default": True, "format": "teams"},
@@ -385,19 +363,12 @@ def test_a_wrong_configuration_is_reported_and_stops_nothing(
     client.CoreV1Api(api_client).patch_namespaced_config_map(
         "stepwise-notifications", namespace, {"data": {"targets": yaml.safe_dump(docs)}}
     )
-    proc = controller(kubeconfig, tmp_path, namespace)
-    proc.start()
-    try:
-        doc = rollout_doc("app", replicas=2, steps=[{"setWeight": 50}, {"pause": {}}])
-        doc["metadata"]["annotations"] = {nt.NOTIFY_ANNOTATION: "good,pager"}
-        kube.create(doc)
-        wait_for("app healthy", lambda: kube.healthy("app"))
+    with hooks.running() as proc:
+        hooks.create_app(2, HALF, notify="good,pager")
         want = {n.id for n in expected(kube, "app", target("good"))}
         wait_for("good notified", lambda: set(delivered(rx, "/good")) == want, 30)
         wait_for("rollout warned", lambda: "NotificationTarget" in kube.events("app"))
         problems = [e["problem"] for e in log_lines(proc, "notification config problem")]
-    finally:
-        proc.stop()
     where = f"ConfigMap {namespace}/stepwise-notifications"
     assert f"{where}: data.targets[1].format: unknown format 'teams' (json or slack)" in problems
     assert any(

@@ -26,26 +26,25 @@ from tests.integration.test_cli import Cli, one_line_error
 from tests.support.cluster import GROUP, PLURAL, VERSION, Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.releases import release_record
 
 pytestmark = pytest.mark.integration
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def release(days_ago: float, outcome: str | None, **fields: Any) -> Release:
+def release(
+    days_ago: float, outcome: str | None, revision: str = "5f7d9c8b6", **fields: Any
+) -> Release:
     """A release that started ``days_ago`` (changed 30 s before) and ended 20 min later."""
-    started = NOW - dt.timedelta(days=days_ago)
-    doc: dict[str, Any] = {
-        "revision": fields.pop("revision", "5f7d9c8b6"),
-        "images": ["registry.local/app:v2"],
-        "changedBy": "kubectl-set",
-        "changedAt": (started - dt.timedelta(seconds=30)).isoformat(),
-        "startedAt": started.isoformat(),
+    return release_record(
+        NOW - dt.timedelta(days=days_ago),
+        outcome,
+        revision=revision,
+        changed_before=dt.timedelta(seconds=30),
+        ended_after=dt.timedelta(minutes=20),
         **fields,
-    }
-    if outcome is not None:
-        doc |= {"outcome": outcome, "endedAt": (started + dt.timedelta(minutes=20)).isoformat()}
-    return Release.model_validate(doc)
+    )
 
 
 def aborted(days_ago: float) -> Release:

@@ -17,10 +17,10 @@ from controller.api.rollout import HeaderMatch, Rollout
 from controller.errors import LeadershipLostError
 from localcluster.controller import ControllerProcess
 from localcluster.traefik import gateway_api_crds
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, NamespaceApi
 from tests.support.kube import install_crds, wait_for
-from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import Editor
+from tests.support.route_objects import http_route
+from tests.support.routing import SCALE_DOWN_AT_ONCE, Editor, routed_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -92,51 +92,19 @@ BETA_RULE = {
 }
 
 
-class Routes:
+class Routes(NamespaceApi):
     """The HTTPRoute and Services of one test namespace."""
-
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-
-    def service(self, name: str) -> None:
-        """A ClusterIP Service selecting the app's pods."""
-        body = client.V1Service(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1ServiceSpec(
-                selector={"app": "app"},
-                ports=[client.V1ServicePort(port=80, target_port=8080)],
-            ),
-        )
-        self.core.create_namespaced_service(self.ns, body)
 
     def selector(self, name: str) -> dict[str, str]:
         return dict(self.core.read_namespaced_service(name, self.ns).spec.selector)
 
     def create(self, rules: list[dict[str, Any]]) -> None:
         """The HTTPRoute ``app`` (rules given without defaults, as a team writes them)."""
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "HTTPRoute",
-            "metadata": {"name": "app"},
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "hostnames": ["app.example.com"],
-                "rules": rules,
-            },
-        }
+        body = http_route("app", rules, hostnames=["app.example.com"])
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
 
     def get(self) -> dict[str, Any] | None:
-        try:
-            route = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, "app")
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        assert isinstance(route, dict)
-        return route
+        return self.find((GROUP, VERSION, PLURAL), "app")
 
     def rules(self) -> list[dict[str, Any]]:
         route = self.get()
@@ -157,23 +125,13 @@ def gateway_crd(api_client: client.ApiClient) -> None:
 
 
 @pytest.fixture
-def env(
-    api_client: client.ApiClient, namespace: str, stepwise_crds: None, gateway_crd: None
-) -> tuple[Cluster, Routes]:
-    return Cluster(api_client, namespace), Routes(api_client, namespace)
+def env(kube: Cluster, api_client: client.ApiClient, gateway_crd: None) -> tuple[Cluster, Routes]:
+    return kube, Routes(api_client, kube.ns)
 
 
-def routed_rollout(steps: list[dict[str, Any]], **gateway: Any) -> dict[str, Any]:
-    return rollout_doc(
-        "app",
-        replicas=2,
-        steps=steps,
-        stableService="app-stable",
-        canaryService="app-canary",
-        trafficRouting={"gatewayAPI": {"httpRoute": "app", **gateway}},
-        abortScaleDownDelaySeconds=0,
-        scaleDownDelaySeconds=0,
-    )
+def gateway_rollout(steps: list[dict[str, Any]], **gateway: Any) -> dict[str, Any]:
+    routing = {"gatewayAPI": {"httpRoute": "app", **gateway}}
+    return routed_rollout(routing, steps, **SCALE_DOWN_AT_ONCE)
 
 
 def start(kube: Cluster, routes: Routes, steps: list[dict[str, Any]]) -> tuple[str, str]:
@@ -182,7 +140,7 @@ def start(kube: Cluster, routes: Routes, steps: list[dict[str, Any]]) -> tuple[s
     routes.service("app-stable")
     routes.service("app-canary")
     routes.create([as_written(main_rule(1)), as_written(other_rule())])
-    kube.create(routed_rollout(steps))
+    kube.create(gateway_rollout(steps))
     wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
     assert routes.rules() == [main_rule(1), other_rule()]  # weight 0 already: no write
     stable = kube.status("app")["stableRevision"]
@@ -191,6 +149,14 @@ def start(kube: Cluster, routes: Routes, steps: list[dict[str, Any]]) -> tuple[s
 
 def at_step(kube: Cluster, index: int) -> None:
     wait_for(f"step {index}", lambda: kube.status("app").get("currentStepIndex") == index)
+
+
+def assert_all_on_the_new_stable(kube: Cluster, routes: Routes, canary: str) -> None:
+    """After promotion: 100/0 with the unrelated rule untouched, the stable Service on the
+    promoted revision's pods, and no canary weight left."""
+    assert routes.rules() == [main_rule(100, 0), other_rule()]
+    assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
+    assert kube.status("app")["canaryWeight"] == 0
 
 
 def _other(route: dict[str, Any]) -> int:
@@ -267,9 +233,7 @@ def test_weights_and_promotion(env: tuple[Cluster, Routes], controller: Controll
     assert kube.status("app")["canaryWeight"] == 60
     kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 3)})
     wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
-    assert routes.rules() == [main_rule(100, 0), other_rule()]
-    assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
-    assert kube.status("app")["canaryWeight"] == 0
+    assert_all_on_the_new_stable(kube, routes, canary)
 
 
 def test_promotion_removes_the_header_rule(
@@ -284,9 +248,7 @@ def test_promotion_removes_the_header_rule(
     kube.annotate("app", **{intents.PROMOTE: intents.promote_value(canary, 2)})
     wait_for("promoted", lambda: kube.status("app").get("stableRevision") == canary)
     wait_for("header rule gone", lambda: len(routes.rules()) == 2)
-    assert routes.rules() == [main_rule(100, 0), other_rule()]
-    assert routes.selector("app-stable")["stepwise.dev/revision"] == canary
-    assert kube.status("app")["canaryWeight"] == 0
+    assert_all_on_the_new_stable(kube, routes, canary)
 
 
 def test_deletion_mid_rollout_restores_the_route(
@@ -375,7 +337,7 @@ def _defaults(weight: int) -> dict[str, Any]:
 
 
 def router_for(routes: Routes, fence: Any) -> GatewayApiRouter:
-    doc = routed_rollout(HEADER_STEPS)
+    doc = gateway_rollout(HEADER_STEPS)
     doc["metadata"].update(namespace=routes.ns, uid="1f0c-uid")
     return GatewayApiRouter(routes.custom.api_client, Rollout.model_validate(doc), fence)
 

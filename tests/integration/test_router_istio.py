@@ -25,7 +25,8 @@ from tests.integration.test_argo_bluegreen_examples import convert
 from tests.integration.test_lint_server_agreement import server_accepts
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import Editor, RolloutNamespace
+from tests.support.route_objects import istio_object
+from tests.support.routing import Editor, RolloutNamespace, blocked_on, degraded_by, routed_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -81,12 +82,7 @@ class Mesh(RolloutNamespace):
     # Istio objects
     def create_istio(self, plural: str, name: str, spec: dict[str, Any]) -> None:
         kind = {"virtualservices": "VirtualService", "destinationrules": "DestinationRule"}[plural]
-        body = {
-            "apiVersion": "/".join(ISTIO),
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        }
+        body = istio_object(kind, name, spec)
         self.custom.create_namespaced_custom_object(*ISTIO, self.ns, plural, body)
 
     def istio(self, plural: str, name: str) -> dict[str, Any]:
@@ -127,28 +123,17 @@ def mesh(
 
 def istio_rollout(steps: list[dict[str, Any]] = STEPS, **istio: Any) -> dict[str, Any]:
     """A Rollout routed by the ``app`` VirtualService."""
-    return rollout_doc(
-        "app",
-        replicas=5,
-        steps=steps,
-        stableService="app-stable",
-        canaryService="app-canary",
-        trafficRouting={"istio": {"virtualService": {"name": "app"}, **istio}},
-    )
+    return routed_rollout({"istio": {"virtualService": {"name": "app"}, **istio}}, steps, 5)
 
 
-def start(mesh: Mesh, doc: dict[str, Any] | None = None) -> tuple[str, str]:
-    """Create the Rollout, wait until Healthy, roll out v2 and wait at the pause."""
+def start(mesh: Mesh, doc: dict[str, Any] | None = None, pause_at: int = 2) -> tuple[str, str]:
+    """Create the Rollout, wait until Healthy, roll out v2 and wait at the pause (step
+    ``pause_at``); the stable and canary revisions."""
     mesh.create(doc or istio_rollout())
     wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
     first = mesh.status()["stableRevision"]
     second = mesh.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 2",
-        lambda: (
-            mesh.status().get("currentStepIndex") == 2 and mesh.status().get("phase") == "Paused"
-        ),
-    )
+    mesh.wait_paused(pause_at)
     return first, second
 
 
@@ -163,12 +148,7 @@ def test_steps_then_deletion_restores_the_virtual_service(
     wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
     assert mesh.vs() == {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}  # untouched
     mesh.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 2",
-        lambda: (
-            mesh.status().get("currentStepIndex") == 2 and mesh.status().get("phase") == "Paused"
-        ),
-    )
+    mesh.wait_paused(2)
     assert mesh.status()["canaryWeight"] == 20
     assert mesh.vs() == {
         "hosts": ["app.example.com"],
@@ -431,21 +411,13 @@ def test_misconfiguration_is_reported_and_nothing_is_split(
 ) -> None:
     """A missing object or route: status message, Warning event, and no partial split."""
     mesh.create(istio_rollout(virtualService={"name": "app", "routes": ["primary", "api"]}))
-    missing = f"VirtualService app not found in {mesh.ns}"
-    wait_for("degraded", lambda: missing in mesh.status().get("message", ""))
-    assert mesh.status()["phase"] == "Degraded"
-    wait_for("warning", lambda: any(missing in w for w in mesh.warnings()))
+    degraded_by(mesh, f"VirtualService app not found in {mesh.ns}")
 
     mesh.create_istio(
         "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
     )
     mesh.poke("1")
-    no_route = "VirtualService app has no HTTP route named 'api'"
-    wait_for("second problem", lambda: no_route in mesh.status().get("message", ""))
-    wait_for("second warning", lambda: any(no_route in w for w in mesh.warnings()))
-    second = mesh.set_image("registry.local/app:v2")
-    wait_for("canary pod ready", lambda: mesh.ready(f"app-{second}") >= 1)
-    wait_for("still blocked", lambda: no_route in mesh.status().get("message", ""))
+    blocked_on(mesh, "VirtualService app has no HTTP route named 'api'", canary_pods=True)
     assert mesh.vs()["http"] == [STATIC, PRIMARY]  # not one weight written
 
     api = {"name": "api", "route": [{"destination": {"host": "app-stable", "port": PORT}}]}
@@ -560,16 +532,7 @@ def test_subsets_without_services_shift_weights_and_end_on_the_stable_subset(
     follow the revisions, and promotion ends with all traffic on the stable subset,
     which selects the new revision."""
     subset_world(mesh)
-    mesh.create(serviceless_rollout([{"setWeight": 30}, {"pause": {}}]))
-    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
-    first = mesh.status()["stableRevision"]
-    second = mesh.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 1",
-        lambda: (
-            mesh.status().get("currentStepIndex") == 1 and mesh.status().get("phase") == "Paused"
-        ),
-    )
+    first, second = start(mesh, serviceless_rollout([{"setWeight": 30}, {"pause": {}}]), 1)
     assert mesh.status()["canaryWeight"] == 30
     assert subsets(mesh) == pinned(first, second)
     assert mesh.vs()["http"] == [STATIC, subset_split(30)]
@@ -752,23 +715,10 @@ def test_tls_route_weights_move(mesh: Mesh, controller: ControllerProcess) -> No
         "virtualservices", "app", {"hosts": ["app.example.com"], "tls": [OTHER_TLS, TLS_ROUTE]}
     )
     tls = {"port": 3000, "sniHosts": ["app.example.com"]}
-    doc = rollout_doc(
-        "app",
-        replicas=5,
-        steps=[{"setWeight": 10}, {"pause": {}}],
-        stableService="app-stable",
-        canaryService="app-canary",
-        trafficRouting={"istio": {"virtualService": {"name": "app", "tlsRoutes": [tls]}}},
+    doc = istio_rollout(
+        [{"setWeight": 10}, {"pause": {}}], virtualService={"name": "app", "tlsRoutes": [tls]}
     )
-    mesh.create(doc)
-    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
-    second = mesh.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 1",
-        lambda: (
-            mesh.status().get("currentStepIndex") == 1 and mesh.status().get("phase") == "Paused"
-        ),
-    )
+    _, second = start(mesh, doc, pause_at=1)
     assert mesh.vs() == {
         "hosts": ["app.example.com"],
         "tls": [OTHER_TLS, {**TLS_ROUTE, "route": [stable(90), canary(10)]}],
@@ -815,15 +765,7 @@ def start_mirrored(mesh: Mesh) -> str:
     mesh.create_istio(
         "virtualservices", "app", {"hosts": ["app.example.com"], "http": [STATIC, PRIMARY]}
     )
-    mesh.create(mirror_rollout())
-    wait_for("healthy", lambda: mesh.status().get("phase") == "Healthy")
-    second = mesh.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 2",
-        lambda: (
-            mesh.status().get("currentStepIndex") == 2 and mesh.status().get("phase") == "Paused"
-        ),
-    )
+    _, second = start(mesh, mirror_rollout())
     assert mesh.vs()["http"] == [
         STATIC,
         mirror_route(20),

@@ -14,8 +14,14 @@ from controller.adapters.kube import ROLLOUT_LABEL
 from controller.api import intents
 from localcluster.controller import ControllerProcess
 from tests.support.kube import wait_for
-from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import RolloutNamespace
+from tests.support.route_objects import ingress, ingress_path
+from tests.support.routing import (
+    RolloutNamespace,
+    blocked_on,
+    degraded_by,
+    rollout_owner,
+    routed_rollout,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +32,6 @@ CANARY = "web-app-canary"
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {}}]
 
 
-def path(p: str, service: str) -> dict[str, Any]:
-    """An Ingress path to port 80 of a Service."""
-    return {
-        "path": p,
-        "pathType": "Prefix",
-        "backend": {"service": {"name": service, "port": {"number": 80}}},
-    }
-
-
 TEAM = {
     "team.example.com/owner": "shop",
     f"{P}/proxy-body-size": "8m",
@@ -43,19 +40,14 @@ TEAM = {
 RULES = [
     {
         "host": "shop.example.com",
-        "http": {"paths": [path("/app", "app-stable"), path("/static", "static")]},
+        "http": {"paths": [ingress_path("/app", "app-stable"), ingress_path("/static", "static")]},
     }
 ]
 
 
 def stable_ingress(rules: list[dict[str, Any]] = RULES) -> dict[str, Any]:
     """The team's Ingress to the stable Service."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "web", "annotations": dict(TEAM)},
-        "spec": {"ingressClassName": "nginx", "rules": rules},
-    }
+    return ingress("web", rules, dict(TEAM))
 
 
 class Edge(RolloutNamespace):
@@ -66,16 +58,7 @@ class Edge(RolloutNamespace):
         self.custom.create_namespaced_custom_object(*INGRESS[:2], self.ns, INGRESS[2], doc)
 
     def ingress(self, name: str) -> dict[str, Any] | None:
-        try:
-            found = self.custom.get_namespaced_custom_object(
-                *INGRESS[:2], self.ns, INGRESS[2], name
-            )
-        except client.exceptions.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        assert isinstance(found, dict)
-        return found
+        return self.find(INGRESS, name)
 
     def patch_ingress(self, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(*INGRESS[:2], self.ns, INGRESS[2], name, patch)
@@ -111,14 +94,7 @@ def edge(api_client: client.ApiClient, namespace: str, stepwise_crds: None) -> E
 
 def nginx_rollout(steps: list[dict[str, Any]] = STEPS) -> dict[str, Any]:
     """A Rollout routed by a canary of the ``web`` Ingress."""
-    return rollout_doc(
-        "app",
-        replicas=5,
-        steps=steps,
-        stableService="app-stable",
-        canaryService="app-canary",
-        trafficRouting={"nginx": {"stableIngress": "web"}},
-    )
+    return routed_rollout({"nginx": {"stableIngress": "web"}}, steps, replicas=5)
 
 
 def expected_canary(
@@ -127,6 +103,7 @@ def expected_canary(
     """The canary Ingress the router must have written."""
     rollout = edge.get()
     assert rollout is not None
+    rules = [{"host": "shop.example.com", "http": {"paths": [ingress_path("/app", "app-canary")]}}]
     copied = {k: v for k, v in (annotations or TEAM).items() if not k.startswith(f"{P}/canary")}
     return {
         "name": CANARY,
@@ -137,22 +114,8 @@ def expected_canary(
             f"{P}/canary-weight": str(weight),
             f"{P}/canary-weight-total": "100",
         },
-        "ownerReferences": [
-            {
-                "apiVersion": "stepwise.dev/v1alpha1",
-                "kind": "Rollout",
-                "name": "app",
-                "uid": rollout["metadata"]["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [
-                {"host": "shop.example.com", "http": {"paths": [path("/app", "app-canary")]}}
-            ],
-        },
+        "ownerReferences": [rollout_owner(rollout)],
+        "spec": {"ingressClassName": "nginx", "rules": rules},
     }
 
 
@@ -162,12 +125,7 @@ def start(edge: Edge) -> str:
     wait_for("healthy", lambda: edge.status().get("phase") == "Healthy")
     assert edge.ingress(CANARY) is None  # no canary yet, no canary Ingress
     second = edge.set_image("registry.local/app:v2")
-    wait_for(
-        "paused at step 1",
-        lambda: (
-            edge.status().get("currentStepIndex") == 1 and edge.status().get("phase") == "Paused"
-        ),
-    )
+    edge.wait_paused(1)
     return second
 
 
@@ -265,19 +223,12 @@ def test_misconfiguration_is_reported_and_no_canary_is_created(
 ) -> None:
     """A missing or unfit stable Ingress: message, Warning event, and no canary Ingress."""
     edge.create(nginx_rollout())
-    missing = f"stable Ingress web not found in {edge.ns}"
-    wait_for("degraded", lambda: missing in edge.status().get("message", ""))
-    assert edge.status()["phase"] == "Degraded"
-    wait_for("warning", lambda: any(missing in w for w in edge.warnings()))
+    degraded_by(edge, f"stable Ingress web not found in {edge.ns}")
 
-    edge.create_ingress(stable_ingress([{"http": {"paths": [path("/static", "static")]}}]))
+    edge.create_ingress(stable_ingress([{"http": {"paths": [ingress_path("/static", "static")]}}]))
     edge.poke("1")
     no_backend = "stable Ingress web has no backend for the stable Service app-stable"
-    wait_for("second problem", lambda: no_backend in edge.status().get("message", ""))
-    wait_for("second warning", lambda: any(no_backend in w for w in edge.warnings()))
-    second = edge.set_image("registry.local/app:v2")
-    wait_for("canary pod ready", lambda: edge.ready(f"app-{second}") >= 1)
-    wait_for("still blocked", lambda: no_backend in edge.status().get("message", ""))
+    blocked_on(edge, no_backend, canary_pods=True)
     assert edge.ingress(CANARY) is None  # nothing split
 
     edge.patch_ingress("web", {"spec": {"rules": RULES}})

@@ -24,8 +24,13 @@ from kubernetes import client
 from localcluster.controller import ControllerProcess
 from localcluster.traefik import gateway_api_crds
 from tests.support.kube import install_crds, wait_for
-from tests.support.manifests import rollout as rollout_doc
-from tests.support.routing import RolloutNamespace, blocked_on_missing_service
+from tests.support.route_objects import http_route, ingress, ingress_path, istio_object
+from tests.support.routing import (
+    SCALE_DOWN_AT_ONCE,
+    RolloutNamespace,
+    blocked_on,
+    routed_rollout,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,26 +107,13 @@ def _split_share(split: Obj) -> int:
 
 
 def _httproute(*rules: Obj) -> Obj:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "app"},
-        "spec": {"parentRefs": [{"name": "gw"}], "rules": list(rules)},
-    }
+    return http_route("app", list(rules))
 
 
 def _ingress(service: str) -> Obj:
-    backend = {"service": {"name": service, "port": {"number": 80}}}
-    path = {"path": "/", "pathType": "Prefix", "backend": backend}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "web"},
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [{"host": "shop.example.com", "http": {"paths": [path]}}],
-        },
-    }
+    return ingress(
+        "web", [{"host": "shop.example.com", "http": {"paths": [ingress_path("/", service)]}}]
+    )
 
 
 MAIN_RULE = {"name": "main", "backendRefs": [_service_ref("app-stable")]}
@@ -155,12 +147,7 @@ ROUTINGS = [
         "app",
         lambda: [CRDS / "istio-virtualservice.yaml", CRDS / "istio-destinationrule.yaml"],
         {"istio": {"virtualService": {"name": "app"}}},
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "app"},
-            "spec": {"hosts": ["app.example.com"], "http": [PRIMARY]},
-        },
+        istio_object("VirtualService", "app", {"hosts": ["app.example.com"], "http": [PRIMARY]}),
         _virtual_service_share,
         {
             "virtual-service-absent": Misfit("VirtualService app not found in", team_object=None),
@@ -244,39 +231,16 @@ class Routed(RolloutNamespace):
         routing = self.routing.traffic_routing
         if misfit is not None and misfit.traffic_routing is not None:
             routing = misfit.traffic_routing
-        self.create(
-            rollout_doc(
-                "app",
-                replicas=2,
-                steps=STEPS,
-                stableService="app-stable",
-                canaryService="app-canary",
-                trafficRouting=routing,
-                abortScaleDownDelaySeconds=0,
-                scaleDownDelaySeconds=0,
-            )
-        )
-
-    def read(self, name: str) -> Obj | None:
-        """An object of the routing resource (None when it does not exist)."""
-        group, version, plural = self.routing.resource
-        try:
-            found = self.custom.get_namespaced_custom_object(group, version, self.ns, plural, name)
-        except client.exceptions.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        assert isinstance(found, dict)
-        return found
+        self.create(routed_rollout(routing, STEPS, **SCALE_DOWN_AT_ONCE))
 
     def routed(self) -> Obj | None:
         """The object Stepwise writes (None while it does not exist)."""
-        return self.read(self.routing.object_name)
+        return self.find(self.routing.resource, self.routing.object_name)
 
     def versions(self) -> tuple[str | None, str | None]:
         """The resourceVersions of the team's object and of the one Stepwise writes."""
         team = self.routing.team_object or {"metadata": {"name": self.routing.object_name}}
-        found = [self.read(team["metadata"]["name"]), self.routed()]
+        found = [self.find(self.routing.resource, team["metadata"]["name"]), self.routed()]
         return (
             found[0]["metadata"]["resourceVersion"] if found[0] else None,
             found[1]["metadata"]["resourceVersion"] if found[1] else None,
@@ -335,7 +299,7 @@ def test_a_missing_canary_service_blocks_with_a_warning_and_no_split(
     exists the canary proceeds to its first weight."""
     routed.setup(canary_service=False)
     before = routed.versions()
-    blocked_on_missing_service(routed, "app-canary")
+    blocked_on(routed, "Service app-canary")
     assert routed.versions() == before
     assert routed.share() == 0
 
@@ -365,21 +329,5 @@ def test_misconfiguration_blocks_with_a_clear_status_and_writes_nothing(
     routed, case = misfit
     routed.setup(misfit=case)
     before = routed.versions()
-
-    def blocked() -> bool:
-        status = routed.status()
-        return status.get("phase") == "Degraded" and case.expected in status.get("message", "")
-
-    wait_for("blocked", blocked)
-    wait_for("a Warning event", lambda: any(case.expected in w for w in routed.warnings()))
-    canary = routed.set_image("registry.local/app:v2")
-    wait_for("canary seen", lambda: routed.status().get("canaryRevision") == canary)
-    # the canary gets its pods: the next pass would route to it, were it not blocked
-    wait_for("canary pods", lambda: routed.ready(f"app-{canary}") >= 1)
-    assert blocked()
-    status = routed.status()
-    assert (status["currentStepIndex"], status["canaryWeight"]) == (0, 0)
-    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutDegraded")
-    assert case.expected in progressing["message"]
+    blocked_on(routed, case.expected, canary_pods=True)
     assert routed.versions() == before  # never written

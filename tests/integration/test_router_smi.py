@@ -10,29 +10,22 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.traffic.smi import SmiRouter
 from controller.api import intents
 from controller.api.rollout import HeaderMatch, Rollout
 from controller.errors import ConflictError, InvalidSpecError
 from localcluster.controller import ControllerProcess
-from tests.integration.test_router_gatewayapi import replay
-from tests.support.cluster import Cluster
+from tests.integration.test_router_gatewayapi import WEIGHT_STEPS, at_step, replay
+from tests.support.cluster import Cluster, NamespaceApi
 from tests.support.kube import install_crds, wait_for
-from tests.support.manifests import rollout as rollout_doc
+from tests.support.routing import SCALE_DOWN_AT_ONCE, rollout_owner, routed_rollout
 
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "split.smi-spec.io", "v1alpha2", "trafficsplits"
 CRD = Path(__file__).resolve().parents[2] / "hack" / "crds" / "smi-trafficsplit.yaml"
 HOLD = "tests.stepwise.dev/hold"
-WEIGHT_STEPS = [
-    {"setWeight": 20},
-    {"pause": {"duration": "2s"}},
-    {"setWeight": 60},
-    {"pause": {}},
-]
 
 
 def spec(stable: int, canary: int, root: str = "app-stable") -> dict[str, Any]:
@@ -46,33 +39,11 @@ def spec(stable: int, canary: int, root: str = "app-stable") -> dict[str, Any]:
     }
 
 
-class Splits:
+class Splits(NamespaceApi):
     """TrafficSplits and Services of one test namespace."""
 
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-
-    def service(self, name: str) -> None:
-        """A ClusterIP Service selecting the app's pods."""
-        body = client.V1Service(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1ServiceSpec(
-                selector={"app": "app"}, ports=[client.V1ServicePort(port=80, target_port=8080)]
-            ),
-        )
-        self.core.create_namespaced_service(self.ns, body)
-
     def get(self, name: str = "app") -> dict[str, Any] | None:
-        try:
-            split = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        assert isinstance(split, dict)
-        return split
+        return self.find((GROUP, VERSION, PLURAL), name)
 
     def spec(self, name: str = "app") -> dict[str, Any] | None:
         split = self.get(name)
@@ -97,34 +68,12 @@ def smi_crd(api_client: client.ApiClient) -> None:
 
 
 @pytest.fixture
-def env(
-    api_client: client.ApiClient, namespace: str, stepwise_crds: None, smi_crd: None
-) -> tuple[Cluster, Splits]:
-    return Cluster(api_client, namespace), Splits(api_client, namespace)
+def env(kube: Cluster, api_client: client.ApiClient, smi_crd: None) -> tuple[Cluster, Splits]:
+    return kube, Splits(api_client, kube.ns)
 
 
 def smi_rollout(steps: list[dict[str, Any]], **smi: Any) -> dict[str, Any]:
-    return rollout_doc(
-        "app",
-        replicas=2,
-        steps=steps,
-        stableService="app-stable",
-        canaryService="app-canary",
-        trafficRouting={"smi": smi},
-        abortScaleDownDelaySeconds=0,
-        scaleDownDelaySeconds=0,
-    )
-
-
-def owner(kube: Cluster) -> dict[str, Any]:
-    return {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "Rollout",
-        "name": "app",
-        "uid": kube.get("app")["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return routed_rollout({"smi": smi}, steps, **SCALE_DOWN_AT_ONCE)
 
 
 def start(
@@ -141,10 +90,6 @@ def start(
     return stable, kube.set_image("app", "registry.local/app:v2")
 
 
-def at_step(kube: Cluster, index: int) -> None:
-    wait_for(f"step {index}", lambda: kube.status("app").get("currentStepIndex") == index)
-
-
 def test_split_created_at_the_first_weight_and_promotion(
     env: tuple[Cluster, Splits], controller: ControllerProcess
 ) -> None:
@@ -155,7 +100,7 @@ def test_split_created_at_the_first_weight_and_promotion(
     at_step(kube, 1)
     split = splits.get()
     assert split is not None
-    assert split["metadata"]["ownerReferences"] == [owner(kube)]
+    assert split["metadata"]["ownerReferences"] == [rollout_owner(kube.get("app"))]
     assert split["spec"] == spec(80, 20)
     at_step(kube, 3)
     assert splits.spec() == spec(40, 60)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from localcluster import LocalPrometheus
-from tests.support.analysis import create_template, measuring_controller, template_doc
+from localcluster.controller import ControllerProcess
+from tests.support.analysis import create_template, template_doc
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
 from tests.support.manifests import rollout as rollout_doc
@@ -38,42 +36,31 @@ def template() -> dict[str, Any]:
 
 
 def test_tallies_are_batched_and_nothing_counted_is_lost(
-    api_client: client.ApiClient,
-    namespace: str,
-    stepwise_crds: None,
-    kubeconfig: Path,
-    tmp_path: Path,
-    prometheus: LocalPrometheus,
+    kube: Cluster, measuring: ControllerProcess
 ) -> None:
     """25 measurements a second apart: while the analysis runs, the status is written a
     handful of times (not 25), each write a tally at least ~10 s after the previous
     one; the run ends Successful with all 25 counted, written in the pass that counted
     the 25th."""
-    kube = Cluster(api_client, namespace)
     create_template(kube, template())
     steps = [
         {"setWeight": 20},
         {"analysis": {"templates": [{"templateName": "every-second"}]}},
         {"pause": {}},
     ]
-    proc = measuring_controller(kubeconfig, tmp_path, namespace, prometheus)
-    proc.start()
-    try:
-        kube.create(rollout_doc("app", replicas=2, steps=steps))
-        wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
-        kube.set_image("app", "registry.local/app:v2")
-        wait_for(
-            "paused after the analysis",
-            lambda: kube.status("app").get("currentStepIndex") == 2,
-            timeout=90,
-        )
-        run = kube.status("app")["analysisRuns"][0]
-        assert run["phase"] == "Successful"
-        assert run["metrics"][0]["count"] == COUNT
-        assert run["metrics"][0]["successful"] == COUNT
-        entries = proc.logs()
-    finally:
-        proc.stop()
+    kube.create(rollout_doc("app", replicas=2, steps=steps))
+    wait_for("healthy", lambda: kube.status("app").get("phase") == "Healthy")
+    kube.set_image("app", "registry.local/app:v2")
+    wait_for(
+        "paused after the analysis",
+        lambda: kube.status("app").get("currentStepIndex") == 2,
+        timeout=90,
+    )
+    run = kube.status("app")["analysisRuns"][0]
+    assert run["phase"] == "Successful"
+    assert run["metrics"][0]["count"] == COUNT
+    assert run["metrics"][0]["successful"] == COUNT
+    entries = measuring.logs()
     writes = [
         dt.datetime.fromisoformat(str(e["timestamp"]))
         for e in entries

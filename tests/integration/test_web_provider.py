@@ -173,12 +173,7 @@ def test_a_gate_that_keeps_saying_no_aborts(
     gate.release.set()
     web_template(kube, gate, count=3)
     canary = start_canary(kube)
-    wait_for(
-        "aborted",
-        lambda: (kube.status("web").get("abort") or {}).get("reason") == "AnalysisFailed",
-        30,
-    )
-    status = kube.status("web")
+    status = kube.aborted_by_analysis("web", 30)
     assert status["stableRevision"] != canary
     assert "gate" in status["abort"]["message"]
     assert metric_of(kube)["phase"] == "Failed"

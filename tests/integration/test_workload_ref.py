@@ -37,7 +37,7 @@ from localcluster.controller import ControllerProcess
 from tests.integration.test_lint_server_agreement import server_accepts
 from tests.support.cluster import Cluster
 from tests.support.kube import wait_for
-from tests.support.manifests import pod_spec
+from tests.support.manifests import deployment, pod_spec
 from tests.support.manifests import rollout as rollout_manifest
 
 pytestmark = pytest.mark.integration
@@ -56,19 +56,11 @@ SERVING (hack/cluster/kwok-stages.yaml): the test decides when each pod is Ready
 def deployment_doc(image: str = "registry.local/app:v1") -> dict[str, Any]:
     """The app's Deployment: 3 pods on the fake nodes, labelled app=web, each Ready only
     once the test marks it serving."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}, "annotations": {SERVE: "true"}},
-                "spec": pod_spec(image),
-            },
-        },
+    template = {
+        "metadata": {"labels": {"app": APP}, "annotations": {SERVE: "true"}},
+        "spec": pod_spec(image),
     }
+    return deployment(APP, replicas=REPLICAS, template=template)
 
 
 def serve(kube: Cluster, pod: client.V1Pod) -> None:
@@ -96,16 +88,8 @@ def rollout_doc(scale_down: str | None, name: str = APP, ref: str = APP) -> dict
     workload: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": ref}
     if scale_down is not None:
         workload["scaleDown"] = scale_down
-    return {
-        "apiVersion": "stepwise.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": REPLICAS,
-            "workloadRef": workload,
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
-        },
-    }
+    steps = [{"setWeight": 50}, {"pause": {}}]
+    return rollout_manifest(name, replicas=REPLICAS, steps=steps, workload_ref=workload)
 
 
 def is_ready(pod: client.V1Pod) -> bool:

@@ -9,18 +9,49 @@ from kubernetes import client
 
 from controller.core.hashing import template_hash
 from localcluster import KWOK_NODE_LABEL
+from tests.support.kube import wait_for
 
 GROUP, VERSION, PLURAL = "stepwise.dev", "v1alpha1", "rollouts"
+Resource = tuple[str, str, str]
+"""(group, version, plural) of a custom resource."""
 
 
-class Cluster:
-    """Small helpers over the admin API for one namespace."""
+class NamespaceApi:
+    """The admin API clients, for one namespace."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
         self.ns = namespace
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+
+    def find(self, resource: Resource, name: str) -> dict[str, Any] | None:
+        """The custom object ``name`` of ``resource`` (None when it does not exist)."""
+        group, version, plural = resource
+        try:
+            found = self.custom.get_namespaced_custom_object(group, version, self.ns, plural, name)
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert isinstance(found, dict)
+        return found
+
+    def service(self, name: str) -> None:
+        """A ClusterIP Service ``name`` selecting the pods of the app ``app``."""
+        body = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                type="ClusterIP",
+                selector={"app": "app"},
+                ports=[client.V1ServicePort(port=80, target_port=8080)],
+            ),
+        )
+        self.core.create_namespaced_service(self.ns, body)
+
+
+class Cluster(NamespaceApi):
+    """Small helpers over the admin API for one namespace."""
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
         result = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, doc)
@@ -38,6 +69,15 @@ class Cluster:
     def healthy(self, name: str) -> bool:
         """Whether the Rollout's phase is Healthy."""
         return self.status(name).get("phase") == "Healthy"
+
+    def aborted_by_analysis(self, name: str, timeout: float) -> dict[str, Any]:
+        """Wait until a failed analysis aborts the Rollout; its status then."""
+        wait_for(
+            "aborted",
+            lambda: (self.status(name).get("abort") or {}).get("reason") == "AnalysisFailed",
+            timeout,
+        )
+        return self.status(name)
 
     def patch(self, name: str, body: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, body)

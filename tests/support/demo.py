@@ -250,3 +250,13 @@ def demo_environment(prometheus: LocalPrometheus) -> Iterator[Demo]:
         for name in targets:
             prometheus.remove_target(name)
         client.close()
+
+
+def judge_counts(service: str, version: str) -> dict[str, str]:
+    """The judge's ``requests`` and ``errors`` queries over the demo app's counters of
+    ``service`` at ``version`` (a template such as ``{{args.canary-hash}}``), by instance."""
+    sel = f'service="{service}",version="{version}"'
+    return {
+        "requests": f"sum by (instance) (http_requests_total{{{sel}}})",
+        "errors": f'sum by (instance) (http_requests_total{{{sel},code=~"5.."}})',
+    }

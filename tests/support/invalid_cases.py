@@ -43,6 +43,16 @@ def _ro(edit: Callable[[Doc], None], **kwargs: Any) -> Doc:
     return doc
 
 
+NGINX: Doc = {"nginx": {"stableIngress": "app"}}
+
+
+def _routed(traffic_routing: Doc, **kwargs: Any) -> Doc:
+    """A Rollout with Services s and c and ``traffic_routing``."""
+    return rollout(
+        "bad", stableService="s", canaryService="c", trafficRouting=deep(traffic_routing), **kwargs
+    )
+
+
 def _canary(doc: Doc) -> Doc:
     canary: Doc = doc["spec"]["strategy"]["canary"]
     return canary
@@ -129,17 +139,12 @@ CASES: list[Case] = [
     ),
     Case(
         "two-traffic-routers",
-        rollout(
-            "bad",
-            stableService="s",
-            canaryService="c",
-            trafficRouting={"gatewayAPI": {"httpRoute": "r"}, "smi": {}},
-        ),
+        _routed({"gatewayAPI": {"httpRoute": "r"}, "smi": {}}),
         f"{CANARY}.trafficRouting",
     ),
     Case(
         "no-traffic-router-named",
-        rollout("bad", stableService="s", canaryService="c", trafficRouting={}),
+        _routed({}),
         f"{CANARY}.trafficRouting",
     ),
     Case(
@@ -154,13 +159,7 @@ CASES: list[Case] = [
     ),
     Case(
         "header-route-with-nginx",
-        rollout(
-            "bad",
-            steps=[{"setHeaderRoute": {"name": "beta", "match": []}}],
-            stableService="s",
-            canaryService="c",
-            trafficRouting={"nginx": {"stableIngress": "app"}},
-        ),
+        _routed(NGINX, steps=[{"setHeaderRoute": {"name": "beta", "match": []}}]),
         f"{CANARY}.steps",
     ),
     Case(
@@ -332,13 +331,7 @@ CASES: list[Case] = [
     ),
     Case(
         "experiment-template-weight-with-nginx",
-        rollout(
-            "bad",
-            steps=[{"experiment": {"templates": [_EXP_CANARY | {"weight": 5}]}}],
-            stableService="s",
-            canaryService="c",
-            trafficRouting={"nginx": {"stableIngress": "app"}},
-        ),
+        _routed(NGINX, steps=[{"experiment": {"templates": [_EXP_CANARY | {"weight": 5}]}}]),
         f"{CANARY}.steps",
     ),
     Case(

@@ -31,31 +31,38 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
-def config_map_informer(
-    api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
-) -> Informer[client.V1ConfigMap]:
-    """An informer of ConfigMaps, built like the controller's own informers."""
+def _core_informer(
+    api_client: client.ApiClient,
+    resource: str,
+    name: str,
+    namespace: str | None,
+    options: dict[str, Any],
+) -> Informer[Any]:
+    """An informer of a core/v1 ``resource`` (as the client's method names spell it),
+    built like the controller's own informers."""
     own = dedicated(api_client)
     core = client.CoreV1Api(own)
-    return Informer[client.V1ConfigMap](
-        scoped(core.list_namespaced_config_map, core.list_config_map_for_all_namespaces),
-        name="configmaps",
+    return Informer[Any](
+        scoped(
+            getattr(core, f"list_namespaced_{resource}"),
+            getattr(core, f"list_{resource}_for_all_namespaces"),
+        ),
+        name=name,
         namespace=namespace,
         owned_client=own,
         **options,
     )
+
+
+def config_map_informer(
+    api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
+) -> Informer[client.V1ConfigMap]:
+    """An informer of ConfigMaps, built like the controller's own informers."""
+    return _core_informer(api_client, "config_map", "configmaps", namespace, options)
 
 
 def pod_informer(
     api_client: client.ApiClient, *, namespace: str | None = None, **options: Any
 ) -> Informer[client.V1Pod]:
     """An informer of Pods, built like the controller's own informers."""
-    own = dedicated(api_client)
-    core = client.CoreV1Api(own)
-    return Informer[client.V1Pod](
-        scoped(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
-        name="pods",
-        namespace=namespace,
-        owned_client=own,
-        **options,
-    )
+    return _core_informer(api_client, "pod", "pods", namespace, options)

@@ -33,6 +33,7 @@ from tests.support.analysis import template_doc
 from tests.support.kube import install_crds, wait_for
 from tests.support.manifests import pod_spec
 from tests.support.manifests import rollout as rollout_doc
+from tests.support.route_objects import http_route, ingress, ingress_path, istio_object
 
 CHART = REPO / "charts" / "stepwise"
 DEPLOY = REPO / "deploy"
@@ -528,56 +529,24 @@ class World:
         return template_doc(self.cluster_template, metric, cluster=True)
 
     def _router_objects(self) -> None:
-        stable_backend = {"service": {"name": "app-stable", "port": {"number": 80}}}
         if self.router == "gatewayAPI":
-            route = {
-                "apiVersion": f"{GATEWAY[0]}/{GATEWAY[1]}",
-                "kind": "HTTPRoute",
-                "metadata": {"name": "app"},
-                "spec": {
-                    "parentRefs": [{"name": "gw"}],
-                    "rules": [{"backendRefs": [{"name": "app-stable", "port": 80}]}],
-                },
-            }
+            route = http_route("app", [{"backendRefs": [{"name": "app-stable", "port": 80}]}])
             self.custom.create_namespaced_custom_object(*GATEWAY[:2], self.ns, GATEWAY[2], route)
         elif self.router == "istio":  # by subset: the VirtualService and DestinationRule
             labels = {"app": "app"}
-            rule = {
-                "apiVersion": f"{ISTIO[0]}/{ISTIO[1]}",
-                "kind": "DestinationRule",
-                "metadata": {"name": "app"},
-                "spec": {
-                    "host": "app",
-                    "subsets": [
-                        {"name": "stable", "labels": labels},
-                        {"name": "canary", "labels": labels},
-                    ],
-                },
-            }
+            subsets = [{"name": "stable", "labels": labels}, {"name": "canary", "labels": labels}]
+            rule = istio_object("DestinationRule", "app", {"host": "app", "subsets": subsets})
             self.custom.create_namespaced_custom_object(*ISTIO, self.ns, "destinationrules", rule)
             destination = {"host": "app", "subset": "stable", "port": {"number": 80}}
-            service = {
-                "apiVersion": f"{ISTIO[0]}/{ISTIO[1]}",
-                "kind": "VirtualService",
-                "metadata": {"name": "app"},
-                "spec": {
-                    "hosts": ["app.example.com"],
-                    "http": [{"name": "primary", "route": [{"destination": destination}]}],
-                },
-            }
+            primary = {"name": "primary", "route": [{"destination": destination}]}
+            service = istio_object(
+                "VirtualService", "app", {"hosts": ["app.example.com"], "http": [primary]}
+            )
             self.custom.create_namespaced_custom_object(*ISTIO, self.ns, "virtualservices", service)
         elif self.router == "nginx":
-            path = {"path": "/", "pathType": "Prefix", "backend": stable_backend}
-            ingress = {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "Ingress",
-                "metadata": {"name": "web"},
-                "spec": {
-                    "ingressClassName": "nginx",
-                    "rules": [{"host": "app.example.com", "http": {"paths": [path]}}],
-                },
-            }
-            self.networking.create_namespaced_ingress(self.ns, ingress)
+            path = ingress_path("/", "app-stable")
+            rule = {"host": "app.example.com", "http": {"paths": [path]}}
+            self.networking.create_namespaced_ingress(self.ns, ingress("web", [rule]))
         # smi: the controller creates the TrafficSplit itself
 
     def rollout(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from controller.api import intents
 from controller.api.analysis import AnalysisTemplateSpec
 from controller.api.rollout import Measurement, Rollout
 from controller.core.hashing import template_hash
@@ -57,12 +58,25 @@ def new_image(ro: Rollout, image: str = "registry.local/app:v2") -> Rollout:
     return Rollout.model_validate(doc)
 
 
+def _with_annotations(ro: Rollout, annotations: dict[str, str]) -> Rollout:
+    return ro.model_copy(
+        update={"metadata": ro.metadata.model_copy(update={"annotations": annotations})}
+    )
+
+
 def annotate(ro: Rollout, **ann: str) -> Rollout:
     """The Rollout with these annotations added."""
-    current = dict(ro.metadata.annotations or {})
-    current.update(ann)
-    return ro.model_copy(
-        update={"metadata": ro.metadata.model_copy(update={"annotations": current})}
+    return _with_annotations(ro, {**(ro.metadata.annotations or {}), **ann})
+
+
+def retried(ro: Rollout) -> Rollout:
+    """The aborted Rollout as ``stepwise retry`` leaves it: the abort annotation removed,
+    and a retry annotation naming the aborted revision and attempt."""
+    abort = ro.status.abort
+    assert abort is not None
+    kept = {k: v for k, v in (ro.metadata.annotations or {}).items() if k != intents.ABORT}
+    return _with_annotations(
+        ro, {**kept, intents.RETRY: intents.retry_value(abort.revision, abort.attempt)}
     )
 
 

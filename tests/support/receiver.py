@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.background import Background
+
 
 @dataclass(frozen=True)
 class Post:
@@ -26,17 +28,17 @@ class Post:
     """What the receiver answered (0: it hung until the client gave up)."""
 
 
-class Receiver:
+class Receiver(Background):
     """``http://127.0.0.1:<port>/<path>``: each path answers its script in turn (the last
     status repeats; default 200); a path set to hang holds every request for
     ``hang_seconds`` without answering. Use as a context manager."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.posts: list[Post] = []
         self._scripts: dict[str, list[int]] = {}
         self._hang: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,7 +66,6 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
         """The URL of ``path`` (starting with ``/``)."""
@@ -93,12 +94,10 @@ class Receiver:
         with self._lock:
             self.posts.append(post)
 
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
+    def _run(self) -> None:
+        self.server.serve_forever()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+    def _stopping(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 

@@ -142,18 +142,12 @@ def test_provider_error_message_names_the_limit_and_the_cause(policy: str, says:
     assert says in result.message
 
 
-@pytest.mark.parametrize(
-    ("policy", "phase"),
-    [
-        pytest.param("Hold", "Successful", id="hold"),
-        pytest.param("Pass", "Successful", id="pass"),
-    ],
-)
-def test_a_good_answer_clears_a_blind_metric(policy: str, phase: AnalysisPhase) -> None:
+@pytest.mark.parametrize("policy", ["Hold", "Pass"])
+def test_a_good_answer_clears_a_blind_metric(policy: str) -> None:
     """After errors past the limit, a Successful measurement resets the streak and counts."""
     m = metric(consecutiveErrorLimit=1, onProviderError=policy)
     results = feed(m, ["Error", "Error", "Successful"])
-    assert results[-1].phase == phase
+    assert results[-1].phase == "Successful"
     assert results[-1].consecutive_errors == 0
 
 
@@ -166,9 +160,15 @@ def test_provider_error_pass_counts_towards_count() -> None:
 # -- limits ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("limit", "count", "phases", "phase"),
-    [
+#: Past each limit: the metric's phase, and what its message then says.
+PAST_THE_LIMIT = {
+    "failureLimit": ("Failed", "more than failureLimit {limit}"),
+    "inconclusiveLimit": ("Inconclusive", "promote or abort"),
+}
+
+#: For each limit: (limit, count, the measurements' phases, the metric's phase).
+LIMIT_CASES = {
+    "failureLimit": [
         pytest.param(0, 1, ["Failed"], "Failed", id="limit-0-one-failure-fails"),
         pytest.param(2, 5, ["Failed", "Failed"], "Running", id="limit-2-tolerates-two"),
         pytest.param(2, 5, ["Failed"] * 3, "Failed", id="limit-2-third-failure-fails"),
@@ -183,15 +183,47 @@ def test_provider_error_pass_counts_towards_count() -> None:
             0, 1, ["Successful", "Failed"], "Failed", id="a-later-failure-fails-a-success"
         ),
     ],
-)  # fmt: skip
-def test_failure_limit(
-    limit: int, count: int, phases: list[MeasurementPhase], phase: AnalysisPhase
+    "inconclusiveLimit": [
+        pytest.param(0, 5, ["Inconclusive"], "Inconclusive", id="limit-0-one-pauses"),
+        pytest.param(1, 5, ["Inconclusive"], "Running", id="limit-1-tolerates-one"),
+        pytest.param(1, 5, ["Inconclusive"] * 2, "Inconclusive", id="limit-1-second-pauses"),
+        pytest.param(
+            1, 2, ["Inconclusive", "Successful"], "Successful",
+            id="tolerated-inconclusive-counts-towards-count",
+        ),
+        pytest.param(
+            0, 5, ["Inconclusive", "Failed"], "Failed", id="a-failure-beats-inconclusive"
+        ),
+        pytest.param(
+            0, 1, ["Inconclusive", "Successful"], "Inconclusive",
+            id="inconclusive-stays-until-a-person-decides",
+        ),
+        pytest.param(
+            5, 3, ["Inconclusive"] * 3, "Inconclusive",
+            id="count-reached-with-nothing-successful-is-no-pass",
+        ),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "limit", "count", "phases", "phase"),
+    [
+        pytest.param(field, *case.values, id=case.id)
+        for field, cases in LIMIT_CASES.items()
+        for case in cases
+    ],
+)
+def test_failure_and_inconclusive_limits(
+    field: str, limit: int, count: int, phases: list[MeasurementPhase], phase: AnalysisPhase
 ) -> None:
-    """More than failureLimit failed measurements fail the metric; up to it, it goes on."""
-    result = last(metric(failureLimit=limit, count=count), phases)
+    """More than failureLimit failed measurements fail the metric; more than
+    inconclusiveLimit inconclusive ones pause it for a person; up to the limit, it goes on."""
+    result = last(metric(**{field: limit}, count=count), phases)
     assert result.phase == phase
-    if phase == "Failed":
-        assert f"more than failureLimit {limit}" in result.message
+    past, says = PAST_THE_LIMIT[field]
+    if phase == past:
+        assert says.format(limit=limit) in result.message
 
 
 @pytest.mark.parametrize(
@@ -212,39 +244,6 @@ def test_consecutive_error_limit_counts_errors_in_a_row(
     result = last(m, phases)
     assert result.phase == phase
     assert result.consecutive_errors == (2 if phase == "Failed" else 1)
-
-
-@pytest.mark.parametrize(
-    ("limit", "count", "phases", "phase"),
-    [
-        pytest.param(0, 5, ["Inconclusive"], "Inconclusive", id="limit-0-one-pauses"),
-        pytest.param(1, 5, ["Inconclusive"], "Running", id="limit-1-tolerates-one"),
-        pytest.param(1, 5, ["Inconclusive"] * 2, "Inconclusive", id="limit-1-second-pauses"),
-        pytest.param(
-            1, 2, ["Inconclusive", "Successful"], "Successful",
-            id="tolerated-inconclusive-counts-towards-count",
-        ),
-        pytest.param(
-            0, 5, ["Inconclusive", "Failed"], "Failed", id="a-failure-beats-inconclusive"
-        ),
-        pytest.param(
-            0, 1, ["Inconclusive", "Successful"], "Inconclusive",
-            id="inconclusive-stays-until-a-person-decides",
-        ),
-        pytest.param(
-            5, 3, ["Inconclusive"] * 3, "Inconclusive",
-            id="count-reached-with-nothing-successful-is-no-pass",
-        ),
-    ],
-)  # fmt: skip
-def test_inconclusive_limit(
-    limit: int, count: int, phases: list[MeasurementPhase], phase: AnalysisPhase
-) -> None:
-    """More than inconclusiveLimit inconclusive measurements pause for a person."""
-    result = last(metric(inconclusiveLimit=limit, count=count), phases)
-    assert result.phase == phase
-    if phase == "Inconclusive":
-        assert "promote or abort" in result.message
 
 
 @pytest.mark.parametrize(

@@ -16,37 +16,20 @@ from controller.api.rollout import Rollout
 from controller.api.validation import validate_document
 from controller.cli import rollouts
 from controller.core import analysis as an
-from controller.core.model import PinService, ScaleReplicaSet, TemplateKey
+from controller.core.model import PinService, ScaleReplicaSet
 from controller.core.plan import plan
-from tests.support.manifests import rollout as rollout_doc
-from tests.support.plan import TEMPLATE, annotate, at, canary_of, m, new_image, paused
-from tests.support.world import World, settle, step
-
-ACTIVE, PREVIEW = "app-active", "app-preview"
-CHECK = {"templates": [{"templateName": "errors"}]}
-#: One measurement decides: the property's sequences reach verdicts sooner.
-QUICK = {"templates": [{"templateName": "quick"}]}
-QUICK_TEMPLATE = TEMPLATE.model_copy(
-    update={"metrics": [TEMPLATE.metrics[0].model_copy(update={"count": 1})]}
+from tests.support.bluegreen import (
+    ACTIVE,
+    CHECK,
+    PREVIEW,
+    QUICK,
+    bg_rollout,
+    in_preview,
+    stable,
 )
-
-
-def bg_rollout(replicas: int = 4, **blue_green: Any) -> Rollout:
-    """A blue-green Rollout of ``replicas`` pods."""
-    doc = rollout_doc("app", replicas=replicas)
-    doc["spec"]["strategy"] = {
-        "blueGreen": {"activeService": ACTIVE, "previewService": PREVIEW, **blue_green}
-    }
-    return Rollout.model_validate(doc)
-
-
-def stable(ro: Rollout) -> tuple[Rollout, World]:
-    world = World()
-    world.templates[TemplateKey("errors")] = TEMPLATE
-    world.templates[TemplateKey("quick")] = QUICK_TEMPLATE
-    ro, _ = settle(ro, world, at(0))
-    assert ro.status.phase == "Healthy", ro.status.message
-    return ro, world
+from tests.support.manifests import rollout as rollout_doc
+from tests.support.plan import annotate, at, canary_of, m, new_image, paused, retried
+from tests.support.world import World, settle, step
 
 
 def test_the_first_revision_is_stable_at_once_and_active_once_ready() -> None:
@@ -88,10 +71,7 @@ def test_auto_promotion_preview_first_then_switch_then_old_scaled_down_after_del
 
 
 def test_manual_promotion_pauses_until_promote() -> None:
-    ro, world = stable(bg_rollout(autoPromotionEnabled=False))
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(autoPromotionEnabled=False)
     assert ro.status.phase == "Paused"
     assert ro.status.wait_reason == "AwaitingPromotion"
     assert world.services[ACTIVE] != new
@@ -103,10 +83,7 @@ def test_manual_promotion_pauses_until_promote() -> None:
 
 
 def test_auto_promotion_seconds_waits_then_switches() -> None:
-    ro, world = stable(bg_rollout(autoPromotionSeconds=30))
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(autoPromotionSeconds=30)
     assert ro.status.wait_reason == "PauseStep"
     held = plan(ro, world.observed(), at(20))
     assert PinService(ACTIVE, new) not in held.actions
@@ -115,10 +92,7 @@ def test_auto_promotion_seconds_waits_then_switches() -> None:
 
 
 def test_preview_replica_count_scales_up_before_the_switch() -> None:
-    ro, world = stable(bg_rollout(previewReplicaCount=1, autoPromotionEnabled=False))
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(previewReplicaCount=1, autoPromotionEnabled=False)
     assert world.replica_sets[new].replicas == 1
     ro = annotate(ro, **{intents.PROMOTE: intents.promote_value(new, 0)})
     ro, grow = step(ro, world, at(2))
@@ -130,11 +104,7 @@ def test_preview_replica_count_scales_up_before_the_switch() -> None:
 
 
 def test_failed_pre_promotion_analysis_aborts_and_the_active_service_never_moves() -> None:
-    ro, world = stable(bg_rollout(prePromotionAnalysis=CHECK, abortScaleDownDelaySeconds=5))
-    old = ro.status.stable_revision
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, old, new = in_preview(prePromotionAnalysis=CHECK, abortScaleDownDelaySeconds=5)
     assert ro.status.wait_reason == "AnalysisRunning"
     failed = {(an.PRE_PROMOTION, "errors"): m("Failed", "0.5")}
     ro, verdict = step(ro, world, at(2), failed)
@@ -169,10 +139,7 @@ def test_a_preview_whose_pods_never_become_ready_is_aborted_at_the_progress_dead
 
 
 def test_successful_pre_promotion_analysis_switches() -> None:
-    ro, world = stable(bg_rollout(prePromotionAnalysis=CHECK))
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(prePromotionAnalysis=CHECK)
     ok = {(an.PRE_PROMOTION, "errors"): m("Successful")}
     ro, _ = step(ro, world, at(2), ok)
     ro, _ = step(ro, world, at(12), ok)
@@ -181,11 +148,7 @@ def test_successful_pre_promotion_analysis_switches() -> None:
 
 
 def test_failed_post_promotion_analysis_switches_back_within_one_pass() -> None:
-    ro, world = stable(bg_rollout(postPromotionAnalysis=CHECK, abortScaleDownDelaySeconds=5))
-    old = str(ro.status.stable_revision)
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, old, new = in_preview(postPromotionAnalysis=CHECK, abortScaleDownDelaySeconds=5)
     assert world.services[ACTIVE] == new
     assert ro.status.stable_revision == old  # stable until the analysis succeeds
     assert world.replica_sets[old].ready == 4  # the way back is up
@@ -197,10 +160,7 @@ def test_failed_post_promotion_analysis_switches_back_within_one_pass() -> None:
 
 
 def test_a_newer_revision_mid_preview_supersedes_the_old_preview() -> None:
-    ro, world = stable(bg_rollout(autoPromotionEnabled=False, scaleDownDelaySeconds=3))
-    ro = new_image(ro)
-    first = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, first = in_preview(autoPromotionEnabled=False, scaleDownDelaySeconds=3)
     ro = new_image(ro, "registry.local/app:v3")
     second = canary_of(ro)
     ro, moved = step(ro, world, at(2))
@@ -213,32 +173,13 @@ def test_a_newer_revision_mid_preview_supersedes_the_old_preview() -> None:
 
 
 def test_abort_and_retry() -> None:
-    ro, world = stable(bg_rollout(autoPromotionEnabled=False, abortScaleDownDelaySeconds=0))
-    old = ro.status.stable_revision
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, old, new = in_preview(autoPromotionEnabled=False, abortScaleDownDelaySeconds=0)
     ro = annotate(ro, **{intents.ABORT: new})
     ro, _ = settle(ro, world, at(2))
     assert ro.status.abort is not None
     assert world.services[ACTIVE] == old
     assert world.replica_sets[new].replicas == 0
-    attempt = ro.status.abort.attempt
-    ro = annotate(ro, **{intents.RETRY: intents.retry_value(new, attempt)})
-    ro = ro.model_copy(
-        update={
-            "metadata": ro.metadata.model_copy(
-                update={
-                    "annotations": {
-                        k: v
-                        for k, v in (ro.metadata.annotations or {}).items()
-                        if k != intents.ABORT
-                    }
-                }
-            )
-        }
-    )
-    ro, _ = settle(ro, world, at(3))
+    ro, _ = settle(retried(ro), world, at(3))
     assert ro.status.abort is None
     assert ro.status.wait_reason == "AwaitingPromotion"
     assert world.replica_sets[new].replicas == 4
@@ -254,10 +195,7 @@ def test_spec_paused_holds_the_preview() -> None:
 
 
 def test_promote_full_skips_the_analysis_and_the_pause() -> None:
-    ro, world = stable(bg_rollout(prePromotionAnalysis=CHECK, autoPromotionEnabled=False))
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(prePromotionAnalysis=CHECK, autoPromotionEnabled=False)
     ro = annotate(ro, **{intents.PROMOTE_FULL: new})
     ro, _ = settle(ro, world, at(2))
     assert world.services[ACTIVE] == new
@@ -370,11 +308,7 @@ def test_status_shows_the_active_and_preview_revisions_and_waits_for_approval() 
     """``stepwise status`` on a blue-green Rollout paused before the switch: the active
     and preview revisions, and the paused-for-approval verdict (exit 2 with
     --exit-on-pause) that a promote ends."""
-    ro, world = stable(bg_rollout(autoPromotionEnabled=False))
-    old = ro.status.stable_revision
-    ro = new_image(ro)
-    new = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, old, new = in_preview(autoPromotionEnabled=False)
     wire = ro.model_dump(mode="json", by_alias=True, exclude_none=True)
     wire["metadata"] |= {"namespace": "shop", "generation": ro.metadata.generation}
     lines = rollouts.describe(wire, [])
@@ -393,11 +327,7 @@ def test_status_shows_the_active_and_preview_revisions_and_waits_for_approval() 
 def test_scale_down_delay_revision_limit_keeps_only_the_newest_old_revisions_up() -> None:
     """Two promotions in a row inside a long delay, limit 1: only the latest old
     revision waits out its delay; the one before goes at once."""
-    ro, world = stable(bg_rollout(scaleDownDelaySeconds=600, scaleDownDelayRevisionLimit=1))
-    first = str(ro.status.stable_revision)
-    ro = new_image(ro)
-    second = canary_of(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, first, second = in_preview(scaleDownDelaySeconds=600, scaleDownDelayRevisionLimit=1)
     assert world.replica_sets[first].replicas == 4  # waiting out its delay
     ro = new_image(ro, "registry.local/app:v3")
     ro, _ = settle(ro, world, at(2))

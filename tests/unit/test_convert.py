@@ -20,18 +20,25 @@ from controller.convert.flagger import BUILTINS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 
+
+def workload_spec(app: str, replicas: int, container: str) -> dict[str, Any]:
+    """The replicas, selector and pod template of a workload of ``app`` with one
+    container (image ``<app>:1``)."""
+    return {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": app}},
+        "template": {
+            "metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": container, "image": f"{app}:1"}]},
+        },
+    }
+
+
 DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
     "metadata": {"name": "podinfo", "namespace": "test"},
-    "spec": {
-        "replicas": 3,
-        "selector": {"matchLabels": {"app": "podinfo"}},
-        "template": {
-            "metadata": {"labels": {"app": "podinfo"}},
-            "spec": {"containers": [{"name": "app", "image": "podinfo:1"}]},
-        },
-    },
+    "spec": workload_spec("podinfo", 3, "app"),
 }
 
 METRIC_TEMPLATE: dict[str, Any] = {
@@ -354,6 +361,29 @@ def _metric(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, **extra}
 
 
+def _errors(**fields: Any) -> dict[str, Any]:
+    """The metric ``errors`` of MetricTemplate error-rate, below 1 with ``d`` = "in", and
+    ``fields`` merged in (None removes one)."""
+    metric = {
+        "name": "errors",
+        "templateRef": {"name": "error-rate"},
+        "thresholdRange": {"max": 1},
+        "templateVariables": {"d": "in"},
+        **fields,
+    }
+    return {key: value for key, value in metric.items() if value is not None}
+
+
+def iterations(count: int, **analysis: Any) -> dict[str, Any]:
+    """Canary analysis fields that run ``count`` iterations instead of weight steps."""
+    return {"stepWeight": None, "maxWeight": None, "iterations": count, **analysis}
+
+
+def _judged(*metrics: dict[str, Any], **analysis: Any) -> dict[str, Any]:
+    """A Canary judged by ``metrics`` (with ``analysis`` fields merged in)."""
+    return canary(analysis={"metrics": list(metrics), **analysis})
+
+
 FLAGGER = [
     ("targetRef-is-workloadRef", [canary(), DEPLOYMENT], "istio", _workload, []),
     ("stepWeight-maxWeight", [canary(), DEPLOYMENT], "istio", _step_weight, []),
@@ -374,19 +404,7 @@ FLAGGER = [
     (
         "threshold-interval-as-limits",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric(
-                            "errors",
-                            templateRef={"name": "error-rate"},
-                            thresholdRange={"max": 1},
-                            templateVariables={"d": "in"},
-                            interval="2m",
-                        )
-                    ]
-                }
-            ),
+            _judged(_errors(interval="2m")),
             METRIC_TEMPLATE,
             DEPLOYMENT,
         ],
@@ -397,18 +415,8 @@ FLAGGER = [
     (
         "templateRef-query-and-range",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric(
-                            "errors",
-                            templateRef={"name": "error-rate", "namespace": "test"},
-                            thresholdRange={"max": 1},
-                            templateVariables={"d": "in"},
-                            interval="2m",
-                        )
-                    ]
-                }
+            _judged(
+                _errors(templateRef={"name": "error-rate", "namespace": "test"}, interval="2m")
             ),
             METRIC_TEMPLATE,
             DEPLOYMENT,
@@ -420,9 +428,7 @@ FLAGGER = [
     (
         "templateRef-not-in-input",
         [
-            canary(
-                analysis={"metrics": [_metric("x", templateRef={"name": "gone"}, interval="1m")]}
-            ),
+            _judged(_metric("x", templateRef={"name": "gone"}, interval="1m")),
             DEPLOYMENT,
         ],
         "istio",
@@ -435,13 +441,7 @@ FLAGGER = [
     (
         "templateRef-not-prometheus",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric("dd", templateRef={"name": "dd"}, thresholdRange={"max": 5})
-                    ]
-                }
-            ),
+            _judged(_metric("dd", templateRef={"name": "dd"}, thresholdRange={"max": 5})),
             {
                 "apiVersion": "flagger.app/v1beta1",
                 "kind": "MetricTemplate",
@@ -460,13 +460,9 @@ FLAGGER = [
     (
         "builtin-metrics",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric("request-success-rate", thresholdRange={"min": 99}, interval="30s"),
-                        _metric("request-duration", thresholdRange={"max": 500}, interval="30s"),
-                    ]
-                }
+            _judged(
+                _metric("request-success-rate", thresholdRange={"min": 99}, interval="30s"),
+                _metric("request-duration", thresholdRange={"max": 500}, interval="30s"),
             ),
             DEPLOYMENT,
         ],
@@ -477,13 +473,7 @@ FLAGGER = [
     (
         "builtin-other-threshold-and-window",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric("request-success-rate", thresholdRange={"min": 95}, interval="1m")
-                    ]
-                }
-            ),
+            _judged(_metric("request-success-rate", thresholdRange={"min": 95}, interval="1m")),
             DEPLOYMENT,
         ],
         "istio",
@@ -500,15 +490,13 @@ FLAGGER = [
         "ab-testing-header-match",
         [
             canary(
-                analysis={
-                    "stepWeight": None,
-                    "maxWeight": None,
-                    "iterations": 10,
-                    "match": [
+                analysis=iterations(
+                    10,
+                    match=[
                         {"headers": {"x-canary": {"exact": "insider"}}},
                         {"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
                     ],
-                }
+                )
             ),
             DEPLOYMENT,
         ],
@@ -522,12 +510,7 @@ FLAGGER = [
             canary(
                 provider="nginx",
                 ingressRef={"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "w"},
-                analysis={
-                    "stepWeight": None,
-                    "maxWeight": None,
-                    "iterations": 2,
-                    "match": [{"headers": {"x-canary": {"exact": "1"}}}],
-                },
+                analysis=iterations(2, match=[{"headers": {"x-canary": {"exact": "1"}}}]),
             ),
             DEPLOYMENT,
         ],
@@ -545,14 +528,12 @@ FLAGGER = [
         [
             canary(
                 provider="kubernetes",
-                analysis={
-                    "stepWeight": None,
-                    "maxWeight": None,
-                    "iterations": 4,
-                    "metrics": [
+                analysis=iterations(
+                    4,
+                    metrics=[
                         _metric("request-success-rate", thresholdRange={"min": 99}, interval="30s")
                     ],
-                },
+                ),
             ),
             DEPLOYMENT,
         ],
@@ -759,7 +740,7 @@ FLAGGER = [
         [
             canary(
                 provider="kubernetes",
-                analysis={"stepWeight": None, "maxWeight": None, "iterations": 4},
+                analysis=iterations(4),
             ),
             DEPLOYMENT,
         ],
@@ -782,21 +763,7 @@ FLAGGER = [
     (
         "router-blue-green-iterations",
         [
-            canary(
-                analysis={
-                    "stepWeight": None,
-                    "maxWeight": None,
-                    "iterations": 3,
-                    "metrics": [
-                        _metric(
-                            "errors",
-                            templateRef={"name": "error-rate"},
-                            thresholdRange={"max": 1},
-                            templateVariables={"d": "in"},
-                        )
-                    ],
-                }
-            ),
+            _judged(_errors(), **iterations(3)),
             METRIC_TEMPLATE,
             DEPLOYMENT,
         ],
@@ -810,12 +777,7 @@ FLAGGER = [
             canary(
                 provider="gatewayapi:v1",
                 service={"gatewayRefs": [{"name": "gw"}]},
-                analysis={
-                    "stepWeight": None,
-                    "maxWeight": None,
-                    "iterations": 1,
-                    "match": [{"headers": {"host": {"suffix": ".example.com"}}}],
-                },
+                analysis=iterations(1, match=[{"headers": {"host": {"suffix": ".example.com"}}}]),
             ),
             DEPLOYMENT,
         ],
@@ -826,15 +788,7 @@ FLAGGER = [
     (
         "query-variable-without-value",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric(
-                            "errors", templateRef={"name": "error-rate"}, thresholdRange={"max": 1}
-                        )
-                    ]
-                }
-            ),
+            _judged(_errors(templateVariables=None)),
             METRIC_TEMPLATE,
             DEPLOYMENT,
         ],
@@ -848,18 +802,7 @@ FLAGGER = [
     (
         "metric-template-secret-reported",
         [
-            canary(
-                analysis={
-                    "metrics": [
-                        _metric(
-                            "errors",
-                            templateRef={"name": "error-rate"},
-                            thresholdRange={"max": 1},
-                            templateVariables={"d": "in"},
-                        )
-                    ]
-                }
-            ),
+            _judged(_errors()),
             {
                 **METRIC_TEMPLATE,
                 "spec": {
@@ -949,12 +892,7 @@ ARGO_ROLLOUT: dict[str, Any] = {
     "kind": "Rollout",
     "metadata": {"name": "web"},
     "spec": {
-        "replicas": 2,
-        "selector": {"matchLabels": {"app": "web"}},
-        "template": {
-            "metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "web:1"}]},
-        },
+        **workload_spec("web", 2, "web"),
         "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
     },
     "status": {"phase": "Healthy"},
@@ -967,27 +905,40 @@ def _argo(**canary_fields: Any) -> dict[str, Any]:
     return doc
 
 
+ARGO_TEMPLATE: dict[str, Any] = {
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "AnalysisTemplate",
+    "metadata": {"name": "ok"},
+    "spec": {
+        "metrics": [
+            {
+                "name": "m",
+                "successCondition": "result[0] >= 0.9",
+                "provider": {"prometheus": {"query": "up"}},
+            }
+        ]
+    },
+}
+
+
+def _as_stepwise(doc: dict[str, Any]) -> dict[str, Any]:
+    """What an Argo object converts to when all of it carries over: the same document
+    in Stepwise's apiVersion, without its status."""
+    kept = {k: v for k, v in doc.items() if k != "status"}
+    return {**kept, "apiVersion": "stepwise.dev/v1alpha1"}
+
+
 ARGO: list[tuple[str, dict[str, Any], list[dict[str, Any]], list[str]]] = [
     (
         "rollout-new-apiVersion-no-status",
         ARGO_ROLLOUT,
-        [
-            {
-                **{k: v for k, v in ARGO_ROLLOUT.items() if k != "status"},
-                "apiVersion": "stepwise.dev/v1alpha1",
-            }
-        ],
+        [_as_stepwise(ARGO_ROLLOUT)],
         [],
     ),
     (
         "unknown-router-removed",
         _argo(trafficRouting={"ambassador": {"mappings": ["m"]}}),
-        [
-            {
-                **{k: v for k, v in _argo(trafficRouting={}).items() if k != "status"},
-                "apiVersion": "stepwise.dev/v1alpha1",
-            }
-        ],
+        [_as_stepwise(_argo(trafficRouting={}))],
         [
             "Rollout/web: spec.strategy.canary.trafficRouting.ambassador: Stepwise has no such "
             "field; removed"
@@ -996,12 +947,7 @@ ARGO: list[tuple[str, dict[str, Any], list[dict[str, Any]], list[str]]] = [
     (
         "plugin-step-removed",
         _argo(steps=[{"setWeight": 20}, {"plugin": {"name": "argoproj-labs/x"}}, {"pause": {}}]),
-        [
-            {
-                **{k: v for k, v in ARGO_ROLLOUT.items() if k != "status"},
-                "apiVersion": "stepwise.dev/v1alpha1",
-            }
-        ],
+        [_as_stepwise(ARGO_ROLLOUT)],
         [
             "Rollout/web: spec.strategy.canary.steps[1].plugin: Stepwise has no such "
             "field; removed",
@@ -1020,36 +966,8 @@ ARGO: list[tuple[str, dict[str, Any], list[dict[str, Any]], list[str]]] = [
     ),
     (
         "analysis-template",
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "AnalysisTemplate",
-            "metadata": {"name": "ok"},
-            "spec": {
-                "metrics": [
-                    {
-                        "name": "m",
-                        "successCondition": "result[0] >= 0.9",
-                        "provider": {"prometheus": {"query": "up"}},
-                    }
-                ]
-            },
-        },
-        [
-            {
-                "apiVersion": "stepwise.dev/v1alpha1",
-                "kind": "AnalysisTemplate",
-                "metadata": {"name": "ok"},
-                "spec": {
-                    "metrics": [
-                        {
-                            "name": "m",
-                            "successCondition": "result[0] >= 0.9",
-                            "provider": {"prometheus": {"query": "up"}},
-                        }
-                    ]
-                },
-            }
-        ],
+        ARGO_TEMPLATE,
+        [_as_stepwise(ARGO_TEMPLATE)],
         [],
     ),
     (

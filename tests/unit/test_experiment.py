@@ -33,18 +33,8 @@ from controller.core.model import (
     TrafficState,
 )
 from tests.support.manifests import rollout as rollout_doc
-from tests.support.plan import (
-    ROUTED,
-    annotate,
-    at,
-    canary_of,
-    m,
-    make,
-    new_image,
-    stable_world,
-)
-from tests.support.world import World, settle
-from tests.support.world import step as world_step
+from tests.support.plan import ROUTED, annotate, at, canary_of, m, make, new_image, stable_world
+from tests.support.world import World, settle, step
 
 BASELINE_VS_CANARY: dict[str, Any] = {
     "templates": [
@@ -115,17 +105,6 @@ def started(
     ro = new_image(ro)
     ro, _ = settle(ro, world, when or at(0))
     return ro, world
-
-
-def step(
-    ro: Rollout,
-    world: ExpWorld,
-    now: dt.datetime,
-    measurements: dict[tuple[str, str], Measurement] | None = None,
-) -> tuple[Rollout, Plan]:
-    """One reconcile in ``world``."""
-    rollout, result = world_step(ro, world, now, measurements)
-    return rollout, result
 
 
 def reasons(result: Plan) -> list[str]:

@@ -24,11 +24,14 @@ from tests.support.plan import (
     analysis_rollout,
     annotate,
     at,
+    canary_at,
+    canary_of,
     deadline_canary,
     m,
     make,
     new_image,
     paused,
+    retried,
     stable_world,
 )
 from tests.support.world import T0, World, settle, step
@@ -395,21 +398,13 @@ def test_background_analysis_must_succeed_before_promotion() -> None:
 def test_manual_abort_and_retry() -> None:
     """An abort intent aborts this revision; a retry intent naming the abort restarts it
     from step 0, and is inert afterwards."""
-    ro, world = stable_world(make([{"setWeight": 20}, {"pause": {}}], routed=True), routed=True)
-    ro = new_image(ro)
-    rev = template_hash(ro.spec.template)
-    ro, _ = settle(ro, world, at(0))
-    ro = annotate(ro, **{intents.ABORT: rev})
+    ro, world = canary_at([{"setWeight": 20}, {"pause": {}}], routed=True)
+    ro = annotate(ro, **{intents.ABORT: canary_of(ro)})
     ro, _ = settle(ro, world, at(1))
     assert ro.status.abort is not None
     assert ro.status.abort.reason == "Manual"
     assert world.weight == 0
-    # retry: the CLI removes the abort annotation and names the abort attempt
-    meta = dict(ro.metadata.annotations or {})
-    meta.pop(intents.ABORT)
-    meta[intents.RETRY] = intents.retry_value(rev, ro.status.abort.attempt)
-    ro = ro.model_copy(update={"metadata": ro.metadata.model_copy(update={"annotations": meta})})
-    ro, _ = settle(ro, world, at(2))
+    ro, _ = settle(retried(ro), world, at(2))
     assert ro.status.abort is None
     assert ro.status.current_step_index == 1
     assert world.weight == 20

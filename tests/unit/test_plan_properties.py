@@ -414,6 +414,15 @@ HISTORIES = settings(
 )
 
 
+#: The Rollout of a history besides its steps: routed or by ratio, its size, and whether
+#: its analysis runs in the background.
+ROLLOUT_SHAPE = {
+    "routed": st.booleans(),
+    "replicas": st.integers(1, 12),
+    "background": st.booleans(),
+}
+
+
 def run_history(h: Harness, events: list[str]) -> None:
     """Start stable, bring in a new revision, then play the events, one pass each."""
     h.reconcile({})
@@ -428,9 +437,7 @@ def run_history(h: Harness, events: list[str]) -> None:
 @settings(HISTORIES, max_examples=500)
 @given(
     steps=st.lists(step_st, min_size=0, max_size=6),
-    routed=st.booleans(),
-    replicas=st.integers(1, 12),
-    background=st.booleans(),
+    **ROLLOUT_SHAPE,
     events=st.lists(event_st, min_size=1, max_size=40),
 )
 def test_invariants_hold_over_random_histories(
@@ -444,9 +451,7 @@ def test_invariants_hold_over_random_histories(
 @settings(HISTORIES, max_examples=150)
 @given(
     steps=st.lists(step_st, min_size=0, max_size=5),
-    routed=st.booleans(),
-    replicas=st.integers(1, 12),
-    background=st.booleans(),
+    **ROLLOUT_SHAPE,
     delay=st.sampled_from([0, 7, 30]),
     events=st.lists(event_st, max_size=20),
     drain=drain_st,

@@ -12,6 +12,7 @@ from controller.api.rollout import Measurement, Release, Rollout
 from controller.core import analysis as an
 from controller.core.hashing import template_hash
 from controller.core.record import template_change
+from tests.support.bluegreen import ACTIVE, CHECK, in_preview
 from tests.support.plan import (
     ANALYSIS,
     annotate,
@@ -19,11 +20,10 @@ from tests.support.plan import (
     deadline_canary,
     make,
     new_image,
+    retried,
     stable_world,
 )
 from tests.support.world import T0, settle, step
-from tests.unit.test_bluegreen import ACTIVE, CHECK, bg_rollout
-from tests.unit.test_bluegreen import stable as bg_stable
 
 
 def changed(ro: Rollout, manager: str, when: dt.datetime) -> Rollout:
@@ -199,11 +199,7 @@ def test_promote_full_and_a_retry_after_an_abort() -> None:
     ro = annotate(ro, **{intents.ABORT: rev})
     ro, _ = settle(ro, world, at(3))
     assert ro.status.abort is not None
-    meta = dict(ro.metadata.annotations or {})
-    meta.pop(intents.ABORT)
-    meta[intents.RETRY] = intents.retry_value(rev, ro.status.abort.attempt)
-    ro = ro.model_copy(update={"metadata": ro.metadata.model_copy(update={"annotations": meta})})
-    ro, _ = settle(ro, world, at(20))
+    ro, _ = settle(retried(ro), world, at(20))
     first, second = ro.status.releases[-2:]
     assert (first.attempt, first.outcome) == (1, "Aborted")
     assert (second.revision, second.attempt, second.outcome) == (rev, 2, None)
@@ -363,10 +359,7 @@ def test_a_first_measurement_s_window_is_one_interval_not_the_whole_wait_before_
 
 
 def test_blue_green_waits_for_approval_then_promotes() -> None:
-    ro, world = bg_stable(bg_rollout(autoPromotionEnabled=False))
-    ro = new_image(ro)
-    new = template_hash(ro.spec.pod_template)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, new = in_preview(autoPromotionEnabled=False)
     entry = last(ro)
     assert (entry.revision, entry.outcome) == (new, None)
     assert [(a.step, a.since) for a in entry.approvals] == [(0, at(1))]
@@ -378,9 +371,7 @@ def test_blue_green_waits_for_approval_then_promotes() -> None:
 
 def test_blue_green_pre_promotion_failure_never_moved_traffic() -> None:
     """The active Service never left stable: restored the moment it was aborted."""
-    ro, world = bg_stable(bg_rollout(prePromotionAnalysis=CHECK))
-    ro = new_image(ro)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, _, _ = in_preview(prePromotionAnalysis=CHECK)
     ro, _ = step(ro, world, at(4), {(an.PRE_PROMOTION, "errors"): measurement("Failed", at(4))})
     entry = last(ro)
     assert (entry.outcome, entry.reason, entry.ended_at) == ("Aborted", "AnalysisFailed", at(4))
@@ -390,11 +381,7 @@ def test_blue_green_pre_promotion_failure_never_moved_traffic() -> None:
 def test_blue_green_post_promotion_failure_is_restored_by_switching_back() -> None:
     """After the switch the new revision had all the traffic; the failed post-promotion
     analysis switches the active Service back in the same pass, which restores it."""
-    ro, world = bg_stable(bg_rollout(postPromotionAnalysis=CHECK))
-    old = ro.status.stable_revision
-    ro = new_image(ro)
-    new = template_hash(ro.spec.pod_template)
-    ro, _ = settle(ro, world, at(1))
+    ro, world, old, new = in_preview(postPromotionAnalysis=CHECK)
     assert world.services[ACTIVE] == new
     assert last(ro).outcome is None  # switched, not promoted: stable until judged
     failed = {(an.POST_PROMOTION, "errors"): measurement("Failed", at(6))}

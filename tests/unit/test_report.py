@@ -30,6 +30,7 @@ from controller.report import (
     render_table,
     status_figures,
 )
+from tests.support.releases import release_record
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -46,28 +47,23 @@ def release(
     restore: float | None = None,
     lead: float | None = None,
 ) -> Release:
-    """A release that started ``days_ago`` and ended (if it did) an hour later."""
-    started = NOW - days_ago * DAY
-    doc: dict[str, Any] = {
-        "revision": revision,
-        "attempt": attempt,
-        "images": ["registry.local/app:v2"],
-        "changedBy": "kubectl-set",
-        "changedAt": (started - dt.timedelta(seconds=5)).isoformat(),
-        "startedAt": started.isoformat(),
+    """A release that started ``days_ago`` (changed 5 s before) and ended (if it did) an
+    hour later."""
+    optional = {
+        "reason": reason,
+        "timeToDetectSeconds": detect,
+        "timeToRestoreSeconds": restore,
+        "leadTimeSeconds": lead,
     }
-    if outcome is not None:
-        doc |= {"outcome": outcome, "endedAt": (started + dt.timedelta(hours=1)).isoformat()}
-    if reason is not None:
-        doc["reason"] = reason
-    for key, value in (
-        ("timeToDetectSeconds", detect),
-        ("timeToRestoreSeconds", restore),
-        ("leadTimeSeconds", lead),
-    ):
-        if value is not None:
-            doc[key] = value
-    return Release.model_validate(doc)
+    return release_record(
+        NOW - days_ago * DAY,
+        outcome,
+        revision=revision,
+        changed_before=dt.timedelta(seconds=5),
+        ended_after=dt.timedelta(hours=1),
+        attempt=attempt,
+        **{key: value for key, value in optional.items() if value is not None},
+    )
 
 
 def promoted(days_ago: float, lead: float = 600.0, **kw: Any) -> Release:

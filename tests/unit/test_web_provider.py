@@ -82,61 +82,81 @@ def ok(payload: Any) -> WebAnswer:
 ON_DATA = {"jsonPath": "{$.data.ok}"}
 
 
+def assert_outcome(
+    m: Metric, answer: WebAnswer, phase: str, value: str | None, says: str, kind: str | None
+) -> None:
+    """The answer's outcome has this phase, value and error kind, and a message saying
+    ``says`` that names the metric (when not Successful) and never shows the query string."""
+    outcome = evaluate(m, REQUEST, answer)
+    assert (outcome.phase, outcome.value, outcome.error_kind) == (phase, value, kind)
+    assert says in outcome.message
+    if phase != "Successful":
+        assert outcome.message.startswith("gate: ")
+    assert "token=abc" not in outcome.message
+
+
 @pytest.mark.parametrize(
-    ("answer", "m", "phase", "value", "says", "kind"),
+    ("answer", "says", "kind"),
     [
         pytest.param(
             WebAnswer.failed("timeout", "no answer from http://gate.test:80 within 10s"),
-            metric(), "Error", None, "request failed (timeout): no answer", "timeout",
-            id="timeout",
+            "request failed (timeout): no answer", "timeout", id="timeout",
         ),
         pytest.param(
             WebAnswer.failed("unreachable", "cannot connect to http://gate.test: refused"),
-            metric(), "Error", None, "request failed (unreachable)", "unreachable",
-            id="refused",
+            "request failed (unreachable)", "unreachable", id="refused",
         ),
         pytest.param(
-            WebAnswer.failed("tls", "TLS with https://gate.test failed"),
-            metric(), "Error", None, "(tls)", "tls", id="tls",
+            WebAnswer.failed("tls", "TLS with https://gate.test failed"), "(tls)", "tls", id="tls"
         ),
         pytest.param(
             WebAnswer.failed("http", "redirected (HTTP 302) to another host"),
-            metric(), "Error", None, "to another host", "http", id="redirect-elsewhere",
+            "to another host", "http", id="redirect-elsewhere",
         ),
         pytest.param(
             WebAnswer(status=503, body=b"upstream   down\n\nretry later"),
-            metric(), "Error", None,
             "GET http://gate.test/check answered HTTP 503: upstream down retry later", "http",
             id="http-503-with-excerpt",
         ),
         pytest.param(
-            WebAnswer(status=404, body=b""), metric(), "Error", None,
-            "answered HTTP 404: (empty)", "http", id="http-404-empty",
+            WebAnswer(status=404, body=b""), "answered HTTP 404: (empty)", "http",
+            id="http-404-empty",
         ),
         pytest.param(
-            WebAnswer(status=401, body=b'{"error":"no"}'), metric(), "Error", None,
-            "HTTP 401", "auth", id="http-401-auth",
+            WebAnswer(status=401, body=b'{"error":"no"}'), "HTTP 401", "auth", id="http-401-auth"
         ),
         pytest.param(
-            WebAnswer(status=429, body=b"slow down"), metric(), "Error", None,
-            "HTTP 429", "throttled", id="http-429-throttled",
+            WebAnswer(status=429, body=b"slow down"), "HTTP 429", "throttled",
+            id="http-429-throttled",
         ),
         pytest.param(
-            WebAnswer(status=302, body=b""), metric(), "Error", None,
-            "HTTP 302", "http", id="redirect-not-followed",
+            WebAnswer(status=302, body=b""), "HTTP 302", "http", id="redirect-not-followed"
         ),
         pytest.param(
             WebAnswer(status=200, body=b"<html>ok</html>", content_type="text/html"),
-            metric(), "Error", None, "not JSON (text/html)", "bad_response", id="html",
+            "not JSON (text/html)", "bad_response", id="html",
         ),
         pytest.param(
-            WebAnswer(status=200, body=b"  "), metric(), "Error", None,
-            "the answer is empty", "bad_response", id="empty-body",
+            WebAnswer(status=200, body=b"  "), "the answer is empty", "bad_response",
+            id="empty-body",
         ),
         pytest.param(
-            WebAnswer(status=200, body=b'{"v": NaN}'), metric(), "Error", None,
-            "NaN is not JSON", "bad_response", id="nan-is-not-json",
+            WebAnswer(status=200, body=b'{"v": NaN}'), "NaN is not JSON", "bad_response",
+            id="nan-is-not-json",
         ),
+    ],
+)  # fmt: skip
+def test_an_answer_that_cannot_be_judged_is_an_error_of_its_kind(
+    answer: WebAnswer, says: str, kind: str
+) -> None:
+    """A request that failed, an HTTP error status, a body that is not JSON: an Error
+    without a value, with the error kind the pool's breaker reads."""
+    assert_outcome(metric(), answer, "Error", None, says, kind)
+
+
+@pytest.mark.parametrize(
+    ("answer", "m", "phase", "value", "says", "kind"),
+    [
         pytest.param(
             ok({"data": {}}), metric(ON_DATA), "NoData", None,
             "jsonPath '{$.data.ok}' matched nothing", None, id="no-match",
@@ -208,14 +228,8 @@ ON_DATA = {"jsonPath": "{$.data.ok}"}
 def test_every_answer_has_a_stated_outcome(
     answer: WebAnswer, m: Metric, phase: str, value: str | None, says: str, kind: str | None
 ) -> None:
-    """Each kind of answer gives the outcome the module docstring's table states, naming
-    the metric, with the error kind the pool's breaker reads."""
-    outcome = evaluate(m, REQUEST, answer)
-    assert (outcome.phase, outcome.value, outcome.error_kind) == (phase, value, kind)
-    assert says in outcome.message
-    if phase != "Successful":
-        assert outcome.message.startswith("gate: ")
-    assert "token=abc" not in outcome.message  # the query string is never shown
+    """Each kind of answer gives the outcome the module docstring's table states."""
+    assert_outcome(m, answer, phase, value, says, kind)
 
 
 def test_a_long_value_is_cut_for_the_status() -> None:
