@@ -382,13 +382,6 @@ class KubeAdapter:
                 change.name, namespace, body, field_manager=FIELD_MANAGER
             )
         )
-        log.info(
-            "deployment scaled",
-            deployment=change.name,
-            replicas=change.replicas,
-            previous=change.previous,
-            done=change.done,
-        )
 
     # -- the Rollout ----------------------------------------------------------------
 

@@ -630,6 +630,7 @@ class Reconciler:
         )
         if change is None:
             return []
+        log.info("action", action=type(change).__name__, **_fields(change))
         try:
             self.kube.scale_deployment(
                 raw["metadata"]["namespace"],
@@ -715,7 +716,8 @@ def _scaled_event(change: wl.ScaleDeployment, mode: str) -> Event:
     return Event("DeploymentScaledDown", message)
 
 
-def _fields(action: Action) -> dict[str, Any]:
+def _fields(action: Action | wl.ScaleDeployment) -> dict[str, Any]:
+    """What the log line of an action carries: its fields, but no tuple (label sets)."""
     return {k: v for k, v in vars(action).items() if not isinstance(v, tuple)}
 
 
